@@ -1,0 +1,1 @@
+"""Decision records, their store, and reports."""

@@ -1,0 +1,80 @@
+"""Decision records: what produced each output, at what cost. No raw text or PII.
+
+Records hold hashes, names, numbers and error *kinds*; error messages are
+built by our own code from error types and field names, never from document
+or model text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def text_hash(text: str) -> str:
+    """SHA-256 of a document's text: identifies an input without keeping it."""
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+@dataclass
+class Attempt:
+    """One call (or one deterministic rung) tried for one document in one stage."""
+
+    rung: int
+    kind: str
+    """'model', 'rules' or 'default'."""
+    model: str | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when this attempt produced the accepted output."""
+        return self.error_kind is None
+
+
+@dataclass
+class DecisionRecord:
+    """One record per document per stage."""
+
+    run_id: str
+    doc_id: str
+    stage_id: str
+    pipeline: str
+    pipeline_version: str
+    input_hash: str
+    prompt_version: str | None
+    status: str
+    """'validated', 'rules', 'default' or 'quarantined'."""
+    rung: int | None = None
+    rung_label: str | None = None
+    model: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    review: bool = False
+    reason: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    latency_ms: float = 0.0
+
+    @property
+    def tokens_in(self) -> int:
+        """Prompt tokens over every attempt, failed ones included."""
+        return sum(a.tokens_in for a in self.attempts)
+
+    @property
+    def tokens_out(self) -> int:
+        """Completion tokens over every attempt, failed ones included."""
+        return sum(a.tokens_out for a in self.attempts)
+
+    @property
+    def cost_usd(self) -> float:
+        """Cost of every attempt, failed ones and re-asks included."""
+        return sum(a.cost_usd for a in self.attempts)
+
+    def attempts_json(self) -> list[dict[str, Any]]:
+        """Attempts as plain dicts for storage."""
+        return [asdict(a) for a in self.attempts]

@@ -1,0 +1,1 @@
+"""A fault-injecting OpenAI-compatible endpoint, for testing degradation before production."""

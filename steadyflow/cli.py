@@ -1,0 +1,149 @@
+"""The ``steadyflow`` command.
+
+Heavy imports (Prefect, instructor) happen inside the commands that need
+them, so ``validate``, ``schema`` and ``--help`` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from steadyflow.spec.errors import SpecError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Declarative AI pipelines that keep working when the model does not.")
+chaos_app = typer.Typer(no_args_is_help=True, help="A fault-injecting OpenAI-compatible endpoint for testing degradation.")
+app.add_typer(chaos_app, name="chaos")
+
+EXIT_INVALID = 2
+
+
+def _fail(problems: SpecError) -> None:
+    for problem in problems.problems:
+        typer.echo(str(problem), err=True)
+    raise typer.Exit(EXIT_INVALID)
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="pipeline files")]) -> None:
+    """Check pipeline files; print one line per problem (path:line:col) and exit 2 if any."""
+    from steadyflow.spec.loader import load_pipeline
+
+    failed = False
+    for file in files:
+        try:
+            load_pipeline(file)
+        except SpecError as exc:
+            failed = True
+            for problem in exc.problems:
+                typer.echo(str(problem), err=True)
+        else:
+            typer.echo(f"{file}: ok")
+    if failed:
+        raise typer.Exit(EXIT_INVALID)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of pipeline files (for editors: yaml-language-server)."""
+    from steadyflow.spec.schema import pipeline_schema
+
+    typer.echo(json.dumps(pipeline_schema(), indent=2))
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="pipeline file")],
+    input: Annotated[str | None, typer.Option("--input", "-i", help="folder, glob, .jsonl or .csv; replaces the pipeline's source")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="folder for outputs, quarantine and decision records")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, max=1024, help="requests in flight per model")] = None,
+    chunk_size: Annotated[int | None, typer.Option(min=1, help="documents per Prefect task")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a value: dotted.key=value (repeatable)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object")] = False,
+) -> None:
+    """Run a pipeline over documents as a Prefect flow."""
+    from steadyflow.spec.loader import load_pipeline
+
+    try:
+        pipeline = load_pipeline(file, set_ or [])
+    except SpecError as exc:
+        _fail(exc)
+    if input is None and pipeline.spec.source is None:
+        typer.echo(f"{file}: the pipeline has no source; give --input PATH", err=True)
+        raise typer.Exit(EXIT_INVALID)
+    if input is not None and not Path(input).exists() and "*" not in input:
+        typer.echo(f"--input {input}: no such file or folder", err=True)
+        raise typer.Exit(EXIT_INVALID)
+
+    from steadyflow.flows.settings import prefect_defaults
+
+    prefect_defaults()
+    from steadyflow.flows.compiler import RunOptions, run_pipeline
+
+    summary = run_pipeline(pipeline, RunOptions(input=input, output=output, concurrency=concurrency, chunk_size=chunk_size))
+    data = summary.as_json()
+    if as_json:
+        sys.stdout.write(json.dumps(data) + "\n")
+        return
+    typer.echo(f"run {data['run_id']}: {data['documents']} documents -> {data['outputs']} outputs, "
+               f"{data['quarantined']} quarantined, {data['review']} for review")
+    for stage, counts in data["by_rung"].items():
+        typer.echo(f"  {stage}: " + ", ".join(f"{rung} {n}" for rung, n in sorted(counts.items())))
+    typer.echo(f"  tokens {data['tokens']['total']}, cost ${data['cost_usd']:.6f}, {data['duration_s']:.1f}s")
+    typer.echo(f"  outputs: {data['output_path']}\n  quarantine: {data['quarantine_path']}\n  decisions: {data['decisions_path']}")
+
+
+@chaos_app.command("serve")
+def chaos_serve(
+    host: Annotated[str, typer.Option(help="loopback address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0 picks a free one)")] = 8765,
+    fault: Annotated[list[str] | None, typer.Option("--fault", help="KIND=RATE, e.g. 429=0.1 timeout=0.02 (repeatable)")] = None,
+    latency_ms: Annotated[float, typer.Option(help="added to every completion")] = 0.0,
+    seed: Annotated[int, typer.Option(help="seed of fault and answer choices")] = 0,
+    hang_s: Annotated[float, typer.Option(help="how long a 'timeout' fault hangs")] = 120.0,
+    script: Annotated[Path | None, typer.Option(help="JSONL of scripted answers served first, in order")] = None,
+) -> None:
+    """Serve chat completions on loopback with injected faults."""
+    import asyncio
+
+    from steadyflow.chaos.server import FAULTS, ChaosConfig, ChaosServer
+
+    rates: dict[str, float] = {}
+    for item in fault or []:
+        kind, _, rate = item.partition("=")
+        try:
+            rates[kind] = float(rate)
+        except ValueError:
+            typer.echo(f"--fault {item}: expected KIND=RATE with KIND one of {', '.join(FAULTS)}", err=True)
+            raise typer.Exit(EXIT_INVALID) from None
+    try:
+        config = ChaosConfig(faults=rates, latency_ms=latency_ms, seed=seed, hang_s=hang_s)
+    except ValueError as exc:
+        typer.echo(f"--fault: {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    server = ChaosServer(config, host=host, port=port)
+    if script is not None:
+        server.script.extend(json.loads(line) for line in script.read_text().splitlines() if line.strip())
+
+    async def serve() -> None:
+        await server.start_async()
+        typer.echo(f"chaos endpoint on {server.base_url} (faults: {rates or 'none'})", err=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    """Entry point of the ``steadyflow`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The Prefect edge: compile pipelines into flows and run them."""

@@ -1,0 +1,1 @@
+"""Sources that read documents and sinks that write outputs and quarantined documents."""

@@ -1,0 +1,139 @@
+"""Read documents lazily from a folder glob, a JSONL file or a CSV file.
+
+A document that cannot be read is still yielded, with ``load_error`` set, so
+that it is quarantined with its reason instead of stopping the batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import glob
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from steadyflow.spec.models import FilesSource, TableSource
+from steadyflow.stages.document import Document
+
+FILE_TYPES = (".txt", ".md", ".json", ".eml")
+
+
+def _decode(raw: bytes) -> tuple[str, str | None]:
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return "", f"undecodable: not valid UTF-8 (byte {exc.start})"
+
+
+def _from_json(doc_id: str, text: str, source: str) -> Document:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Document(doc_id, "", source, load_error=f"invalid JSON: line {exc.lineno} column {exc.colno}")
+    if not isinstance(value, dict):
+        return Document(doc_id, "", source, load_error="JSON document is not an object")
+    body = value.get("text", value.get("body"))
+    return Document(doc_id, str(body) if body is not None else json.dumps(value, ensure_ascii=False), source, fields=value)
+
+
+def _from_eml(doc_id: str, raw: bytes, source: str) -> Document:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    fields = {k: str(message.get(k, "")) for k in ("subject", "from", "to", "date")}
+    part = message.get_body(preferencelist=("plain", "html")) if hasattr(message, "get_body") else None
+    try:
+        body = part.get_content() if part is not None else ""
+    except (LookupError, UnicodeDecodeError):
+        return Document(doc_id, "", source, fields=fields, load_error="undecodable: e-mail body charset")
+    text = f"Subject: {fields['subject']}\n\n{body}".strip()
+    return Document(doc_id, text, source, fields={**fields, "body": body})
+
+
+def read_file(path: Path, doc_id: str) -> Document:
+    """One document from one file; never raises for bad content."""
+    source = str(path)
+    suffix = path.suffix.lower()
+    if suffix not in FILE_TYPES:
+        return Document(doc_id, "", source, load_error=f"unsupported file type '{suffix or path.name}'")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return Document(doc_id, "", source, load_error=f"unreadable: {exc.strerror}")
+    if suffix == ".eml":
+        return _from_eml(doc_id, raw, source)
+    text, error = _decode(raw)
+    if error:
+        return Document(doc_id, "", source, load_error=error)
+    if suffix == ".json":
+        return _from_json(doc_id, text, source)
+    return Document(doc_id, text, source, fields={"filename": path.name})
+
+
+def _table_doc(row: dict[str, Any], number: int, spec: TableSource, source: str) -> Document:
+    doc_id = str(row.get(spec.id_field, "") or "") if spec.id_field else ""
+    text = row.get(spec.text_field)
+    doc_id = doc_id or f"{spec.kind}-{number}"
+    if text is None:
+        return Document(doc_id, "", source, fields=row, load_error=f"no '{spec.text_field}' field")
+    return Document(doc_id, str(text), source, fields=row)
+
+
+def _read_table(spec: TableSource, path: Path) -> Iterator[Document]:
+    source = str(path)
+    if spec.kind == "csv":
+        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+            for number, row in enumerate(csv.DictReader(handle), start=1):
+                yield _table_doc(dict(row), number, spec, f"{source}:{number + 1}")
+        return
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            text, error = _decode(raw)
+            try:
+                row = json.loads(text) if not error else None
+            except json.JSONDecodeError:
+                error = "invalid JSON line"
+                row = None
+            if not isinstance(row, dict):
+                yield Document(f"{spec.kind}-{number}", "", f"{source}:{number}", load_error=error or "line is not a JSON object")
+                continue
+            yield _table_doc(row, number, spec, f"{source}:{number}")
+
+
+def _unique(docs: Iterator[Document]) -> Iterator[Document]:
+    """Make ids unique so no document is dropped or written twice under one id."""
+    seen: dict[str, int] = {}
+    for doc in docs:
+        if doc.id in seen:
+            seen[doc.id] += 1
+            doc.id = f"{doc.id}~{seen[doc.id]}"
+        else:
+            seen[doc.id] = 1
+        yield doc
+
+
+def read_documents(spec: FilesSource | TableSource, base_dir: Path) -> Iterator[Document]:
+    """Yield every document of a source, in a stable order."""
+    pattern = spec.path if Path(spec.path).is_absolute() else str(base_dir / spec.path)
+    if isinstance(spec, TableSource):
+        yield from _unique(_read_table(spec, Path(pattern)))
+        return
+    prefix = pattern.split("*", 1)[0] if "*" in pattern else pattern
+    root = Path(prefix) if prefix.endswith(("/", "\\")) else Path(prefix).parent
+    paths = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    yield from _unique(read_file(p, str(p.relative_to(root)) if p.is_relative_to(root) else p.name) for p in paths)
+
+
+def source_for(path: str) -> FilesSource | TableSource:
+    """The source a ``--input PATH`` means: a folder, a glob, a .jsonl or a .csv file."""
+    lowered = path.lower()
+    if lowered.endswith(".jsonl"):
+        return TableSource(kind="jsonl", path=path)
+    if lowered.endswith(".csv"):
+        return TableSource(kind="csv", path=path)
+    if Path(path).is_dir():
+        return FilesSource(kind="files", path=str(Path(path) / "*"))
+    return FilesSource(kind="files", path=path)

@@ -1,0 +1,1 @@
+"""Model clients: OpenAI-compatible endpoints via the openai SDK + instructor, prices, errors."""

@@ -1,0 +1,146 @@
+"""Structured generation over any OpenAI-compatible endpoint: openai SDK + instructor.
+
+Retry ownership: the SDK's own retries are off (``max_retries=0``); instructor
+owns *re-asks* (invalid output fed back to the model, bounded by the rung's
+``reasks``); the ladder owns *retries* of transient transport errors. Nothing
+else retries, so attempts never multiply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import instructor
+import openai
+from instructor.core.hooks import Hooks
+from pydantic import BaseModel
+
+from steadyflow.audit.records import Attempt
+from steadyflow.providers.errors import ErrorKind, ModelCallError, classify, validation_summary
+from steadyflow.spec.models import ModelSpec
+
+# instructor logs every failed call at ERROR with the server's message; our decision records
+# carry the same facts without response text, so its logger stays quiet.
+logging.getLogger("instructor").setLevel(logging.CRITICAL)
+
+_MODES = {"tools": instructor.Mode.TOOLS, "json_schema": instructor.Mode.JSON_SCHEMA, "json": instructor.Mode.JSON}
+
+
+def cost_usd(spec: ModelSpec, tokens_in: int, tokens_out: int) -> float:
+    """List-price cost of one call."""
+    return (tokens_in * spec.price.input_per_mtok + tokens_out * spec.price.output_per_mtok) / 1_000_000
+
+
+@dataclass
+class _CallLog:
+    """Collects one attempt per HTTP call that instructor makes (first answer and re-asks)."""
+
+    name: str
+    spec: ModelSpec
+    rung: int
+    attempts: list[Attempt] = field(default_factory=list)
+    started: float = 0.0
+
+    def hooks(self) -> Hooks:
+        hooks = Hooks()
+        hooks.on("completion:kwargs", self._on_kwargs)
+        hooks.on("completion:response", self._on_response)
+        hooks.on("completion:error", self._on_error)
+        hooks.on("parse:error", self._on_parse_error)
+        return hooks
+
+    def _on_kwargs(self, *args: Any, **kwargs: Any) -> None:
+        self.started = time.perf_counter()
+
+    def _new(self) -> Attempt:
+        attempt = Attempt(rung=self.rung, kind="model", model=self.name)
+        attempt.latency_ms = round((time.perf_counter() - self.started) * 1000, 2)
+        self.attempts.append(attempt)
+        return attempt
+
+    def _on_response(self, response: Any) -> None:
+        attempt = self._new()
+        usage = getattr(response, "usage", None)
+        attempt.tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+        attempt.tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
+        attempt.cost_usd = cost_usd(self.spec, attempt.tokens_in, attempt.tokens_out)
+
+    def _on_error(self, error: Exception, **kwargs: Any) -> None:
+        failed = classify(error)
+        attempt = self._new()
+        attempt.error_kind, attempt.error = failed.kind.value, failed.message
+
+    def _on_parse_error(self, error: Exception, **kwargs: Any) -> None:
+        if self.attempts:
+            from pydantic import ValidationError
+
+            summary = validation_summary(error) if isinstance(error, ValidationError) else type(error).__name__
+            self.attempts[-1].error_kind = ErrorKind.INVALID_OUTPUT.value
+            self.attempts[-1].error = summary
+
+
+class OpenAICompatClient:
+    """One model endpoint of a run: its client, its price and its concurrency bound."""
+
+    def __init__(self, name: str, spec: ModelSpec, concurrency: int, base_url: str | None = None) -> None:
+        self.name = name
+        self.spec = spec
+        self.model = spec.model or name
+        self.base_url = base_url or spec.base_url
+        limit = min(concurrency, spec.max_concurrency or concurrency)
+        self._semaphore = asyncio.Semaphore(limit)
+        key = spec.api_key.get_secret_value() if spec.api_key else "not-needed"
+        self._raw = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or "not-needed", max_retries=0, timeout=spec.timeout_s)
+        self._client = instructor.from_openai(self._raw, mode=_MODES[self.mode])
+
+    @property
+    def mode(self) -> str:
+        """How the schema is sent: tools, json_schema or json."""
+        return self.spec.mode or "tools"
+
+    def parameters(self) -> dict[str, Any]:
+        """Generation parameters, as recorded in decision records."""
+        return {"model": self.model, "temperature": self.spec.temperature, "max_tokens": self.spec.max_tokens, "mode": self.mode}
+
+    def extra_body(self, response_model: type[BaseModel]) -> dict[str, Any] | None:
+        """Provider-specific request additions (the local provider adds a grammar)."""
+        return None
+
+    async def generate(
+        self, messages: list[dict[str, str]], response_model: type[BaseModel], reasks: int, rung: int
+    ) -> tuple[BaseModel, list[Attempt]]:
+        """Ask for ``response_model``; return the output and every attempt made.
+
+        Raises :class:`ModelCallError` whose ``attempts`` attribute lists the attempts.
+        """
+        log = _CallLog(self.name, self.spec, rung)
+        kwargs: dict[str, Any] = {"model": self.model, "temperature": self.spec.temperature, "max_tokens": self.spec.max_tokens}
+        extra = self.extra_body(response_model)
+        if extra:
+            kwargs["extra_body"] = extra
+        async with self._semaphore:
+            log.started = time.perf_counter()
+            try:
+                output = await self._client.chat.completions.create(
+                    response_model=response_model,
+                    messages=messages,  # type: ignore[arg-type]
+                    max_retries=reasks,
+                    hooks=log.hooks(),
+                    **kwargs,
+                )
+            except Exception as exc:
+                failed = classify(exc)
+                # the hooks already logged this call's attempts; the last one carries the final error
+                last = log.attempts[-1] if log.attempts else log._new()
+                last.error_kind, last.error = failed.kind.value, failed.message
+                failed.attempts = log.attempts
+                raise failed from None
+        return output, log.attempts
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._raw.close()

@@ -1,0 +1,164 @@
+"""Checks that span more than one value, and compilation of each stage.
+
+Each check appends :class:`Problem` lines instead of stopping at the first,
+so one ``steadyflow validate`` shows everything wrong with a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import regex
+from pydantic import BaseModel, ValidationError
+
+from steadyflow.spec.errors import Problem, SpecError, did_you_mean, format_path
+from steadyflow.spec.errors_map import validation_problems
+from steadyflow.spec.loader import CompiledStage, read_text
+from steadyflow.spec.models import AiStage, DefaultRung, ModelRung, Pipeline, RulesRung, RulesSpec
+from steadyflow.spec.output_schema import compile_output, import_model
+from steadyflow.spec.prompt import Prompt, check_template, make_prompt
+from steadyflow.spec.yaml_positions import Path as DataPath
+from steadyflow.spec.yaml_positions import Positions, load_yaml
+
+
+def field_enums(model: type[BaseModel]) -> dict[str, list[Any]]:
+    """Allowed values of each top-level enum field of an output model."""
+    schema = model.model_json_schema()
+    out: dict[str, list[Any]] = {}
+    for name, prop in schema.get("properties", {}).items():
+        options = [prop, *prop.get("anyOf", [])]
+        for option in options:
+            if "enum" in option:
+                out[name] = list(option["enum"])
+            elif "const" in option:
+                out.setdefault(name, []).append(option["const"])
+    return out
+
+
+def _check_rules(rules: RulesSpec, model: type[BaseModel], pos: Positions, prefix: DataPath) -> list[Problem]:
+    problems = []
+    enums = field_enums(model)
+    for name, rule in rules.fields.items():
+        at = (*prefix, "fields", name)
+        if name not in model.model_fields:
+            problems.append(pos.problem(at, f"no output field '{name}'{did_you_mean(name, model.model_fields)}", key=True))
+            continue
+        for value in (rule.keywords or {}):
+            if name in enums and value not in [str(v) for v in enums[name]]:
+                hint = did_you_mean(value, [str(v) for v in enums[name]])
+                problems.append(pos.problem((*at, "keywords", value), f"'{value}' is not a value of '{name}'{hint}", key=True))
+        if rule.regex is not None:
+            try:
+                regex.compile(rule.regex)
+            except regex.error as exc:
+                problems.append(pos.problem((*at, "regex"), f"regex does not compile: {exc}"))
+    return problems
+
+
+def _load_rules(ref: str | RulesSpec, model: type[BaseModel], pos: Positions, at: DataPath, base: Path) -> tuple[RulesSpec | None, list[Problem]]:
+    if isinstance(ref, RulesSpec):
+        return ref, _check_rules(ref, model, pos, at)
+    file = base / ref
+    try:
+        data, file_pos = load_yaml(read_text(file, str(file)), str(file))
+        rules = RulesSpec.model_validate(data)
+    except SpecError as exc:
+        return None, [pos.problem(at, f"rules file '{ref}' is invalid"), *exc.problems]
+    except ValidationError as exc:
+        return None, validation_problems(exc, data, file_pos)
+    return rules, _check_rules(rules, model, file_pos, ())
+
+
+def _check_default(value: dict[str, Any], model: type[BaseModel], pos: Positions, at: DataPath) -> list[Problem]:
+    try:
+        model.model_validate(value)
+    except ValidationError as exc:
+        return [pos.problem((*at, *err["loc"]), f"default does not fit the output: {err['msg']}") for err in exc.errors(include_url=False)]
+    return []
+
+
+def _output_model(stage: Any, pos: Positions, at: DataPath) -> tuple[type[BaseModel] | None, list[Problem]]:
+    try:
+        if stage.output_model:
+            return import_model(stage.output_model), []
+        for name, fspec in (stage.output or {}).items():
+            if fspec.pattern is not None:
+                regex.compile(fspec.pattern)
+        return compile_output(stage.output or {}, stage.id), []
+    except (ValueError, regex.error) as exc:
+        where = (*at, "output_model") if stage.output_model else (*at, "output")
+        return None, [pos.problem(where, str(exc))]
+
+
+def _load_prompt(stage: AiStage, pos: Positions, at: DataPath, base: Path) -> tuple[Prompt | None, list[Problem]]:
+    spec = stage.prompt
+    if spec.file is not None:
+        file = base / spec.file
+        try:
+            text = read_text(file, str(file))
+        except SpecError:
+            return None, [pos.problem((*at, "prompt", "file"), f"prompt file '{spec.file}' not found")]
+        shown, line_offset = str(file), 0
+    else:
+        text = spec.template or ""
+        line, _ = pos.find((*at, "prompt", "template"))
+        shown, line_offset = pos.file, line
+    bad = check_template(text)
+    if bad:
+        line, message = bad
+        return None, [Problem(shown, line + line_offset, 1, format_path((*at, "prompt")), message)]
+    return make_prompt(text, spec.system), []
+
+
+def _check_ladder(stage: AiStage, spec: Pipeline, model: type[BaseModel], pos: Positions, at: DataPath, base: Path, compiled: CompiledStage) -> list[Problem]:
+    problems: list[Problem] = []
+    if not any(isinstance(r, ModelRung) for r in stage.ladder):
+        problems.append(pos.problem((*at, "ladder"), "an ai stage needs at least one model rung"))
+    for i, rung in enumerate(stage.ladder):
+        where = (*at, "ladder", i)
+        if isinstance(rung, ModelRung) and rung.model not in spec.models:
+            hint = did_you_mean(rung.model, spec.models) or f" (models: {', '.join(spec.models) or 'none declared'})"
+            problems.append(pos.problem((*where, "model"), f"unknown model '{rung.model}'{hint}"))
+        if isinstance(rung, DefaultRung):
+            if i != len(stage.ladder) - 1:
+                problems.append(pos.problem(where, "a default rung must be the last rung (nothing after it is ever reached)"))
+            problems += _check_default(rung.default, model, pos, (*where, "default"))
+        if isinstance(rung, RulesRung):
+            rules, found = _load_rules(rung.rules, model, pos, (*where, "rules"), base)
+            problems += found
+            if rules is not None:
+                compiled.rules[i] = rules
+    return problems
+
+
+def compile_stages(spec: Pipeline, data: dict[str, Any], pos: Positions, base: Path) -> list[CompiledStage]:
+    """Check every stage against the rest of the file and compile it."""
+    problems: list[Problem] = []
+    compiled: list[CompiledStage] = []
+    seen: set[str] = set()
+    for index, stage in enumerate(spec.stages):
+        at: DataPath = ("stages", index)
+        if stage.id in seen:
+            problems.append(pos.problem((*at, "id"), f"duplicate stage id '{stage.id}'"))
+        seen.add(stage.id)
+        model, found = _output_model(stage, pos, at)
+        problems += found
+        if model is None:
+            continue
+        result = CompiledStage(spec=stage, output_model=model)
+        if isinstance(stage, AiStage):
+            result.prompt, found = _load_prompt(stage, pos, at, base)
+            problems += found
+            problems += _check_ladder(stage, spec, model, pos, at, base, result)
+        else:
+            rules, found = _load_rules(stage.rules, model, pos, (*at, "rules"), base)
+            problems += found
+            if rules is not None:
+                result.rules[0] = rules
+            if stage.default is not None:
+                problems += _check_default(stage.default, model, pos, (*at, "default"))
+        compiled.append(result)
+    if problems:
+        raise SpecError(problems)
+    return compiled

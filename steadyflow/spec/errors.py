@@ -1,0 +1,54 @@
+"""Problems found in a pipeline file, reported as one line each.
+
+Every error the loader raises is a :class:`SpecError` carrying a list of
+:class:`Problem`; the CLI prints them as ``path:line:col: where: message`` and
+exits with code 2. Nothing else may escape the loader.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One problem in one file, at a 1-based line and column."""
+
+    path: str
+    line: int
+    col: int
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f" {self.where}:" if self.where else ""
+        return f"{self.path}:{self.line}:{self.col}:{where} {self.message}"
+
+
+class SpecError(Exception):
+    """A pipeline file (or a file it names) is invalid; carries every problem found."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = sorted(set(problems))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
+    options = [str(c) for c in choices]
+    swapped = [c for c in options if sorted(c) == sorted(str(word)) and c != word]
+    matches = swapped or difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
+    return f" (did you mean '{matches[0]}'?)" if matches else ""
+
+
+def format_path(path: tuple[str | int, ...]) -> str:
+    """Format a data path as ``stages[0].ladder[2].model``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out

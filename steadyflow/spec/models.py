@@ -1,0 +1,252 @@
+"""Pydantic models of a pipeline file: the steadyflow DSL, version 1.
+
+These models only describe and check the *shape* of a pipeline file. Checks
+that need more than one value at a time (does a ladder name a known model,
+does a rule name a known field) live in :mod:`steadyflow.spec.checks`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, model_validator
+
+IDENT = r"^[A-Za-z][A-Za-z0-9_-]*$"
+FieldType = Literal["string", "integer", "number", "boolean", "enum", "list", "object"]
+Scalar = str | int | float | bool
+
+
+class Strict(BaseModel):
+    """Base for every DSL model: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Price(Strict):
+    """List price of a model in USD per million tokens."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+
+class ModelSpec(Strict):
+    """One model endpoint a ladder can call."""
+
+    provider: Literal["openai", "local"] = Field(description="'openai' is any OpenAI-compatible endpoint")
+    model: str | None = Field(None, description="model name sent to the endpoint")
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model_path: str | None = Field(None, description="local provider: a GGUF file instead of the default")
+    price: Price = Price()
+    timeout_s: float = Field(30.0, gt=0, le=3600)
+    max_tokens: int = Field(512, gt=0, le=200_000)
+    temperature: float = Field(0.0, ge=0, le=2)
+    mode: Literal["tools", "json_schema", "json"] | None = Field(
+        None, description="how the response schema is sent; default: tools (openai), json+grammar (local)"
+    )
+    max_concurrency: int | None = Field(None, ge=1, le=1024)
+
+
+class FilesSource(Strict):
+    """Every file a glob matches (.txt .md .json .eml); one document per file."""
+
+    kind: Literal["files"]
+    path: str
+
+
+class TableSource(Strict):
+    """One document per JSONL line or CSV row."""
+
+    kind: Literal["jsonl", "csv"]
+    path: str
+    text_field: str = "text"
+    id_field: str | None = "id"
+
+
+Source = Annotated[FilesSource | TableSource, Field(discriminator="kind")]
+
+
+class Sink(Strict):
+    """Where validated (or fallback) outputs go, one row per document."""
+
+    kind: Literal["jsonl", "csv"]
+    path: str
+
+
+class InputSpec(Strict):
+    """Checks a document must pass before a stage spends anything on it."""
+
+    field: str = Field("text", description="document field the stage reads")
+    min_chars: int = Field(1, ge=0)
+    max_chars: int = Field(20_000, ge=1)
+    required: list[str] = Field(default_factory=list, description="document fields that must be present")
+
+
+class PromptSpec(Strict):
+    """A Jinja2 prompt, inline or in a file; its version is its content hash."""
+
+    file: str | None = None
+    template: str | None = None
+    system: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PromptSpec:
+        if (self.file is None) == (self.template is None):
+            raise ValueError("give exactly one of 'file' or 'template'")
+        return self
+
+
+class FieldSpec(Strict):
+    """One field of a stage's output, with its constraints."""
+
+    type: FieldType | None = None
+    description: str | None = None
+    enum: list[Scalar] | None = Field(None, min_length=1)
+    min_length: int | None = Field(None, ge=0)
+    max_length: int | None = Field(None, ge=0)
+    pattern: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    items: FieldSpec | None = None
+    fields: dict[str, FieldSpec] | None = None
+    min_items: int | None = Field(None, ge=0)
+    max_items: int | None = Field(None, ge=0)
+    optional: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FieldSpec:
+        if self.type is None:
+            if self.enum is None:
+                raise ValueError("a field needs a 'type' (string, integer, number, boolean, enum, list, object)")
+            self.type = "enum"
+        if self.type == "enum" and not self.enum:
+            raise ValueError("type 'enum' needs an 'enum' list")
+        if self.type == "list" and self.items is None:
+            raise ValueError("type 'list' needs 'items'")
+        if self.type == "object" and not self.fields:
+            raise ValueError("type 'object' needs 'fields'")
+        allowed = _CONSTRAINTS[self.type]
+        for name in ("min_length", "max_length", "pattern", "minimum", "maximum", "min_items", "max_items"):
+            if getattr(self, name) is not None and name not in allowed:
+                raise ValueError(f"'{name}' does not apply to type '{self.type}'")
+        return self
+
+
+_CONSTRAINTS: dict[str, set[str]] = {
+    "string": {"min_length", "max_length", "pattern"},
+    "integer": {"minimum", "maximum"},
+    "number": {"minimum", "maximum"},
+    "boolean": set(),
+    "enum": set(),
+    "list": {"min_items", "max_items"},
+    "object": set(),
+}
+
+
+class FieldRule(Strict):
+    """A deterministic extractor for one output field: regex, keyword map, default."""
+
+    regex: str | None = None
+    group: int | str = 1
+    keywords: dict[str, list[str]] | None = None
+    default: Any = None
+
+
+class RulesSpec(Strict):
+    """Rules for a stage's output fields, inline or in their own YAML file."""
+
+    fields: dict[str, FieldRule] = Field(min_length=1)
+
+
+class ModelRung(Strict):
+    """Call a model; re-ask on invalid output; retry transient transport errors."""
+
+    model: str
+    reasks: int = Field(1, ge=0, le=10, description="re-asks with the validation error after the first answer")
+    retries: int = Field(1, ge=0, le=10, description="retries of 429/5xx/timeouts, honouring Retry-After")
+
+
+class RulesRung(Strict):
+    """Deterministic extraction by regex and keyword maps."""
+
+    rules: str | RulesSpec
+
+
+class DefaultRung(Strict):
+    """A static output, flagged for human review; never fails."""
+
+    default: dict[str, Any]
+    review: bool = True
+
+
+def _rung_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for kind in ("model", "rules", "default"):
+            if kind in value:
+                return kind
+        return None
+    return type(value).__name__.removesuffix("Rung").lower() or None
+
+
+Rung = Annotated[
+    Annotated[ModelRung, Tag("model")] | Annotated[RulesRung, Tag("rules")] | Annotated[DefaultRung, Tag("default")],
+    Discriminator(
+        _rung_kind,
+        custom_error_type="rung_kind",
+        custom_error_message="a rung needs one of the keys 'model', 'rules' or 'default'",
+    ),
+]
+
+
+class _StageBase(Strict):
+    id: str = Field(pattern=IDENT)
+    description: str = ""
+    input: InputSpec = InputSpec()
+    output: dict[str, FieldSpec] | None = Field(None, min_length=1)
+    output_model: str | None = Field(None, description="'package.module:Class', a pydantic model")
+
+    @model_validator(mode="after")
+    def _one_output(self) -> _StageBase:
+        if (self.output is None) == (self.output_model is None):
+            raise ValueError("give exactly one of 'output' or 'output_model'")
+        return self
+
+
+class AiStage(_StageBase):
+    """A deterministic sandwich around a model call."""
+
+    kind: Literal["ai"]
+    prompt: PromptSpec
+    ladder: list[Rung] = Field(min_length=1)
+
+
+class RulesStage(_StageBase):
+    """A stage with no model at all: rules, then an optional default."""
+
+    kind: Literal["rules"]
+    rules: str | RulesSpec
+    default: dict[str, Any] | None = None
+    review: bool = True
+
+
+Stage = Annotated[AiStage | RulesStage, Field(discriminator="kind")]
+
+
+class RunSettings(Strict):
+    """How a run is executed; every value can be overridden from the CLI."""
+
+    concurrency: int = Field(8, ge=1, le=1024, description="documents in flight per model")
+    chunk_size: int = Field(50, ge=1, le=100_000, description="documents per Prefect task")
+
+
+class Pipeline(Strict):
+    """A steadyflow pipeline file."""
+
+    pipeline: str = Field(pattern=IDENT, description="the pipeline's name")
+    version: str = "0.0.0"
+    description: str = ""
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    source: Source | None = None
+    stages: list[Stage] = Field(min_length=1)
+    sink: Sink | None = None
+    run: RunSettings = RunSettings()

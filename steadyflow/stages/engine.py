@@ -1,0 +1,111 @@
+"""Run stages over documents: the deterministic sandwich, without Prefect.
+
+``flows/`` wraps :meth:`Engine.run_stage` in Prefect tasks; everything about
+what happens to a document lives here, so it can be tested and reused alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+
+from steadyflow.audit.records import Attempt, DecisionRecord, text_hash
+from steadyflow.providers.openai_compat import OpenAICompatClient
+from steadyflow.spec.loader import CompiledStage, LoadedPipeline
+from steadyflow.spec.models import AiStage, RulesStage
+from steadyflow.stages.document import Document, check_input, stage_text
+from steadyflow.stages.ladder import LadderResult, walk
+from steadyflow.stages.rules import RulesFailed, extract
+
+
+@dataclass
+class Engine:
+    """Everything a run shares: the pipeline, its model clients, the run id."""
+
+    pipeline: LoadedPipeline
+    run_id: str
+    concurrency: int
+    clients: dict[str, OpenAICompatClient] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, pipeline: LoadedPipeline, run_id: str, concurrency: int, base_urls: dict[str, str] | None = None) -> Engine:
+        """Build clients for the models the ladders use (within the running event loop)."""
+        used = {r.model for s in pipeline.spec.stages if isinstance(s, AiStage) for r in s.ladder if hasattr(r, "model")}
+        clients = {
+            name: OpenAICompatClient(name, spec, concurrency, (base_urls or {}).get(name))
+            for name, spec in pipeline.spec.models.items()
+            if name in used
+        }
+        return cls(pipeline=pipeline, run_id=run_id, concurrency=concurrency, clients=clients)
+
+    async def aclose(self) -> None:
+        """Close every client."""
+        for client in self.clients.values():
+            await client.aclose()
+
+    def _record(self, stage: CompiledStage, doc: Document, text: str, result: LadderResult, started: float) -> DecisionRecord:
+        client = self.clients.get(result.model or "")
+        spec = self.pipeline.spec
+        return DecisionRecord(
+            run_id=self.run_id, doc_id=doc.id, stage_id=stage.id, pipeline=spec.pipeline,
+            pipeline_version=spec.version, input_hash=text_hash(text),
+            prompt_version=stage.prompt.version if stage.prompt else None, status=result.status,
+            rung=result.rung, rung_label=result.label, model=client.model if client else None,
+            parameters=client.parameters() if client else {}, review=result.review, reason=result.reason,
+            attempts=result.attempts, latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    async def _run_one(self, stage: CompiledStage, doc: Document) -> DecisionRecord:
+        started = time.perf_counter()
+        text = stage_text(doc, stage.spec.input) or ""
+        reason = check_input(doc, stage.spec.input)
+        if reason is not None:
+            result = LadderResult(None, "quarantined", reason=reason)
+        elif isinstance(stage.spec, RulesStage):
+            result = _rules_stage(stage, text)
+        else:
+            result = await self._ai_stage(stage, doc, text)
+        if result.output is not None:
+            doc.outputs[stage.id] = result.output.model_dump(mode="json")
+            doc.rungs[stage.id] = result.label or result.status
+            doc.review = doc.review or result.review
+        else:
+            doc.quarantined = (stage.id, result.reason or "no output")
+        return self._record(stage, doc, text, result, started)
+
+    async def _ai_stage(self, stage: CompiledStage, doc: Document, text: str) -> LadderResult:
+        if stage.prompt is None:  # compile_stages guarantees a prompt for ai stages
+            raise TypeError(f"stage {stage.id} has no prompt")
+        context: dict[str, Any] = {"text": text, "doc": doc.fields, "id": doc.id, "outputs": doc.outputs}
+        try:
+            user = stage.prompt.render(context)
+        except jinja2.TemplateError as exc:
+            return LadderResult(None, "quarantined", reason=f"prompt cannot be rendered for this document: {type(exc).__name__}")
+        messages = [{"role": "system", "content": stage.prompt.system}, {"role": "user", "content": user}]
+        return await walk(stage, text, messages, self.clients)
+
+    async def run_stage(self, stage_id: str, docs: list[Document]) -> list[DecisionRecord]:
+        """Run one stage over ``docs`` concurrently; quarantined documents are skipped."""
+        stage = next(s for s in self.pipeline.stages if s.id == stage_id)
+        live = [d for d in docs if d.quarantined is None]
+        return list(await asyncio.gather(*(self._run_one(stage, d) for d in live)))
+
+
+def _rules_stage(stage: CompiledStage, text: str) -> LadderResult:
+    spec = stage.spec
+    if not isinstance(spec, RulesStage):
+        raise TypeError("not a rules stage")
+    attempt = Attempt(rung=0, kind="rules")
+    try:
+        return LadderResult(extract(stage.rules[0], stage.output_model, text), "rules", 0, "rules", attempts=[attempt])
+    except RulesFailed as exc:
+        attempt.error_kind, attempt.error = "rules_failed", str(exc)
+    if spec.default is not None:
+        default = Attempt(rung=1, kind="default")
+        output = stage.output_model.model_validate(spec.default)
+        return LadderResult(output, "default", 1, "default", review=spec.review, attempts=[attempt, default])
+    return LadderResult(None, "quarantined", reason="rules gave no valid output and there is no default", attempts=[attempt])

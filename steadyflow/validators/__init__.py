@@ -1,0 +1,1 @@
+"""Validator layers (structural today; semantic, business and safety to come)."""
