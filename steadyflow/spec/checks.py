@@ -84,9 +84,12 @@ def _output_model(stage: Any, pos: Positions, at: DataPath) -> tuple[type[BaseMo
             return import_model(stage.output_model), []
         for name, fspec in (stage.output or {}).items():
             if fspec.pattern is not None:
-                regex.compile(fspec.pattern)
+                try:
+                    regex.compile(fspec.pattern)
+                except regex.error as exc:
+                    return None, [pos.problem((*at, "output", name, "pattern"), f"pattern does not compile: {exc}")]
         return compile_output(stage.output or {}, stage.id), []
-    except (ValueError, regex.error) as exc:
+    except ValueError as exc:
         where = (*at, "output_model") if stage.output_model else (*at, "output")
         return None, [pos.problem(where, str(exc))]
 
@@ -103,7 +106,7 @@ def _load_prompt(stage: AiStage, pos: Positions, at: DataPath, base: Path) -> tu
     else:
         text = spec.template or ""
         line, _ = pos.find((*at, "prompt", "template"))
-        shown, line_offset = pos.file, line
+        shown, line_offset = pos.file, line - 1
     bad = check_template(text)
     if bad:
         line, message = bad

@@ -33,7 +33,7 @@ def _locate(data: Any, loc: tuple[Any, ...]) -> tuple[Path, Any]:
         part = parts.pop(0)
         if isinstance(current, dict):
             tag = current.get("kind") if "kind" in current else m._rung_kind(current)
-            if part == tag and (not parts or parts[0] in current or part not in current):
+            if part == tag and (part not in current or (parts and parts[0] in current)):
                 continue
             if part in current:
                 path.append(part)
@@ -66,6 +66,8 @@ def _message(err: dict[str, Any], path: Path, value: Any, data: Any) -> tuple[st
     """Return (message, points_at_key)."""
     kind = err["type"]
     ctx = err.get("ctx") or {}
+    if kind in ("extra_forbidden", "missing") and not path:
+        return str(err["msg"]).lower(), False
     if kind == "extra_forbidden":
         key = str(path[-1])
         parent = _locate(data, path[:-1])[1]
@@ -79,7 +81,8 @@ def _message(err: dict[str, Any], path: Path, value: Any, data: Any) -> tuple[st
     if kind == "union_tag_invalid":
         tags = _quoted(str(ctx.get("expected_tags", "")))
         tag = ctx.get("tag")
-        return f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} '{tag}'{did_you_mean(str(tag), tags)}", False
+        hint = did_you_mean(str(tag), tags) or f" (expected {', '.join(tags)})"
+        return f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} '{tag}'{hint}", False
     if kind == "union_tag_not_found":
         return f"missing required key {ctx.get('discriminator', 'kind')}", False
     if kind in _TYPE_WORDS:

@@ -19,6 +19,7 @@ Path = tuple[str | int, ...]
 
 MAX_FILE_BYTES = 2_000_000
 MAX_NODES = 200_000
+_PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:omap"}
 
 
 @dataclass
@@ -51,11 +52,15 @@ class _Builder:
         self.constructor = yaml.SafeLoader("")
         self.count = 0
 
-    def build(self, node: yaml.Node, path: Path) -> Any:
+    def build(self, node: yaml.Node, path: Path, *, record: bool = True) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise SpecError([self._at(node, path, f"document expands to more than {MAX_NODES} values (alias bomb?)")])
-        self.positions.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+            raise SpecError([self._at(node, (), f"document expands to more than {MAX_NODES} values (alias bomb?)")])
+        if record:
+            self.positions.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if node.tag not in _PLAIN_TAGS and not isinstance(node, yaml.ScalarNode):
+            # we build collections ourselves, so a tag such as !!python/object would be ignored: refuse it
+            raise SpecError([self._at(node, path, f"unsafe or unknown YAML tag refused: {node.tag}")])
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
@@ -69,7 +74,7 @@ class _Builder:
         self.constructor.flatten_mapping(node)  # resolves YAML merge keys (<<)
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = self.build(key_node, path)
+            key = self.build(key_node, path, record=False)
             if not isinstance(key, (str, int, float, bool)):
                 raise SpecError([self._at(key_node, path, "mapping keys must be plain scalars")])
             key = str(key) if not isinstance(key, str) else key
@@ -100,8 +105,9 @@ def load_yaml(text: str, file: str) -> tuple[Any, Positions]:
     """
     if len(text.encode("utf-8", errors="replace")) > MAX_FILE_BYTES:
         raise SpecError([Problem(file, 1, 1, "", f"file is larger than {MAX_FILE_BYTES} bytes")])
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # the reader already refuses control characters here
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -110,7 +116,8 @@ def load_yaml(text: str, file: str) -> tuple[Any, Positions]:
     except yaml.YAMLError as exc:
         raise SpecError([Problem(file, 1, 1, "", _yaml_message(exc))]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     builder = _Builder(file)
     if node is None:
         return None, builder.positions

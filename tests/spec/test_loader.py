@@ -1,0 +1,119 @@
+"""The loader: golden error lines, examples, overrides, env, safety."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from steadyflow.spec import SpecError, load_pipeline
+from steadyflow.spec.loader import parse_spec
+from steadyflow.spec.schema import pipeline_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+INVALID = sorted((ROOT / "tests/fixtures/invalid").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_there_are_enough_invalid_fixtures() -> None:
+    assert len(INVALID) >= 25
+    assert all(p.with_suffix(".expected").exists() for p in INVALID)
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_fixture_gives_its_expected_lines(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("STEADYFLOW_SURELY_UNSET_VAR", raising=False)
+    relative = path.relative_to(ROOT)
+    with pytest.raises(SpecError) as caught:
+        load_pipeline(relative)
+    expected = path.with_suffix(".expected").read_text().splitlines()
+    assert [str(p) for p in caught.value.problems] == expected
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_loads_and_compiles(path: Path) -> None:
+    pipeline = load_pipeline(path)
+    assert pipeline.stages
+    for stage in pipeline.stages:
+        assert stage.output_model.model_json_schema()["properties"]
+
+
+def test_prompt_version_is_a_content_hash(tmp_path: Path) -> None:
+    text = (ROOT / "configs/support_triage.yaml").read_text()
+    first = parse_spec(text, "a.yaml")[0]
+    assert first.pipeline == "support-triage"
+    v1 = load_pipeline(ROOT / "configs/support_triage.yaml").stages[0].prompt
+    assert v1 is not None and len(v1.version) == 12
+    edited = ROOT / "configs" / f".edited-{tmp_path.name}.yaml"
+    edited.write_text(text.replace("{file: prompts/triage.md}", '{template: "Classify {{ text }}"}'))
+    try:
+        v2 = load_pipeline(edited).stages[0].prompt
+    finally:
+        edited.unlink()
+    assert v2 is not None and v2.version != v1.version
+
+
+def test_set_overrides_any_value_and_items_by_stage_id() -> None:
+    pipeline = load_pipeline(ROOT / "configs/support_triage.yaml", [
+        "models.small.base_url=http://127.0.0.1:9/v1", "stages.triage.input.max_chars=99", "run.concurrency=3",
+    ])
+    assert pipeline.spec.models["small"].base_url == "http://127.0.0.1:9/v1"
+    assert pipeline.spec.stages[0].input.max_chars == 99
+    assert pipeline.spec.run.concurrency == 3
+
+
+def test_set_with_a_typo_points_at_the_override() -> None:
+    with pytest.raises(SpecError) as caught:
+        load_pipeline(ROOT / "configs/support_triage.yaml", ["models.small.timeout_z=3"])
+    assert "unknown key 'timeout_z' (did you mean 'timeout_s'?)" in str(caught.value)
+
+
+def test_env_default_and_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEADYFLOW_BASE_URL", "http://127.0.0.1:1234/v1")
+    pipeline = load_pipeline(ROOT / "configs/support_triage.yaml")
+    assert pipeline.spec.models["small"].base_url == "http://127.0.0.1:1234/v1"
+    monkeypatch.delenv("STEADYFLOW_BASE_URL")
+    assert load_pipeline(ROOT / "configs/support_triage.yaml").spec.models["small"].base_url == "http://127.0.0.1:8765/v1"
+
+
+def test_api_key_is_secret_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEADYFLOW_API_KEY", "sk-very-secret")
+    pipeline = load_pipeline(ROOT / "configs/support_triage.yaml")
+    assert "sk-very-secret" not in repr(pipeline.spec)
+    assert "sk-very-secret" not in pipeline.spec.model_dump_json()
+
+
+def test_schema_covers_the_dsl() -> None:
+    schema = pipeline_schema()
+    assert {"pipeline", "stages", "models", "sink", "source"} <= set(schema["properties"])
+    assert "AiStage" in schema["$defs"] and "RulesStage" in schema["$defs"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_loader_only_ever_raises_its_own_error_on_arbitrary_text(text: str) -> None:
+    try:
+        parse_spec(text, "fuzz.yaml")
+    except SpecError as exc:
+        assert all(p.line >= 1 and p.col >= 1 for p in exc.problems)
+
+
+_yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["pipeline", "stages", "kind", "id", "ladder", "model", "output", "x"]), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_yaml_values)
+def test_loader_only_ever_raises_its_own_error_on_arbitrary_structures(value: object) -> None:
+    import yaml
+
+    try:
+        parse_spec(yaml.safe_dump(value), "fuzz.yaml")
+    except SpecError:
+        pass
