@@ -6,6 +6,7 @@ them, so ``validate``, ``schema`` and ``--help`` start fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -134,10 +135,8 @@ def chaos_serve(
         typer.echo(f"chaos endpoint on {server.base_url} (faults: {rates or 'none'})", err=True)
         await asyncio.Event().wait()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
 
 
 def main() -> None:

@@ -27,7 +27,10 @@ FAULTS = (
     "malformed", "truncated", "wrong_type", "empty",
 )
 ALIASES = {"429": "rate_limit", "500": "http_500", "502": "http_502", "503": "http_503"}
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+}
 
 
 @dataclass
@@ -155,7 +158,7 @@ class ChaosServer:
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                     return
                 lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = (lines[0].split(" ", 2) + ["", ""])[:3]
+                method, path, _ = [*lines[0].split(" ", 2), "", ""][:3]
                 headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 keep = await self._respond(method, path.split("?")[0], body, writer)

@@ -49,8 +49,8 @@ def fit(schema: dict[str, Any], rng: random.Random, words: list[str], root: dict
         low = int(schema.get("minimum", 0))
         return rng.randint(low, max(low, int(schema.get("maximum", low + 100))))
     if kind == "number":
-        low = float(schema.get("minimum", 0.0))
-        return round(rng.uniform(low, max(low, float(schema.get("maximum", low + 100.0)))), 2)
+        bottom = float(schema.get("minimum", 0.0))
+        return round(rng.uniform(bottom, max(bottom, float(schema.get("maximum", bottom + 100.0)))), 2)
     if kind == "boolean":
         return rng.random() < 0.5
     return _string(schema, rng, words)
@@ -73,5 +73,5 @@ def wrong_types(schema: dict[str, Any], rng: random.Random, words: list[str]) ->
     out: dict[str, Any] = {}
     for name, sub in schema.get("properties", {}).items():
         kind = _resolve(sub, root).get("type", "string")
-        out[name] = {"string": 42, "integer": "forty-two", "number": "many", "boolean": "maybe", "array": "x", "object": 7}.get(kind, None)
+        out[name] = {"string": 42, "integer": "forty-two", "number": "many", "boolean": "maybe", "array": "x", "object": 7}.get(kind)
     return out

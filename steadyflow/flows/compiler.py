@@ -136,4 +136,5 @@ def quote_engine(engine: Engine) -> Any:
 
 def run_pipeline(pipeline: LoadedPipeline, options: RunOptions) -> RunSummary:
     """Compile and run ``pipeline`` against Prefect's ephemeral API or ``PREFECT_API_URL``."""
-    return asyncio.run(build_flow(pipeline, options)())
+    summary: RunSummary = asyncio.run(build_flow(pipeline, options)())  # type: ignore[arg-type]  # async flow returns a coroutine
+    return summary

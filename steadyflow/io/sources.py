@@ -84,14 +84,15 @@ def _read_table(spec: TableSource, path: Path) -> Iterator[Document]:
     source = str(path)
     if spec.kind == "csv":
         with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-            for number, row in enumerate(csv.DictReader(handle), start=1):
-                yield _table_doc(dict(row), number, spec, f"{source}:{number + 1}")
+            for number, record in enumerate(csv.DictReader(handle), start=1):
+                yield _table_doc(dict(record), number, spec, f"{source}:{number + 1}")  # +1: the header line
         return
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
             text, error = _decode(raw)
+            row: Any = None
             try:
                 row = json.loads(text) if not error else None
             except json.JSONDecodeError:

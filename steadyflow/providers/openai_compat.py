@@ -20,7 +20,7 @@ from instructor.core.hooks import Hooks
 from pydantic import BaseModel
 
 from steadyflow.audit.records import Attempt
-from steadyflow.providers.errors import ErrorKind, ModelCallError, classify, validation_summary
+from steadyflow.providers.errors import ErrorKind, classify, validation_summary
 from steadyflow.spec.models import ModelSpec
 
 # instructor logs every failed call at ERROR with the server's message; our decision records

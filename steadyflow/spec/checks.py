@@ -114,7 +114,9 @@ def _load_prompt(stage: AiStage, pos: Positions, at: DataPath, base: Path) -> tu
     return make_prompt(text, spec.system), []
 
 
-def _check_ladder(stage: AiStage, spec: Pipeline, model: type[BaseModel], pos: Positions, at: DataPath, base: Path, compiled: CompiledStage) -> list[Problem]:
+def _check_ladder(
+    stage: AiStage, spec: Pipeline, model: type[BaseModel], pos: Positions, at: DataPath, base: Path, compiled: CompiledStage
+) -> list[Problem]:
     problems: list[Problem] = []
     if not any(isinstance(r, ModelRung) for r in stage.ladder):
         problems.append(pos.problem((*at, "ladder"), "an ai stage needs at least one model rung"))

@@ -101,7 +101,7 @@ def validation_problems(exc: ValidationError, data: Any, positions: Positions) -
             path = (*path, loc[-1])
         else:
             path, value = _locate(data, loc)
-        message, at_key = _message(err, path, value, data)
+        message, at_key = _message(dict(err), path, value, data)
         by_path.setdefault(path, []).append((message, at_key, err["type"]))
     problems = []
     for path, items in by_path.items():

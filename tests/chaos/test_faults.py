@@ -10,9 +10,8 @@ from pydantic import BaseModel
 from steadyflow.chaos.server import FAULTS, ChaosConfig, ChaosServer
 from steadyflow.providers.errors import ErrorKind, ModelCallError
 from steadyflow.providers.openai_compat import OpenAICompatClient
-from steadyflow.spec.models import ModelSpec, Price
+from steadyflow.spec.models import FieldSpec, ModelSpec, Price
 from steadyflow.spec.output_schema import compile_output
-from steadyflow.spec.models import FieldSpec
 
 Triage = compile_output({"category": FieldSpec(enum=["billing", "technical"]), "note": FieldSpec(type="string", max_length=50)}, "t")
 EXPECTED = {

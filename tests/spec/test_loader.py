@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,8 @@ def test_loader_only_ever_raises_its_own_error_on_arbitrary_text(text: str) -> N
 
 _yaml_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["pipeline", "stages", "kind", "id", "ladder", "model", "output", "x"]), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(["pipeline", "stages", "kind", "id", "ladder", "model", "output", "x"]), inner, max_size=4),
     max_leaves=20,
 )
 
@@ -113,7 +115,5 @@ _yaml_values = st.recursive(
 def test_loader_only_ever_raises_its_own_error_on_arbitrary_structures(value: object) -> None:
     import yaml
 
-    try:
+    with contextlib.suppress(SpecError):
         parse_spec(yaml.safe_dump(value), "fuzz.yaml")
-    except SpecError:
-        pass

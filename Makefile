@@ -1,0 +1,37 @@
+# Everyday commands. `make demo` and `make test` are the README's two commands.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SF := $(VENV)/bin/steadyflow
+CHAOS_PORT ?= 8765
+
+.PHONY: install demo test lint schema clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Runs the example end to end on a local OpenAI-compatible endpoint with injected faults
+# (no API key, no network), then shows where outputs, quarantine and decision records went.
+demo: install
+	@$(SF) chaos serve --port $(CHAOS_PORT) --fault 429=0.05 --fault malformed=0.05 --fault http_503=0.03 & \
+	  pid=$$!; sleep 2; \
+	  STEADYFLOW_BASE_URL=http://127.0.0.1:$(CHAOS_PORT)/v1 $(SF) run configs/support_triage.yaml --output out/; rc=$$?; \
+	  kill $$pid; exit $$rc
+
+lint: install
+	$(VENV)/bin/ruff check steadyflow tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: lint
+	$(PY) -m pytest -q
+
+schema: install
+	$(SF) schema > docs/steadyflow.schema.json
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
