@@ -20,7 +20,7 @@ demo: install
 	@$(SF) chaos serve --port $(CHAOS_PORT) --fault 429=0.05 --fault malformed=0.05 --fault http_503=0.03 & \
 	  pid=$$!; sleep 2; \
 	  STEADYFLOW_BASE_URL=http://127.0.0.1:$(CHAOS_PORT)/v1 $(SF) run configs/support_triage.yaml --output out/; rc=$$?; \
-	  kill $$pid; exit $$rc
+	  kill $$pid 2>/dev/null || true; exit $$rc
 
 lint: install
 	$(VENV)/bin/ruff check steadyflow tests
