@@ -56,14 +56,14 @@ class _CallLog:
     def _on_kwargs(self, *args: Any, **kwargs: Any) -> None:
         self.started = time.perf_counter()
 
-    def _new(self) -> Attempt:
+    def new_attempt(self) -> Attempt:
         attempt = Attempt(rung=self.rung, kind="model", model=self.name)
         attempt.latency_ms = round((time.perf_counter() - self.started) * 1000, 2)
         self.attempts.append(attempt)
         return attempt
 
     def _on_response(self, response: Any) -> None:
-        attempt = self._new()
+        attempt = self.new_attempt()
         usage = getattr(response, "usage", None)
         attempt.tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
         attempt.tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -71,7 +71,7 @@ class _CallLog:
 
     def _on_error(self, error: Exception, **kwargs: Any) -> None:
         failed = classify(error)
-        attempt = self._new()
+        attempt = self.new_attempt()
         attempt.error_kind, attempt.error = failed.kind.value, failed.message
 
     def _on_parse_error(self, error: Exception, **kwargs: Any) -> None:
@@ -135,7 +135,7 @@ class OpenAICompatClient:
             except Exception as exc:
                 failed = classify(exc)
                 # the hooks already logged this call's attempts; the last one carries the final error
-                last = log.attempts[-1] if log.attempts else log._new()
+                last = log.attempts[-1] if log.attempts else log.new_attempt()
                 last.error_kind, last.error = failed.kind.value, failed.message
                 failed.attempts = log.attempts
                 raise failed from None

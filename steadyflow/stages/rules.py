@@ -54,6 +54,7 @@ def _apply(rule: FieldRule, text: str) -> Any:
     return rule.default
 
 
+@lru_cache(maxsize=256)  # a JSON Schema build per document would sit on the fallback's hot path
 def _max_lengths(model: type[BaseModel]) -> dict[str, int]:
     props = model.model_json_schema().get("properties", {})
     return {name: int(p["maxLength"]) for name, p in props.items() if "maxLength" in p}
