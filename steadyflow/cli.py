@@ -19,6 +19,8 @@ from steadyflow.spec.errors import SpecError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Declarative AI pipelines that keep working when the model does not.")
 chaos_app = typer.Typer(no_args_is_help=True, help="A fault-injecting OpenAI-compatible endpoint for testing degradation.")
 app.add_typer(chaos_app, name="chaos")
+local_app = typer.Typer(no_args_is_help=True, help="The embedded local model: where it is, and a server that runs can share.")
+app.add_typer(local_app, name="local-model")
 
 EXIT_INVALID = 2
 
@@ -80,12 +82,27 @@ def run(
         typer.echo(f"--input {input}: no such file or folder", err=True)
         raise typer.Exit(EXIT_INVALID)
 
+    from steadyflow.providers.local_model import LocalModelError
+    from steadyflow.providers.local_server import resolve_model
+
+    try:  # fail before Prefect starts when a local model is missing or does not verify
+        for spec in pipeline.spec.models.values():
+            if spec.provider == "local" and not spec.base_url:
+                resolve_model(spec)
+    except LocalModelError as exc:
+        typer.echo(f"{file}: {exc}", err=True)
+        raise typer.Exit(1) from None
+
     from steadyflow.flows.settings import prefect_defaults
 
     prefect_defaults()
     from steadyflow.flows.compiler import RunOptions, run_pipeline
 
-    summary = run_pipeline(pipeline, RunOptions(input=input, output=output, concurrency=concurrency, chunk_size=chunk_size))
+    try:
+        summary = run_pipeline(pipeline, RunOptions(input=input, output=output, concurrency=concurrency, chunk_size=chunk_size))
+    except LocalModelError as exc:
+        typer.echo(f"{file}: {exc}", err=True)
+        raise typer.Exit(1) from None
     data = summary.as_json()
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
@@ -96,6 +113,60 @@ def run(
         typer.echo(f"  {stage}: " + ", ".join(f"{rung} {n}" for rung, n in sorted(counts.items())))
     typer.echo(f"  tokens {data['tokens']['total']}, cost ${data['cost_usd']:.6f}, {data['duration_s']:.1f}s")
     typer.echo(f"  outputs: {data['output_path']}\n  quarantine: {data['quarantine_path']}\n  decisions: {data['decisions_path']}")
+    for note in data["notes"]:
+        typer.echo(f"  note: {note}")
+
+
+@local_app.command("info")
+def local_info(as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
+    """Where the default model file is, its size and SHA-256, and whether a served server runs."""
+    from steadyflow.providers.local_model import DEFAULT_MODEL, file_sha256, model_file
+    from steadyflow.providers.local_server import served
+
+    path = model_file()
+    sha = file_sha256(path) if path.is_file() else None
+    server = served()
+    info = {
+        "model": DEFAULT_MODEL.name, "origin": DEFAULT_MODEL.origin, "licence": DEFAULT_MODEL.licence,
+        "path": str(path), "present": path.is_file(), "size": path.stat().st_size if path.is_file() else None,
+        "sha256": sha, "pinned_sha256": DEFAULT_MODEL.sha256, "verified": sha == DEFAULT_MODEL.sha256,
+        "server": None if server is None else {"pid": server.pid, "base_url": server.base_url, "model_path": server.model_path},
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(info) + "\n")
+        return
+    for key, value in info.items():
+        if key != "server":
+            typer.echo(f"{key}: {value}")
+    typer.echo(f"server: {server.base_url} (pid {server.pid}, {server.model_path})" if server else "server: none running")
+
+
+@local_app.command("serve")
+def local_serve(
+    model_path: Annotated[Path | None, typer.Option(help="a GGUF file instead of the default model")] = None,
+    context_tokens: Annotated[int, typer.Option(min=256, help="context window")] = 4096,
+    port: Annotated[int | None, typer.Option(help="loopback port (default: a free one)")] = None,
+) -> None:
+    """Start a local model server in the background; `run` uses it instead of starting its own."""
+    from steadyflow.providers.local_model import LocalModelError, check_gguf, default_model
+    from steadyflow.providers.local_server import serve
+
+    try:
+        path = check_gguf(model_path.expanduser()).resolve() if model_path else default_model()[0]
+        info = serve(path, context_tokens, port)
+    except LocalModelError as exc:
+        typer.echo(f"local-model serve: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"serving {info.model_path} at {info.base_url} (pid {info.pid}); stop it with: steadyflow local-model stop")
+
+
+@local_app.command("stop")
+def local_stop() -> None:
+    """Stop the server that `local-model serve` started."""
+    from steadyflow.providers.local_server import stop_served
+
+    info = stop_served()
+    typer.echo(f"stopped the server at {info.base_url} (pid {info.pid})" if info else "no local model server was running")
 
 
 @chaos_app.command("serve")

@@ -27,6 +27,7 @@ from steadyflow.audit.store import DecisionStore
 from steadyflow.flows.summary import RunSummary
 from steadyflow.io.sinks import Sink, output_row, quarantine_row
 from steadyflow.io.sources import read_documents, source_for
+from steadyflow.providers.local_server import LocalEndpoints
 from steadyflow.spec.loader import LoadedPipeline
 from steadyflow.stages.document import Document
 from steadyflow.stages.engine import Engine
@@ -84,14 +85,21 @@ def build_flow(pipeline: LoadedPipeline, options: RunOptions) -> Flow[[], Any]:
 
     @flow(name=spec.pipeline, flow_run_name=f"{spec.pipeline}-{options.run_id}", persist_result=False, log_prints=False)
     async def pipeline_flow() -> RunSummary:
+        # local model servers live exactly as long as this flow run (see providers/local_server.py)
+        local = LocalEndpoints(spec.models)
+        with local as base_urls:
+            return await process(base_urls, local)
+
+    async def process(base_urls: dict[str, str], local: LocalEndpoints) -> RunSummary:
         started = time.perf_counter()
         sink_path, quarantine_path, db_path, kind = output_paths(pipeline, options)
         summary = RunSummary(run_id=options.run_id, pipeline=spec.pipeline, flow_run_id=flow_run.get_id(),
                              output_path=str(sink_path), quarantine_path=str(quarantine_path), decisions_path=str(db_path))
         store = DecisionStore(db_path)
         store.start_run(options.run_id, spec.pipeline, spec.version, summary.flow_run_id)
+        summary.notes.extend(local.notes)
         sink, quarantine = Sink(sink_path, kind), Sink(quarantine_path, "jsonl")
-        engine = Engine.create(pipeline, options.run_id, concurrency)
+        engine = Engine.create(pipeline, options.run_id, concurrency, base_urls, local.model_ids)
         slots = asyncio.Semaphore(chunks_in_flight)
 
         async def handle(index: int, docs: list[Document]) -> None:

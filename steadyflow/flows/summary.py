@@ -30,6 +30,7 @@ class RunSummary:
     output_path: str = ""
     quarantine_path: str = ""
     decisions_path: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def add_records(self, records: list[DecisionRecord]) -> None:
         """Count a batch of decision records."""

@@ -86,16 +86,19 @@ class _CallLog:
 class OpenAICompatClient:
     """One model endpoint of a run: its client, its price and its concurrency bound."""
 
-    def __init__(self, name: str, spec: ModelSpec, concurrency: int, base_url: str | None = None) -> None:
+    def __init__(self, name: str, spec: ModelSpec, concurrency: int, base_url: str | None = None, model_id: str | None = None) -> None:
         self.name = name
         self.spec = spec
-        self.model = spec.model or name
+        self.model = model_id or spec.model or name
         self.base_url = base_url or spec.base_url
-        limit = min(concurrency, spec.max_concurrency or concurrency)
+        limit = min(concurrency, spec.max_concurrency or self.default_slots or concurrency)
         self._semaphore = asyncio.Semaphore(limit)
         key = spec.api_key.get_secret_value() if spec.api_key else "not-needed"
         self._raw = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or "not-needed", max_retries=0, timeout=spec.timeout_s)
         self._client = instructor.from_openai(self._raw, mode=_MODES[self.mode])
+
+    #: Requests the endpoint serves at once when the spec does not say; None: as many as the run's concurrency.
+    default_slots: int | None = None
 
     @property
     def mode(self) -> str:
@@ -144,3 +147,37 @@ class OpenAICompatClient:
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         await self._raw.close()
+
+
+class LocalClient(OpenAICompatClient):
+    """A llama-cpp-python server: JSON constrained by a grammar built from the response schema.
+
+    instructor's ``Mode.JSON`` sends ``response_format: {type: json_object}``
+    and puts the schema in the prompt; llama-cpp-python also takes the schema in
+    ``response_format`` and compiles it to a grammar, so every token the model
+    samples keeps the JSON valid for the schema. instructor still validates and
+    re-asks on top (for constraints a grammar cannot express).
+    """
+
+    #: llama-cpp-python's server computes one completion at a time: more requests would
+    #: wait inside the server and run into the client's timeout, so they queue here instead.
+    default_slots = 1
+
+    def __init__(self, name: str, spec: ModelSpec, concurrency: int, base_url: str | None = None, model_id: str | None = None) -> None:
+        if not (base_url or spec.base_url):
+            # without this the openai SDK would fall back to its public endpoint
+            raise ValueError(f"local model '{name}' has no server: start it with LocalEndpoints or give base_url")
+        super().__init__(name, spec, concurrency, base_url, model_id)
+
+    @property
+    def mode(self) -> str:
+        """Always ``json``: the grammar travels in ``response_format``."""
+        return "json"
+
+    def extra_body(self, response_model: type[BaseModel]) -> dict[str, Any] | None:
+        """Replace instructor's schema-less ``response_format`` with one that carries the schema."""
+        return {"response_format": {"type": "json_object", "schema": response_model.model_json_schema()}}
+
+
+#: Clients by provider name, as pipelines spell it.
+CLIENTS: dict[str, type[OpenAICompatClient]] = {"openai": OpenAICompatClient, "local": LocalClient}

@@ -137,9 +137,26 @@ def _check_ladder(
     return problems
 
 
+_LOCAL_ONLY = ("model_path", "model_sha256", "context_tokens")
+
+
+def check_models(spec: Pipeline, pos: Positions) -> list[Problem]:
+    """Settings that only mean something for one provider."""
+    problems = []
+    for name, model in spec.models.items():
+        if model.provider == "local":
+            if model.mode not in (None, "json"):
+                problems.append(pos.problem(("models", name, "mode"), "provider 'local' always uses mode 'json' with a schema grammar: remove 'mode'"))
+            continue
+        for key in _LOCAL_ONLY:
+            if getattr(model, key) is not None:
+                problems.append(pos.problem(("models", name, key), f"'{key}' applies to provider 'local' only (this model is '{model.provider}')", key=True))
+    return problems
+
+
 def compile_stages(spec: Pipeline, data: dict[str, Any], pos: Positions, base: Path) -> list[CompiledStage]:
     """Check every stage against the rest of the file and compile it."""
-    problems: list[Problem] = []
+    problems: list[Problem] = check_models(spec, pos)
     compiled: list[CompiledStage] = []
     seen: set[str] = set()
     for index, stage in enumerate(spec.stages):

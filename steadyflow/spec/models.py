@@ -7,9 +7,10 @@ does a rule name a known field) live in :mod:`steadyflow.spec.checks`.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 
 IDENT = r"^[A-Za-z][A-Za-z0-9_-]*$"
 FieldType = Literal["string", "integer", "number", "boolean", "enum", "list", "object"]
@@ -37,6 +38,8 @@ class ModelSpec(Strict):
     base_url: str | None = None
     api_key: SecretStr | None = None
     model_path: str | None = Field(None, description="local provider: a GGUF file instead of the default")
+    model_sha256: str | None = Field(None, description="local provider: refuse model_path unless its SHA-256 is this")
+    context_tokens: int | None = Field(None, ge=256, le=131_072, description="local provider: context window of the server (default 4096)")
     price: Price = Price()
     timeout_s: float = Field(30.0, gt=0, le=3600)
     max_tokens: int = Field(512, gt=0, le=200_000)
@@ -45,6 +48,13 @@ class ModelSpec(Strict):
         None, description="how the response schema is sent; default: tools (openai), json+grammar (local)"
     )
     max_concurrency: int | None = Field(None, ge=1, le=1024)
+
+    @field_validator("model_sha256")
+    @classmethod
+    def _sha256_hex(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("expected a SHA-256: 64 hex digits, as `sha256sum FILE` prints them")
+        return value.lower() if value else value
 
 
 class FilesSource(Strict):

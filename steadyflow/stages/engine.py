@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 
 from steadyflow.audit.records import Attempt, DecisionRecord, text_hash
-from steadyflow.providers.openai_compat import OpenAICompatClient
+from steadyflow.providers.openai_compat import CLIENTS, OpenAICompatClient
 from steadyflow.spec.loader import CompiledStage, LoadedPipeline
 from steadyflow.spec.models import AiStage, RulesStage
 from steadyflow.stages.document import Document, check_input, stage_text
@@ -32,11 +32,18 @@ class Engine:
     clients: dict[str, OpenAICompatClient] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, pipeline: LoadedPipeline, run_id: str, concurrency: int, base_urls: dict[str, str] | None = None) -> Engine:
-        """Build clients for the models the ladders use (within the running event loop)."""
+    def create(
+        cls, pipeline: LoadedPipeline, run_id: str, concurrency: int,
+        base_urls: dict[str, str] | None = None, model_ids: dict[str, str] | None = None,
+    ) -> Engine:
+        """Build clients for the models the ladders use (within the running event loop).
+
+        ``base_urls`` and ``model_ids`` come from what is found at run time: the local
+        model servers and the GGUF files they run (recorded as the model of a decision).
+        """
         used = {r.model for s in pipeline.spec.stages if isinstance(s, AiStage) for r in s.ladder if hasattr(r, "model")}
         clients = {
-            name: OpenAICompatClient(name, spec, concurrency, (base_urls or {}).get(name))
+            name: CLIENTS[spec.provider](name, spec, concurrency, (base_urls or {}).get(name), (model_ids or {}).get(name))
             for name, spec in pipeline.spec.models.items()
             if name in used
         }

@@ -26,6 +26,11 @@ def test_pinned_prefect_server_serves_api_and_ui(prefect_env: dict[str, str]) ->
     assert "<!DOCTYPE html>" in page and "<div id=\"app\"" in page
 
 
+def on_chaos(server: ChaosServer) -> list[str]:
+    """Point the example's model at a chaos endpoint instead of the embedded local model."""
+    return ["--set", "models.small.provider=openai", "--set", f"models.small.base_url={server.base_url}"]
+
+
 def _run(env: dict[str, str], *args: str) -> dict:
     cmd = [sys.executable, "-m", "steadyflow.cli", "run", "configs/support_triage.yaml", "--json", *args]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -42,7 +47,7 @@ def test_200_documents_with_30_percent_faults_none_lost_none_duplicated(prefect_
     try:
         out = tmp_path / "out"
         summary = _run(prefect_env, "--input", str(docs), "--output", str(out), "--concurrency", "16", "--chunk-size", "40",
-                       "--set", f"models.small.base_url={server.base_url}", "--set", "models.small.timeout_s=1")
+                       *on_chaos(server), "--set", "models.small.timeout_s=1")
         stats = dict(server.stats)
     finally:
         server.stop()
@@ -70,7 +75,7 @@ def test_run_on_the_ephemeral_api_too(tmp_path: Path, prefect_env: dict[str, str
     (docs / "bad.txt").write_bytes(b"\xff\xfe broken")
     server = ChaosServer(ChaosConfig(seed=3)).start()
     try:
-        summary = _run(env, "--input", str(docs), "--output", str(tmp_path / "out"), "--set", f"models.small.base_url={server.base_url}")
+        summary = _run(env, "--input", str(docs), "--output", str(tmp_path / "out"), *on_chaos(server))
     finally:
         server.stop()
     assert summary["documents"] == 6 and summary["outputs"] == 5 and summary["quarantined"] == 1

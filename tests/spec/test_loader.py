@@ -72,19 +72,42 @@ def test_set_with_a_typo_points_at_the_override() -> None:
     assert "unknown key 'timeout_z' (did you mean 'timeout_s'?)" in str(caught.value)
 
 
-def test_env_default_and_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STEADYFLOW_BASE_URL", "http://127.0.0.1:1234/v1")
-    pipeline = load_pipeline(ROOT / "configs/support_triage.yaml")
-    assert pipeline.spec.models["small"].base_url == "http://127.0.0.1:1234/v1"
-    monkeypatch.delenv("STEADYFLOW_BASE_URL")
-    assert load_pipeline(ROOT / "configs/support_triage.yaml").spec.models["small"].base_url == "http://127.0.0.1:8765/v1"
+MINIMAL = """pipeline: p
+models:
+  m: {provider: openai, base_url: "${SF_TEST_URL:-http://127.0.0.1:8765/v1}", api_key: "${SF_TEST_KEY:-none}"}
+stages:
+  - {id: s, kind: ai, prompt: {template: "{{ text }}"}, output: {a: {type: string}}, ladder: [{model: m}]}
+"""
 
 
-def test_api_key_is_secret_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STEADYFLOW_API_KEY", "sk-very-secret")
-    pipeline = load_pipeline(ROOT / "configs/support_triage.yaml")
+def test_env_default_and_value(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    file = tmp_path / "p.yaml"
+    file.write_text(MINIMAL)
+    monkeypatch.setenv("SF_TEST_URL", "http://127.0.0.1:1234/v1")
+    assert load_pipeline(file).spec.models["m"].base_url == "http://127.0.0.1:1234/v1"
+    monkeypatch.delenv("SF_TEST_URL")
+    assert load_pipeline(file).spec.models["m"].base_url == "http://127.0.0.1:8765/v1"
+
+
+def test_api_key_is_secret_in_repr(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    file = tmp_path / "p.yaml"
+    file.write_text(MINIMAL)
+    monkeypatch.setenv("SF_TEST_KEY", "sk-very-secret")
+    pipeline = load_pipeline(file)
+    assert pipeline.spec.models["m"].api_key is not None
+    assert pipeline.spec.models["m"].api_key.get_secret_value() == "sk-very-secret"
     assert "sk-very-secret" not in repr(pipeline.spec)
     assert "sk-very-secret" not in pipeline.spec.model_dump_json()
+
+
+def test_local_only_settings_on_another_provider_are_refused(tmp_path: Path) -> None:
+    file = tmp_path / "p.yaml"
+    file.write_text(MINIMAL.replace('api_key: "${SF_TEST_KEY:-none}"', "model_path: x.gguf, context_tokens: 2048"))
+    with pytest.raises(SpecError) as caught:
+        load_pipeline(file)
+    lines = [str(p) for p in caught.value.problems]
+    assert any(":3:" in line and "'model_path' applies to provider 'local' only" in line for line in lines), lines
+    assert any("'context_tokens' applies to provider 'local' only" in line for line in lines), lines
 
 
 def test_schema_covers_the_dsl() -> None:

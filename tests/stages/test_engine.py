@@ -18,7 +18,7 @@ EXAMPLE = ROOT / "configs/support_triage.yaml"
 
 
 def _run(chaos: ChaosServer, docs: list[Document], *overrides: str) -> list:
-    pipeline = load_pipeline(EXAMPLE, [f"models.small.base_url={chaos.base_url}", "models.small.timeout_s=1", *overrides])
+    pipeline = load_pipeline(EXAMPLE, ["models.small.provider=openai", f"models.small.base_url={chaos.base_url}", "models.small.timeout_s=1", *overrides])
 
     async def go() -> list:
         engine = Engine.create(pipeline, "run1", concurrency=4)

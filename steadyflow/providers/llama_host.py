@@ -1,0 +1,65 @@
+"""Child-process entry point: a llama-cpp-python OpenAI-compatible server on loopback.
+
+Started by :mod:`steadyflow.providers.local_server` as
+``python -m steadyflow.providers.llama_host --model F --port N [--watch-stdin]``.
+
+With ``--watch-stdin`` the server exits as soon as its standard input reaches
+end of file. The parent holds the only write end of that pipe, and the kernel
+closes it however the parent ends (normal exit, exception, Ctrl-C or SIGKILL),
+so a run can never leave an orphan server behind. ``steadyflow local-model
+serve`` starts it without the flag, to outlive the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+
+
+def _exit_when_stdin_closes() -> None:
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    finally:
+        # os._exit: uvicorn and llama.cpp threads must not delay or veto this exit
+        os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, load the model and serve until stopped."""
+    parser = argparse.ArgumentParser(prog="steadyflow-llama-host")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--alias", default="local")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--n-ctx", type=int, default=4096)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--watch-stdin", action="store_true")
+    args = parser.parse_args(argv)
+    if args.watch_stdin:
+        threading.Thread(target=_exit_when_stdin_closes, name="parent-watch", daemon=True).start()
+
+    # Imported here so that `--help` and argument errors stay fast.
+    import uvicorn
+    from llama_cpp.server.app import create_app
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    model = ModelSettings(
+        model=args.model, model_alias=args.alias, n_ctx=args.n_ctx, n_threads=args.threads,
+        n_threads_batch=args.threads, verbose=False,
+    )
+    # interrupt_requests would cut a running completion short when another request arrives
+    server = ServerSettings(host=args.host, port=args.port, interrupt_requests=False)
+    try:
+        app = create_app(server_settings=server, model_settings=[model])
+    except (ValueError, OSError, RuntimeError) as exc:
+        # one line for the parent to show; a llama.cpp traceback would only bury it
+        print(f"cannot load {args.model}: {exc}", file=sys.stderr)
+        sys.exit(3)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
