@@ -4,26 +4,31 @@ PY := $(VENV)/bin/python
 SF := $(VENV)/bin/steadyflow
 CHAOS_PORT ?= 8765
 
-.PHONY: install demo test lint schema clean
+.PHONY: install demo chaos-demo test lint schema bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[local,dev]'
 	touch $@
 
 install: $(VENV)/.installed
 
-# Runs the example end to end on a local OpenAI-compatible endpoint with injected faults
-# (no API key, no network), then shows where outputs, quarantine and decision records went.
+# Runs the example end to end on the embedded local model (no API key, no network), then
+# shows where outputs, quarantine and decision records went.
 demo: install
+	$(SF) run configs/support_triage.yaml --output out/
+
+# The example against steadyflow's fault-injecting endpoint instead: watch the ladder work.
+chaos-demo: install
 	@$(SF) chaos serve --port $(CHAOS_PORT) --fault 429=0.05 --fault malformed=0.05 --fault http_503=0.03 & \
 	  pid=$$!; sleep 2; \
-	  STEADYFLOW_BASE_URL=http://127.0.0.1:$(CHAOS_PORT)/v1 $(SF) run configs/support_triage.yaml --output out/; rc=$$?; \
+	  $(SF) run configs/support_triage.yaml --output out/chaos --set models.small.provider=openai \
+	    --set models.small.base_url=http://127.0.0.1:$(CHAOS_PORT)/v1; rc=$$?; \
 	  kill $$pid 2>/dev/null || true; exit $$rc
 
 lint: install
-	$(VENV)/bin/ruff check steadyflow tests
+	$(VENV)/bin/ruff check steadyflow tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

@@ -146,11 +146,13 @@ def check_models(spec: Pipeline, pos: Positions) -> list[Problem]:
     for name, model in spec.models.items():
         if model.provider == "local":
             if model.mode not in (None, "json"):
-                problems.append(pos.problem(("models", name, "mode"), "provider 'local' always uses mode 'json' with a schema grammar: remove 'mode'"))
+                message = "provider 'local' always uses mode 'json' with a schema grammar: remove 'mode'"
+                problems.append(pos.problem(("models", name, "mode"), message))
             continue
         for key in _LOCAL_ONLY:
             if getattr(model, key) is not None:
-                problems.append(pos.problem(("models", name, key), f"'{key}' applies to provider 'local' only (this model is '{model.provider}')", key=True))
+                message = f"'{key}' applies to provider 'local' only (this model is '{model.provider}')"
+                problems.append(pos.problem(("models", name, key), message, key=True))
     return problems
 
 

@@ -18,7 +18,8 @@ EXAMPLE = ROOT / "configs/support_triage.yaml"
 
 
 def _run(chaos: ChaosServer, docs: list[Document], *overrides: str) -> list:
-    pipeline = load_pipeline(EXAMPLE, ["models.small.provider=openai", f"models.small.base_url={chaos.base_url}", "models.small.timeout_s=1", *overrides])
+    on_chaos = ["models.small.provider=openai", f"models.small.base_url={chaos.base_url}", "models.small.timeout_s=1"]
+    pipeline = load_pipeline(EXAMPLE, [*on_chaos, *overrides])
 
     async def go() -> list:
         engine = Engine.create(pipeline, "run1", concurrency=4)
