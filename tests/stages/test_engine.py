@@ -18,7 +18,8 @@ EXAMPLE = ROOT / "configs/support_triage.yaml"
 
 
 def _run(chaos: ChaosServer, docs: list[Document], *overrides: str) -> list:
-    on_chaos = ["models.small.provider=openai", f"models.small.base_url={chaos.base_url}", "models.small.timeout_s=1"]
+    on_chaos = ["models.small.provider=openai", f"models.small.base_url={chaos.base_url}", "models.small.timeout_s=1",
+                "models.small.price.input_per_mtok=0.15", "models.small.price.output_per_mtok=0.6"]
     pipeline = load_pipeline(EXAMPLE, [*on_chaos, *overrides])
 
     async def go() -> list:
