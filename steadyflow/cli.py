@@ -10,11 +10,14 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from steadyflow.spec.errors import SpecError
+
+if TYPE_CHECKING:
+    from steadyflow.spec.loader import LoadedPipeline
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Declarative AI pipelines that keep working when the model does not.")
 chaos_app = typer.Typer(no_args_is_help=True, help="A fault-injecting OpenAI-compatible endpoint for testing degradation.")
@@ -31,15 +34,25 @@ def _fail(problems: SpecError) -> None:
     raise typer.Exit(EXIT_INVALID)
 
 
+def _load(file: Path, overrides: list[str]) -> LoadedPipeline:
+    """Load a pipeline and check the plugin checks it names; raises SpecError with every problem."""
+    from steadyflow.spec.loader import load_pipeline
+    from steadyflow.validators.plugins import plugin_problems
+
+    pipeline = load_pipeline(file, overrides)
+    problems = plugin_problems(pipeline)
+    if problems:
+        raise SpecError(problems)
+    return pipeline
+
+
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help="pipeline files")]) -> None:
     """Check pipeline files; print one line per problem (path:line:col) and exit 2 if any."""
-    from steadyflow.spec.loader import load_pipeline
-
     failed = False
     for file in files:
         try:
-            load_pipeline(file)
+            _load(file, [])
         except SpecError as exc:
             failed = True
             for problem in exc.problems:
@@ -69,10 +82,8 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object")] = False,
 ) -> None:
     """Run a pipeline over documents as a Prefect flow."""
-    from steadyflow.spec.loader import load_pipeline
-
     try:
-        pipeline = load_pipeline(file, set_ or [])
+        pipeline = _load(file, set_ or [])
     except SpecError as exc:
         _fail(exc)
     if input is None and pipeline.spec.source is None:

@@ -39,6 +39,23 @@ class Attempt:
 
 
 @dataclass
+class Verdict:
+    """One check's verdict on one output (or input), as the decision record keeps it.
+
+    ``message`` names fields, rules and entity types; never document or PII text.
+    """
+
+    check: str
+    layer: str
+    passed: bool
+    action: str
+    """'pass', or what was done: reask, fix, filter, escalate, quarantine, noop, flag."""
+    message: str = ""
+    rung: int | None = None
+    duration_ms: float = 0.0
+
+
+@dataclass
 class DecisionRecord:
     """One record per document per stage."""
 
@@ -59,6 +76,7 @@ class DecisionRecord:
     reason: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     latency_ms: float = 0.0
+    verdicts: list[Verdict] = field(default_factory=list)
 
     @property
     def tokens_in(self) -> int:
@@ -78,3 +96,7 @@ class DecisionRecord:
     def attempts_json(self) -> list[dict[str, Any]]:
         """Attempts as plain dicts for storage."""
         return [asdict(a) for a in self.attempts]
+
+    def verdicts_json(self) -> list[dict[str, Any]]:
+        """Verdicts as plain dicts for storage."""
+        return [asdict(v) for v in self.verdicts]

@@ -43,9 +43,16 @@ CREATE TABLE IF NOT EXISTS decisions (
     cost_usd REAL NOT NULL,
     latency_ms REAL NOT NULL,
     created_at REAL NOT NULL,
+    verdicts TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (run_id, doc_id, stage_id)
 );
 """
+
+
+_COLUMNS = (
+    "run_id, doc_id, stage_id, pipeline, pipeline_version, input_hash, prompt_version, status, rung, rung_label, model, "
+    "parameters, review, reason, attempts, n_attempts, tokens_in, tokens_out, cost_usd, latency_ms, created_at, verdicts"
+)
 
 
 class DecisionStore:
@@ -58,6 +65,9 @@ class DecisionStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
+        if "verdicts" not in columns:  # a store written before validator verdicts were recorded
+            self._db.execute("ALTER TABLE decisions ADD COLUMN verdicts TEXT NOT NULL DEFAULT '[]'")
 
     def start_run(self, run_id: str, pipeline: str, version: str, flow_run_id: str | None) -> None:
         """Register a run before any of its records."""
@@ -79,14 +89,14 @@ class DecisionStore:
                 r.run_id, r.doc_id, r.stage_id, r.pipeline, r.pipeline_version, r.input_hash, r.prompt_version,
                 r.status, r.rung, r.rung_label, r.model, json.dumps(r.parameters), int(r.review), r.reason,
                 json.dumps(r.attempts_json()), len(r.attempts), r.tokens_in, r.tokens_out, r.cost_usd,
-                r.latency_ms, time.time(),
+                r.latency_ms, time.time(), json.dumps(r.verdicts_json()),
             )
             for r in records
         ]
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT OR REPLACE INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES ({','.join('?' * 22)})", rows
             )
 
     def records(self, run_id: str) -> list[dict[str, Any]]:
@@ -98,6 +108,7 @@ class DecisionStore:
             for row in rows:
                 item = dict(row)
                 item["attempts"] = json.loads(item["attempts"])
+                item["verdicts"] = json.loads(item["verdicts"])
                 item["parameters"] = json.loads(item["parameters"])
                 out.append(item)
             return out

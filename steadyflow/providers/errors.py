@@ -13,6 +13,7 @@ import openai
 from pydantic import ValidationError
 
 from steadyflow.audit.records import Attempt
+from steadyflow.spec.errors import validation_summary
 
 
 class ErrorKind(StrEnum):
@@ -51,15 +52,6 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
-
-
-def validation_summary(exc: ValidationError) -> str:
-    """'category: literal_error; summary: missing' - field paths and error types only."""
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False, include_context=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"{loc}: {err['type']}")
-    return "; ".join(parts)
 
 
 def classify(exc: BaseException) -> ModelCallError:

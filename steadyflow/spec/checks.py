@@ -18,6 +18,7 @@ from steadyflow.spec.loader import CompiledStage, read_text
 from steadyflow.spec.models import AiStage, DefaultRung, ModelRung, Pipeline, RulesRung, RulesSpec
 from steadyflow.spec.output_schema import compile_output, import_model
 from steadyflow.spec.prompt import Prompt, check_template, make_prompt
+from steadyflow.spec.validation_checks import check_validators
 from steadyflow.spec.yaml_positions import Path as DataPath
 from steadyflow.spec.yaml_positions import Positions, load_yaml
 
@@ -174,6 +175,7 @@ def compile_stages(spec: Pipeline, data: dict[str, Any], pos: Positions, base: P
         if isinstance(stage, AiStage):
             result.prompt, found = _load_prompt(stage, pos, at, base)
             problems += found
+            problems += check_validators(stage, model, pos, at)
             problems += _check_ladder(stage, spec, model, pos, at, base, result)
         else:
             rules, found = _load_rules(stage.rules, model, pos, (*at, "rules"), base)

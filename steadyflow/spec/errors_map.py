@@ -8,13 +8,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from steadyflow.spec import models as m
+from steadyflow.spec import validation as v
 from steadyflow.spec.errors import Problem, did_you_mean
 from steadyflow.spec.yaml_positions import Path, Positions
 
 _DSL_MODELS: list[type[BaseModel]] = [
     m.Pipeline, m.ModelSpec, m.Price, m.FilesSource, m.TableSource, m.Sink, m.InputSpec, m.PromptSpec,
     m.FieldSpec, m.FieldRule, m.RulesSpec, m.ModelRung, m.RulesRung, m.DefaultRung, m.AiStage,
-    m.RulesStage, m.RunSettings,
+    m.RulesStage, m.RunSettings, *v.BUILTIN.values(), v.PluginCheck,
 ]
 _TYPE_WORDS = {
     "string_type": "a string", "int_type": "an integer", "int_parsing": "an integer",
@@ -22,6 +23,13 @@ _TYPE_WORDS = {
     "bool_parsing": "true or false", "dict_type": "a mapping", "list_type": "a list",
     "model_type": "a mapping", "model_attributes_type": "a mapping",
 }
+
+
+def _tag(value: dict[str, Any]) -> Any:
+    """The union tag pydantic puts in an error's loc for this mapping (stage kind, check name, rung kind)."""
+    if "kind" in value:
+        return value.get("kind")
+    return v._which(value) if "check" in value else m._rung_kind(value)
 
 
 def _locate(data: Any, loc: tuple[Any, ...]) -> tuple[Path, Any]:
@@ -32,7 +40,7 @@ def _locate(data: Any, loc: tuple[Any, ...]) -> tuple[Path, Any]:
     while parts:
         part = parts.pop(0)
         if isinstance(current, dict):
-            tag = current.get("kind") if "kind" in current else m._rung_kind(current)
+            tag = _tag(current)
             if part == tag and (part not in current or (parts and parts[0] in current)):
                 continue
             if part in current:
@@ -51,10 +59,14 @@ def _locate(data: Any, loc: tuple[Any, ...]) -> tuple[Path, Any]:
     return tuple(path), current
 
 
+def _keys(model: type[BaseModel]) -> set[str]:
+    return {info.alias or name for name, info in model.model_fields.items()}
+
+
 def _allowed_keys(siblings: set[str]) -> set[str]:
-    candidates = [set(model.model_fields) for model in _DSL_MODELS if siblings <= set(model.model_fields)]
+    candidates = [_keys(model) for model in _DSL_MODELS if siblings <= _keys(model)]
     if not candidates:
-        candidates = [set(model.model_fields) for model in _DSL_MODELS]
+        candidates = [_keys(model) for model in _DSL_MODELS]
     return set().union(*candidates)
 
 

@@ -43,6 +43,8 @@ class LoadedPipeline:
     spec: Pipeline
     path: Path
     stages: list[CompiledStage]
+    positions: Positions = field(default_factory=lambda: Positions(""))
+    """Where each value of the file is, for problems found after loading (unknown plugin checks)."""
 
     @property
     def base_dir(self) -> Path:
@@ -88,4 +90,4 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Loade
     shown = str(path)
     spec, data, positions = parse_spec(read_text(file, shown), shown, overrides)
     stages = compile_stages(spec, data, positions, file.parent)
-    return LoadedPipeline(spec=spec, path=file.resolve(), stages=stages)
+    return LoadedPipeline(spec=spec, path=file.resolve(), stages=stages, positions=positions)

@@ -10,17 +10,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, field_validator, model_validator
+from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
+
+from steadyflow.spec.base import Strict
+from steadyflow.spec.validation import CheckSpec
 
 IDENT = r"^[A-Za-z][A-Za-z0-9_-]*$"
 FieldType = Literal["string", "integer", "number", "boolean", "enum", "list", "object"]
 Scalar = str | int | float | bool
-
-
-class Strict(BaseModel):
-    """Base for every DSL model: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class Price(Strict):
@@ -90,6 +87,11 @@ class InputSpec(Strict):
     min_chars: int = Field(1, ge=0)
     max_chars: int = Field(20_000, ge=1)
     required: list[str] = Field(default_factory=list, description="document fields that must be present")
+    redact_pii: list[str] | None = Field(
+        None, description="presidio entity types replaced by placeholders before any provider sees the text, e.g. [EMAIL_ADDRESS]"
+    )
+    restore_pii: list[str] = Field(default_factory=list, description="output fields whose placeholders are restored to the original values")
+    injection: Literal["flag", "quarantine", "off"] = Field("flag", description="prompt-injection signs: record them, quarantine, or ignore")
 
 
 class PromptSpec(Strict):
@@ -227,6 +229,7 @@ class AiStage(_StageBase):
 
     kind: Literal["ai"]
     prompt: PromptSpec
+    validate_: list[CheckSpec] = Field(default_factory=list, alias="validate", description="checks on each output, in order")
     ladder: list[Rung] = Field(min_length=1)
 
 
@@ -260,3 +263,6 @@ class Pipeline(Strict):
     stages: list[Stage] = Field(min_length=1)
     sink: Sink | None = None
     run: RunSettings = RunSettings()
+    plugins: list[str] = Field(
+        default_factory=list, description="Python modules to import (relative to this file's folder) that register @validator checks"
+    )

@@ -18,8 +18,12 @@ from steadyflow.providers.openai_compat import CLIENTS, OpenAICompatClient
 from steadyflow.spec.loader import CompiledStage, LoadedPipeline
 from steadyflow.spec.models import AiStage, RulesStage
 from steadyflow.stages.document import Document, check_input, stage_text
-from steadyflow.stages.ladder import LadderResult, walk
+from steadyflow.stages.ladder import LadderResult, Sandwich, walk
 from steadyflow.stages.rules import RulesFailed, extract
+from steadyflow.validators.base import Context
+from steadyflow.validators.inputs import prepare
+from steadyflow.validators.plugins import load_plugins
+from steadyflow.validators.runner import StageChecks, restore_fields
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Engine:
     run_id: str
     concurrency: int
     clients: dict[str, OpenAICompatClient] = field(default_factory=dict)
+    checks: dict[str, StageChecks] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -47,7 +52,9 @@ class Engine:
             for name, spec in pipeline.spec.models.items()
             if name in used
         }
-        return cls(pipeline=pipeline, run_id=run_id, concurrency=concurrency, clients=clients)
+        load_plugins(pipeline)  # `steadyflow validate` and `run` report broken plugin modules before this point
+        checks = {s.id: StageChecks(s.validate_) for s in pipeline.spec.stages if isinstance(s, AiStage)}
+        return cls(pipeline=pipeline, run_id=run_id, concurrency=concurrency, clients=clients, checks=checks)
 
     async def aclose(self) -> None:
         """Close every client."""
@@ -63,7 +70,7 @@ class Engine:
             prompt_version=stage.prompt.version if stage.prompt else None, status=result.status,
             rung=result.rung, rung_label=result.label, model=client.model if client else None,
             parameters=client.parameters() if client else {}, review=result.review, reason=result.reason,
-            attempts=result.attempts, latency_ms=round((time.perf_counter() - started) * 1000, 2),
+            attempts=result.attempts, latency_ms=round((time.perf_counter() - started) * 1000, 2), verdicts=result.verdicts,
         )
 
     async def _run_one(self, stage: CompiledStage, doc: Document) -> DecisionRecord:
@@ -85,15 +92,27 @@ class Engine:
         return self._record(stage, doc, text, result, started)
 
     async def _ai_stage(self, stage: CompiledStage, doc: Document, text: str) -> LadderResult:
-        if stage.prompt is None:  # compile_stages guarantees a prompt for ai stages
-            raise TypeError(f"stage {stage.id} has no prompt")
-        context: dict[str, Any] = {"text": text, "doc": doc.fields, "id": doc.id, "outputs": doc.outputs}
+        spec = stage.spec
+        if stage.prompt is None or not isinstance(spec, AiStage):  # compile_stages guarantees both
+            raise TypeError(f"stage {stage.id} is not a compiled ai stage")
+        prepared = prepare(spec.input, text)
+        if prepared.quarantine is not None:
+            return LadderResult(None, "quarantined", reason=prepared.quarantine, verdicts=prepared.verdicts)
+        # the prompt sees the redacted text; placeholders are restored (if allowed) only after every check
+        variables: dict[str, Any] = {"text": prepared.text, "doc": doc.fields, "id": doc.id, "outputs": doc.outputs}
         try:
-            user = stage.prompt.render(context)
+            user = stage.prompt.render(variables)
         except jinja2.TemplateError as exc:
             return LadderResult(None, "quarantined", reason=f"prompt cannot be rendered for this document: {type(exc).__name__}")
         messages = [{"role": "system", "content": stage.prompt.system}, {"role": "user", "content": user}]
-        return await walk(stage, text, messages, self.clients)
+        run = {"id": self.run_id, "pipeline": self.pipeline.spec.pipeline, "version": self.pipeline.spec.version, "stage": stage.id}
+        context = Context(prepared.text, doc.id, doc.fields, run, prepared.pii, prepared.injection)
+        result = await walk(stage, Sandwich(text, messages, self.clients, self.checks[stage.id], context))
+        result.verdicts[:0] = prepared.verdicts
+        if result.output is not None and prepared.originals and spec.input.restore_pii:
+            result.output, verdict = restore_fields(result.output, spec.input.restore_pii, prepared.originals, stage.output_model)
+            result.verdicts.append(verdict)
+        return result
 
     async def run_stage(self, stage_id: str, docs: list[Document]) -> list[DecisionRecord]:
         """Run one stage over ``docs`` concurrently; quarantined documents are skipped."""

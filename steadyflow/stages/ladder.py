@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ValidationError
 
-from steadyflow.audit.records import Attempt
+from steadyflow.audit.records import Attempt, Verdict
 from steadyflow.providers.errors import TRANSIENT, ModelCallError
 from steadyflow.providers.openai_compat import OpenAICompatClient
 from steadyflow.spec.loader import CompiledStage
 from steadyflow.spec.models import AiStage, DefaultRung, ModelRung, RulesRung
 from steadyflow.stages.rules import RulesFailed, extract
+from steadyflow.validators.base import Context
+from steadyflow.validators.runner import CURRENT, CheckRun, StageChecks
 
 MAX_RETRY_WAIT_S = 30.0
 
@@ -39,6 +41,7 @@ class LadderResult:
     review: bool = False
     reason: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
 
 
 def backoff_s(error: ModelCallError, retry: int) -> float:
@@ -49,12 +52,12 @@ def backoff_s(error: ModelCallError, retry: int) -> float:
 
 
 async def _model_rung(
-    rung: ModelRung, index: int, stage: CompiledStage, messages: list[dict[str, str]], client: OpenAICompatClient
+    rung: ModelRung, index: int, messages: list[dict[str, str]], client: OpenAICompatClient, model: type[BaseModel]
 ) -> tuple[BaseModel | None, list[Attempt]]:
     attempts: list[Attempt] = []
     for retry in range(rung.retries + 1):
         try:
-            output, made = await client.generate(messages, stage.output_model, rung.reasks, index)
+            output, made = await client.generate(messages, model, rung.reasks, index)
         except ModelCallError as exc:
             attempts += exc.attempts
             if exc.kind in TRANSIENT and retry < rung.retries:
@@ -85,28 +88,59 @@ def _default_rung(index: int, rung: DefaultRung, stage: CompiledStage) -> tuple[
         return None, attempt
 
 
-async def walk(
-    stage: CompiledStage, text: str, messages: list[dict[str, str]], clients: Mapping[str, OpenAICompatClient]
-) -> LadderResult:
-    """Try each rung of an AI stage's ladder in order; never raises for a model failure."""
+@dataclass
+class Sandwich:
+    """What the ladder needs besides the stage: the texts, the model clients and the checks."""
+
+    text: str
+    """The document's text, for the rules rung (it never leaves the process)."""
+    messages: list[dict[str, str]]
+    clients: Mapping[str, OpenAICompatClient]
+    checks: StageChecks
+    context: Context
+
+
+async def walk(stage: CompiledStage, sandwich: Sandwich) -> LadderResult:
+    """Try each rung of an AI stage's ladder in order; never raises for a model failure.
+
+    Model and rules outputs go through the stage's checks: a failure escalates to
+    the next rung, or quarantines the document, as its ``on_fail`` says. The
+    default rung is the pipeline's declared safe answer and is not checked.
+    """
     spec = stage.spec
     if not isinstance(spec, AiStage):
         raise TypeError("walk() runs the ladder of an ai stage")
     attempts: list[Attempt] = []
+    verdicts: list[Verdict] = []
+    response_model = sandwich.checks.response_model(stage.output_model)
     for index, rung in enumerate(spec.ladder):
+        output: BaseModel | None
         if isinstance(rung, ModelRung):
-            output, made = await _model_rung(rung, index, stage, messages, clients[rung.model])
+            run = CheckRun(sandwich.context, index)
+            token = CURRENT.set(run)
+            try:
+                output, made = await _model_rung(rung, index, sandwich.messages, sandwich.clients[rung.model], response_model)
+            finally:
+                CURRENT.reset(token)
             attempts += made
-            if output is not None:
-                return LadderResult(output, "validated", index, f"model:{rung.model}", rung.model, attempts=attempts)
+            verdicts += run.verdicts
+            label, status, model = f"model:{rung.model}", "validated", rung.model
         elif isinstance(rung, RulesRung):
-            output, attempt = _rules_rung(index, stage, text)
+            output, attempt = _rules_rung(index, stage, sandwich.text)
             attempts.append(attempt)
-            if output is not None:
-                return LadderResult(output, "rules", index, "rules", attempts=attempts)
+            label, status, model = "rules", "rules", None
         else:
             output, attempt = _default_rung(index, rung, stage)
             attempts.append(attempt)
             if output is not None:
-                return LadderResult(output, "default", index, "default", review=rung.review, attempts=attempts)
-    return LadderResult(None, "quarantined", reason="every rung of the ladder failed", attempts=attempts)
+                return LadderResult(output, "default", index, "default", review=rung.review, attempts=attempts, verdicts=verdicts)
+            continue
+        if output is None:
+            continue
+        applied = sandwich.checks.apply(output, sandwich.context, index, stage.output_model)
+        verdicts += applied.verdicts
+        if applied.outcome == "accept":
+            return LadderResult(applied.output, status, index, label, model, attempts=attempts, verdicts=verdicts)
+        if applied.outcome == "quarantine":
+            return LadderResult(None, "quarantined", index, label, reason=applied.reason, attempts=attempts, verdicts=verdicts)
+    return LadderResult(None, "quarantined", reason="every rung of the ladder failed", attempts=attempts, verdicts=verdicts)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from steadyflow.providers.local_server import answers
 from tests.conftest import ROOT, host_children, running, wait_gone
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,8 @@ def test_the_example_runs_end_to_end_on_the_local_model(prefect_env: dict[str, s
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["documents"] == 4 and summary["outputs"] == 3 and summary["quarantined"] == 1
-    assert any("started a local model server" in note for note in summary["notes"])
+    [note] = [n for n in summary["notes"] if "started a local model server at " in n]
+    assert not answers(note.rsplit(" ", 1)[-1], 2)  # the run stopped its server when it ended
     rows = [json.loads(line) for line in (tmp_path / "out/support_triage.jsonl").read_text().splitlines()]
     assert {r["outputs"]["triage"]["category"] for r in rows} <= {"billing", "technical", "account", "shipping"}
     db = sqlite3.connect(tmp_path / "out/decisions.sqlite")

@@ -1,0 +1,135 @@
+"""guardrails-ai Guards with validators registered by steadyflow (nothing from a hub, telemetry off).
+
+guardrails-ai is imported at first use (~3 s). Every Guard is configured with
+``allow_metrics_collection=False`` *and* ``settings.rc.enable_metrics = False``
+before its validators are built: guardrails reads the flag in both places, and
+otherwise exports OpenTelemetry traces to a remote host.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+_lock = threading.Lock()
+
+#: Shapes of common credentials; a match is redacted, never recorded.
+SECRET_PATTERNS = {
+    "aws_access_key": r"\b(AKIA|ASIA)[0-9A-Z]{16}\b",
+    "openai_key": r"\bsk-(proj-)?[A-Za-z0-9_-]{20,}\b",
+    "github_token": r"\bgh[pousr]_[A-Za-z0-9]{30,}\b",
+    "slack_token": r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b",
+    "private_key": r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
+    "jwt": r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\b",
+    "password_assignment": r"(?i)\b(password|passwd|secret|api[_-]?key|token)\s*[:=]\s*\S{6,}",
+}
+
+
+@lru_cache(maxsize=1)
+def _validators() -> dict[str, type[Any]]:
+    """Register steadyflow's guardrails validators once and return them by kind."""
+    from guardrails.settings import settings
+    from guardrails.validators import FailResult, PassResult, Validator, register_validator
+
+    settings.rc.enable_metrics = False
+
+    def _terms(value: str, terms: list[str]) -> list[str]:
+        return [t for t in terms if re.search(rf"(?<!\w){re.escape(t)}(?!\w)", value, re.IGNORECASE)]
+
+    def _replace(value: str, terms: list[str], token: str) -> str:
+        for term in terms:
+            value = re.sub(rf"(?<!\w){re.escape(term)}(?!\w)", token, value, flags=re.IGNORECASE)
+        return value
+
+    @register_validator(name="steadyflow/banned_words", data_type="string")
+    class BannedWords(Validator):
+        def __init__(self, words: list[str], **kwargs: Any) -> None:
+            super().__init__(words=words, **kwargs)
+            self.words = words
+
+        def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
+            hits = _terms(str(value), self.words)
+            if not hits:
+                return PassResult()
+            return FailResult(error_message=f"{len(hits)} banned word(s)", fix_value=_replace(str(value), hits, "***"))
+
+    @register_validator(name="steadyflow/competitors", data_type="string")
+    class Competitors(Validator):
+        def __init__(self, names: list[str], **kwargs: Any) -> None:
+            super().__init__(names=names, **kwargs)
+            self.names = names
+
+        def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
+            hits = _terms(str(value), self.names)
+            if not hits:
+                return PassResult()
+            return FailResult(error_message=f"mentions {len(hits)} competitor or secret name(s)",
+                              fix_value=_replace(str(value), hits, "[REDACTED]"))
+
+    @register_validator(name="steadyflow/secrets", data_type="string")
+    class Secrets(Validator):
+        def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
+            text, kinds = str(value), []
+            for kind, pattern in SECRET_PATTERNS.items():
+                if re.search(pattern, text):
+                    kinds.append(kind)
+                    text = re.sub(pattern, "[SECRET]", text)
+            return FailResult(error_message=f"contains credentials: {', '.join(kinds)}", fix_value=text) if kinds else PassResult()
+
+    @register_validator(name="steadyflow/format", data_type="string")
+    class Format(Validator):
+        def __init__(self, min_chars: int | None, max_chars: int | None, pattern: str | None, single_line: bool, **kwargs: Any) -> None:
+            super().__init__(min_chars=min_chars, max_chars=max_chars, pattern=pattern, single_line=single_line, **kwargs)
+            self.min_chars, self.max_chars, self.pattern, self.single_line = min_chars, max_chars, pattern, single_line
+
+        def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
+            text, problems = str(value), []
+            fixed = " ".join(text.split()) if self.single_line else text
+            if self.single_line and "\n" in text:
+                problems.append("must be one line")
+            if self.max_chars is not None and len(fixed) > self.max_chars:
+                problems.append(f"longer than {self.max_chars} characters")
+                fixed = fixed[: self.max_chars].rstrip()
+            if self.min_chars is not None and len(text) < self.min_chars:
+                problems.append(f"shorter than {self.min_chars} characters")
+            if self.pattern is not None and not re.fullmatch(self.pattern, fixed):
+                problems.append("does not match the required format")
+            return FailResult(error_message="; ".join(problems), fix_value=fixed) if problems else PassResult()
+
+    return {"banned": BannedWords, "competitors": Competitors, "secrets": Secrets, "format": Format}
+
+
+@dataclass
+class GuardResult:
+    """What a Guard said about one value."""
+
+    passed: bool
+    fixed: Any
+    reasons: list[str]
+
+
+class SteadyGuard:
+    """One guardrails Guard around one of steadyflow's validators, always run with the FIX action.
+
+    The fix is computed either way; whether it is applied is the stage's ``on_fail``.
+    """
+
+    def __init__(self, kind: str, **params: Any) -> None:
+        from guardrails import Guard, OnFailAction
+
+        with _lock:
+            validator = _validators()[kind](on_fail=OnFailAction.FIX, **params)
+            guard = Guard(history_max_length=1)
+            guard.configure(allow_metrics_collection=False)
+            self._guard = guard.use(validator)
+
+    def check(self, value: str) -> GuardResult:
+        """Validate one string."""
+        with _lock:  # a Guard keeps call history: one call at a time
+            outcome = self._guard.validate(value)
+        summaries = outcome.validation_summaries or []
+        reasons = [s.failure_reason or "" for s in summaries if s.validator_status == "fail"]
+        return GuardResult(passed=not reasons, fixed=outcome.validated_output, reasons=reasons)

@@ -1,0 +1,41 @@
+"""Loading a pipeline's plugin modules and checking that every ``check:`` it names exists."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from steadyflow.spec.errors import Problem, did_you_mean
+from steadyflow.spec.loader import LoadedPipeline
+from steadyflow.spec.models import AiStage
+from steadyflow.spec.validation import BUILTIN, PluginCheck
+from steadyflow.validators.base import plugin, plugin_names
+
+
+def load_plugins(pipeline: LoadedPipeline) -> list[Problem]:
+    """Import the pipeline's ``plugins:`` modules (its folder first on the path); problems for those that fail."""
+    problems = []
+    folder = str(pipeline.base_dir)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    for i, module in enumerate(pipeline.spec.plugins):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # the pipeline author's module: report, do not crash validate
+            problems.append(pipeline.positions.problem(("plugins", i), f"plugin module '{module}' cannot be imported: {type(exc).__name__}: {exc}"))
+    return problems
+
+
+def plugin_problems(pipeline: LoadedPipeline) -> list[Problem]:
+    """Load plugins, then one problem per ``check:`` that is neither built in nor registered."""
+    problems = load_plugins(pipeline)
+    for i, stage in enumerate(pipeline.spec.stages):
+        if not isinstance(stage, AiStage):
+            continue
+        for j, check in enumerate(stage.validate_):
+            if isinstance(check, PluginCheck) and plugin(check.check) is None:
+                known = plugin_names()
+                hint = did_you_mean(check.check, [*BUILTIN, *known]) or f" (registered plugins: {', '.join(known) or 'none'})"
+                where = ("stages", i, "validate", j, "check")
+                problems.append(pipeline.positions.problem(where, f"unknown check '{check.check}'{hint}"))
+    return problems

@@ -1,0 +1,197 @@
+"""Run a stage's checks on an output and turn failures into on_fail actions.
+
+``reask`` checks also run *inside* instructor's parsing (see
+:meth:`StageChecks.response_model`): a failure there raises a validation error
+whose message goes back to the model, within the rung's ``reasks``. After a
+rung produced an output, :meth:`StageChecks.apply` runs every check once more,
+records a verdict for each, and decides: accept (after any fix or filter),
+escalate to the next rung, or quarantine the document.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from steadyflow.audit.records import Verdict
+from steadyflow.spec.errors import validation_summary
+from steadyflow.spec.validation import (
+    BannedCheck,
+    CheckSpec,
+    CompetitorsCheck,
+    FormatCheck,
+    PluginCheck,
+    SecretsCheck,
+)
+from steadyflow.validators import business, safety, semantic, structural
+from steadyflow.validators.base import Context, Finding, Plugin, plugin, plugin_names, set_path
+
+CheckFn = Callable[[dict[str, Any], Context], Finding]
+Outcome = Literal["accept", "escalate", "quarantine"]
+_BUILTIN: dict[str, Callable[..., Finding]] = {
+    "compare": structural.compare, "required_if": structural.required_if, "grounded": semantic.grounded,
+    "sum": semantic.sum_check, "date_order": semantic.date_order, "similar": semantic.similar, "rule": business.rule,
+    "pii": safety.pii,
+}
+
+
+class UnknownCheck(Exception):
+    """A ``check:`` name that is neither built in nor registered by a plugin."""
+
+
+@dataclass
+class CheckRun:
+    """What the checks inside instructor's parsing need: the document's context and where verdicts go."""
+
+    context: Context
+    rung: int
+    verdicts: list[Verdict] = field(default_factory=list)
+
+
+#: Set by the ladder around each model call; every document runs in its own asyncio task, so this is per document.
+CURRENT: ContextVar[CheckRun | None] = ContextVar("steadyflow_check_run", default=None)
+
+
+@dataclass
+class CompiledCheck:
+    """One check, ready to run."""
+
+    name: str
+    layer: str
+    on_fail: str
+    run: CheckFn
+
+
+def compile_check(spec: CheckSpec) -> CompiledCheck:
+    """Bind a check spec to its implementation (Guards are built here, once per stage)."""
+    if isinstance(spec, BannedCheck | CompetitorsCheck | SecretsCheck | FormatCheck):
+        guard = safety.make_guard(spec)
+        run: CheckFn = partial(_guard_run, guard, safety.guard_fields(spec), spec.message)
+    elif isinstance(spec, PluginCheck):
+        function = plugin(spec.check)
+        if function is None:
+            builtin = ", ".join(sorted([*_BUILTIN, "banned", "competitors", "format", "secrets"]))
+            raise UnknownCheck(f"unknown check '{spec.check}' (built in: {builtin}; plugins: {', '.join(plugin_names()) or 'none registered'})")
+        run = partial(_plugin_run, function, spec.with_)
+    else:
+        run = partial(_BUILTIN[spec.check], spec)
+    return CompiledCheck(spec.check, spec.layer, spec.on_fail, run)
+
+
+def _guard_run(guard: Any, fields: list[str] | None, message: str | None, output: dict[str, Any], context: Context) -> Finding:
+    return safety.guard_check(guard, fields, message, output)
+
+
+def _plugin_run(function: Plugin, params: dict[str, Any], output: dict[str, Any], context: Context) -> Finding:
+    return function(params, output, context)
+
+
+def run_check(check: CompiledCheck, output: dict[str, Any], context: Context) -> tuple[Finding, float]:
+    """Run one check; a check that raises fails (with the exception's type, never its text)."""
+    started = time.perf_counter()
+    try:
+        finding = check.run(output, context)
+    except Exception as exc:  # a plugin's bug or a library error must not crash the batch
+        finding = Finding(False, f"check {check.name} raised {type(exc).__name__}")
+    return finding, round((time.perf_counter() - started) * 1000, 3)
+
+
+@dataclass
+class Applied:
+    """The outcome of a stage's checks on one output."""
+
+    output: BaseModel | None
+    verdicts: list[Verdict]
+    outcome: Outcome
+    reason: str | None = None
+
+
+class StageChecks:
+    """The compiled ``validate:`` list of one stage."""
+
+    def __init__(self, specs: list[CheckSpec]) -> None:
+        self.checks = [compile_check(spec) for spec in specs]
+        self._models: dict[type[BaseModel], type[BaseModel]] = {}
+
+    def response_model(self, base: type[BaseModel]) -> type[BaseModel]:
+        """``base`` plus the reask checks as a model validator, so instructor re-asks with their messages."""
+        reask = [c for c in self.checks if c.on_fail == "reask"]
+        if not reask:
+            return base
+        if base not in self._models:
+            self._models[base] = _with_checks(base, reask)
+        return self._models[base]
+
+    def apply(self, output: BaseModel, context: Context, rung: int, model: type[BaseModel]) -> Applied:
+        """Every check on ``output``, in order; fixes and filters accumulate, escalate and quarantine stop."""
+        data = output.model_dump(mode="json")
+        verdicts: list[Verdict] = []
+        for check in self.checks:
+            finding, took = run_check(check, data, context)
+            if finding.passed:
+                verdicts.append(Verdict(check.name, check.layer, True, "pass", rung=rung, duration_ms=took))
+                continue
+            action = "escalate" if check.on_fail == "reask" else check.on_fail  # re-asks are used up by now
+            if action == "fix":
+                if finding.fixed is None:
+                    action = "escalate"
+                else:
+                    data = finding.fixed
+            elif action == "filter":
+                for name in finding.fields:
+                    data = set_path(data, name, None)
+            verdicts.append(Verdict(check.name, check.layer, False, action, finding.message, rung, took))
+            if action in ("escalate", "quarantine"):
+                return Applied(None, verdicts, "escalate" if action == "escalate" else "quarantine", f"{check.name}: {finding.message}")
+        try:
+            final = model.model_validate(data)
+        except ValidationError as exc:
+            message = f"output no longer fits the schema after fixes: {validation_summary(exc)}"
+            verdicts.append(Verdict("schema", "structural", False, "escalate", message, rung))
+            return Applied(None, verdicts, "escalate", message)
+        verdicts.insert(0, Verdict("schema", "structural", True, "pass", rung=rung))
+        return Applied(final, verdicts, "accept")
+
+
+def _with_checks(base: type[BaseModel], reask: list[CompiledCheck]) -> type[BaseModel]:
+    class Checked(base):  # type: ignore[valid-type, misc]
+        model_config = ConfigDict(title=base.model_config.get("title") or base.__name__)
+
+        @model_validator(mode="after")
+        def _steadyflow_checks(self) -> Any:
+            current = CURRENT.get()
+            if current is None:
+                return self
+            data = self.model_dump(mode="json")
+            failures = []
+            for check in reask:
+                finding, took = run_check(check, data, current.context)
+                if not finding.passed:
+                    current.verdicts.append(Verdict(check.name, check.layer, False, "reask", finding.message, current.rung, took))
+                    failures.append(finding.message)
+            if failures:
+                raise ValueError("; ".join(failures))
+            return self
+
+    Checked.__name__ = Checked.__qualname__ = base.__name__
+    return Checked
+
+
+def restore_fields(output: BaseModel, names: list[str], originals: dict[str, str], model: type[BaseModel]) -> tuple[BaseModel, Verdict]:
+    """Put redacted PII back into the fields a pipeline allows; keep placeholders if that breaks the schema."""
+    from steadyflow.validators.pii import restore
+
+    data = output.model_dump(mode="json")
+    for name in names:
+        if name in data:
+            data = set_path(data, name, restore(data[name], originals))
+    try:
+        return model.model_validate(data), Verdict("restore_pii", "safety", True, "fix", f"restored placeholders in: {', '.join(names)}")
+    except ValidationError:
+        return output, Verdict("restore_pii", "safety", False, "noop", "restoring would break the schema: placeholders kept")
