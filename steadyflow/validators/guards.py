@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 import threading
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 _lock = threading.Lock()
+# guardrails validates synchronously when called outside an event loop's thread, and says so on every call
+warnings.filterwarnings("ignore", message="Could not obtain an event loop", category=UserWarning)
 
 #: Shapes of common credentials; a match is redacted, never recorded.
 SECRET_PATTERNS = {
@@ -92,7 +95,8 @@ def _validators() -> dict[str, type[Any]]:
                 problems.append("must be one line")
             if self.max_chars is not None and len(fixed) > self.max_chars:
                 problems.append(f"longer than {self.max_chars} characters")
-                fixed = fixed[: self.max_chars].rstrip()
+                cut = fixed[: self.max_chars]
+                fixed = (cut[: cut.rfind(" ")] if " " in cut else cut).rstrip()  # end on a word, not inside one
             if self.min_chars is not None and len(text) < self.min_chars:
                 problems.append(f"shorter than {self.min_chars} characters")
             if self.pattern is not None and not re.fullmatch(self.pattern, fixed):
