@@ -15,6 +15,7 @@ A rule sees three variables:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,11 @@ def check_rule(source: str, output_fields: set[str]) -> list[CelIssue]:
         line, column = getattr(exc, "line", None) or 1, getattr(exc, "column", None) or 1
         return [CelIssue(line, column, "rule does not parse as CEL: check operators (&&, ||, ==) and quotes")]
     issues = []
+    for token in tree.scan_values(lambda v: isinstance(v, Token) and v.type == "STRING_LIT"):
+        if str(token)[:1] not in "rR" and re.search(r"(?<!\\)(?:\\\\)*\\[bfv]", str(token)):
+            # a regex written as in Python: in CEL (and in YAML "..."), \b is a backspace, not a word boundary
+            issues.append(CelIssue(token.line or 1, token.column or 1,
+                                   "'\\b' in a CEL string is a backspace, not a word boundary: write a raw string r'...' or '\\\\b'"))
     bound = _bound_names(tree)
     for node in tree.iter_subtrees():
         if node.data == "ident" and node.children and isinstance(node.children[0], Token):

@@ -32,6 +32,10 @@ _FIELD_KEYS = ("field", "left", "right", "total")
 _LIST_KEYS = ("fields", "parts")
 
 
+def _entity_hint(entity: str) -> str:
+    return did_you_mean(entity, PII_ENTITIES) or " (presidio types include EMAIL_ADDRESS, PHONE_NUMBER, PERSON, CREDIT_CARD, IBAN_CODE)"
+
+
 def _field_names(check: Any) -> list[tuple[tuple[str | int, ...], str]]:
     """(sub-path, field name) for every output field a check names."""
     found: list[tuple[tuple[str | int, ...], str]] = []
@@ -91,10 +95,10 @@ def check_validators(stage: AiStage, model: type[BaseModel], pos: Positions, at:
             problems.append(pos.problem((*where, "to"), "to: label needs 'labels': a description of each value of the field"))
         for k, entity in enumerate(getattr(check, "entities", None) or []):
             if entity not in PII_ENTITIES:
-                problems.append(pos.problem((*where, "entities", k), f"unknown PII entity '{entity}'{did_you_mean(entity, PII_ENTITIES)}"))
+                problems.append(pos.problem((*where, "entities", k), f"unknown PII entity '{entity}'{_entity_hint(entity)}"))
     for k, entity in enumerate(stage.input.redact_pii or []):
         if entity not in PII_ENTITIES:
-            problems.append(pos.problem((*at, "input", "redact_pii", k), f"unknown PII entity '{entity}'{did_you_mean(entity, PII_ENTITIES)}"))
+            problems.append(pos.problem((*at, "input", "redact_pii", k), f"unknown PII entity '{entity}'{_entity_hint(entity)}"))
     for k, name in enumerate(stage.input.restore_pii):
         if name not in fields:
             problems.append(pos.problem((*at, "input", "restore_pii", k), f"no output field '{name}'{did_you_mean(name, fields)}"))

@@ -103,9 +103,10 @@ class Sandwich:
 async def walk(stage: CompiledStage, sandwich: Sandwich) -> LadderResult:
     """Try each rung of an AI stage's ladder in order; never raises for a model failure.
 
-    Model and rules outputs go through the stage's checks: a failure escalates to
-    the next rung, or quarantines the document, as its ``on_fail`` says. The
-    default rung is the pipeline's declared safe answer and is not checked.
+    Every output, the default's included, goes through the stage's checks: a
+    failure escalates to the next rung, or quarantines the document, as its
+    ``on_fail`` says. A default that fails a check quarantines the document, so
+    no output ever leaves the declared rules.
     """
     spec = stage.spec
     if not isinstance(spec, AiStage):
@@ -132,15 +133,15 @@ async def walk(stage: CompiledStage, sandwich: Sandwich) -> LadderResult:
         else:
             output, attempt = _default_rung(index, rung, stage)
             attempts.append(attempt)
-            if output is not None:
-                return LadderResult(output, "default", index, "default", review=rung.review, attempts=attempts, verdicts=verdicts)
-            continue
+            label, status, model = "default", "default", None
         if output is None:
             continue
         applied = sandwich.checks.apply(output, sandwich.context, index, stage.output_model)
         verdicts += applied.verdicts
+        review = isinstance(rung, DefaultRung) and rung.review
         if applied.outcome == "accept":
-            return LadderResult(applied.output, status, index, label, model, attempts=attempts, verdicts=verdicts)
-        if applied.outcome == "quarantine":
+            return LadderResult(applied.output, status, index, label, model, review, attempts=attempts, verdicts=verdicts)
+        if applied.outcome == "quarantine" or isinstance(rung, DefaultRung):
+            # nothing below the default: a default that breaks a rule is no answer at all
             return LadderResult(None, "quarantined", index, label, reason=applied.reason, attempts=attempts, verdicts=verdicts)
     return LadderResult(None, "quarantined", reason="every rung of the ladder failed", attempts=attempts, verdicts=verdicts)

@@ -16,8 +16,6 @@ from functools import lru_cache
 from typing import Any
 
 _lock = threading.Lock()
-# guardrails validates synchronously when called outside an event loop's thread, and says so on every call
-warnings.filterwarnings("ignore", message="Could not obtain an event loop", category=UserWarning)
 
 #: Shapes of common credentials; a match is redacted, never recorded.
 SECRET_PATTERNS = {
@@ -132,7 +130,8 @@ class SteadyGuard:
 
     def check(self, value: str) -> GuardResult:
         """Validate one string."""
-        with _lock:  # a Guard keeps call history: one call at a time
+        with _lock, warnings.catch_warnings():  # a Guard keeps call history: one call at a time
+            warnings.simplefilter("ignore", UserWarning)
             outcome = self._guard.validate(value)
         summaries = outcome.validation_summaries or []
         reasons = [s.failure_reason or "" for s in summaries if s.validator_status == "fail"]
