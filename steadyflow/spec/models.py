@@ -93,6 +93,12 @@ class InputSpec(Strict):
     restore_pii: list[str] = Field(default_factory=list, description="output fields whose placeholders are restored to the original values")
     injection: Literal["flag", "quarantine", "off"] = Field("flag", description="prompt-injection signs: record them, quarantine, or ignore")
 
+    @field_validator("injection", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` as false
+        return "off" if value is False else value
+
 
 class PromptSpec(Strict):
     """A Jinja2 prompt, inline or in a file; its version is its content hash."""
