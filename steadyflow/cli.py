@@ -122,6 +122,8 @@ def run(
                f"{data['quarantined']} quarantined, {data['review']} for review")
     for stage, counts in data["by_rung"].items():
         typer.echo(f"  {stage}: " + ", ".join(f"{rung} {n}" for rung, n in sorted(counts.items())))
+    if data["checks"]:
+        typer.echo("  checks failed: " + ", ".join(f"{name} {n}" for name, n in data["checks"].items()))
     typer.echo(f"  tokens {data['tokens']['total']}, cost ${data['cost_usd']:.6f}, {data['duration_s']:.1f}s")
     typer.echo(f"  outputs: {data['output_path']}\n  quarantine: {data['quarantine_path']}\n  decisions: {data['decisions_path']}")
     for note in data["notes"]:

@@ -31,6 +31,8 @@ class RunSummary:
     quarantine_path: str = ""
     decisions_path: str = ""
     notes: list[str] = field(default_factory=list)
+    checks: Counter[str] = field(default_factory=Counter)
+    """Failed check verdicts by 'check:action' (e.g. 'pii:fix', 'rule:reask', 'injection:flag')."""
 
     def add_records(self, records: list[DecisionRecord]) -> None:
         """Count a batch of decision records."""
@@ -40,6 +42,7 @@ class RunSummary:
             self.tokens_out += record.tokens_out
             self.cost_usd += record.cost_usd
             self.attempts += len(record.attempts)
+            self.checks.update(f"{v.check}:{v.action}" for v in record.verdicts if not v.passed)
 
     def add_documents(self, docs: list[Document]) -> None:
         """Count a batch of finished documents."""
@@ -55,6 +58,7 @@ class RunSummary:
         """The summary as plain JSON types."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["by_rung"] = {stage: dict(counts) for stage, counts in self.by_rung.items()}
+        data["checks"] = dict(sorted(self.checks.items()))
         data["tokens"] = {"input": self.tokens_in, "output": self.tokens_out, "total": self.tokens_in + self.tokens_out}
         data["cost_usd"] = round(self.cost_usd, 6)
         data["duration_s"] = round(self.duration_s, 3)

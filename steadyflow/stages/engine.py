@@ -109,6 +109,7 @@ class Engine:
         context = Context(prepared.text, doc.id, doc.fields, run, prepared.pii, prepared.injection)
         result = await walk(stage, Sandwich(text, messages, self.clients, self.checks[stage.id], context))
         result.verdicts[:0] = prepared.verdicts
+        result.review = result.review or bool(prepared.injection)  # a person should see what tried to steer the model
         if result.output is not None and prepared.originals and spec.input.restore_pii:
             result.output, verdict = restore_fields(result.output, spec.input.restore_pii, prepared.originals, stage.output_model)
             result.verdicts.append(verdict)

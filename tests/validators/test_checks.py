@@ -141,3 +141,19 @@ def test_the_entity_list_that_validate_checks_knows_every_presidio_entity() -> N
     from steadyflow.validators.pii import analyzer
 
     assert set(analyzer().get_supported_entities("en")) <= PII_ENTITIES
+
+
+def test_guards_send_no_telemetry() -> None:
+    # No network here: a Guard that exported traces would log export errors and stall at exit.
+    import subprocess
+    import sys
+    import time
+
+    code = ("from steadyflow.validators.guards import SteadyGuard\n"
+            "g = SteadyGuard('banned', words=['x'])\n"
+            "print(g.check('an x here').passed, g.check('fine').passed)\n")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.split() == ["False", "True"], result.stderr
+    assert "opentelemetry" not in result.stderr.lower() and "export" not in result.stderr.lower()
+    assert time.monotonic() - started < 30

@@ -91,6 +91,7 @@ def test_a_compromised_model_cannot_push_injected_output_past_the_checks(chaos: 
 
     records = asyncio.run(go())
     _assert_inside_the_contract(pipeline, docs, records)
+    assert all(doc.review for doc, r in zip(docs, records, strict=True) if any(v.action == "flag" for v in r.verdicts) and doc.outputs)
     flagged = sum(any(v.check == "injection" and v.action == "flag" for v in r.verdicts) for r in records)
     assert flagged > len(docs) * 0.5, f"only {flagged} of {len(docs)} injections showed known signs"
     outcomes = {r.status for r in records}
@@ -98,7 +99,7 @@ def test_a_compromised_model_cannot_push_injected_output_past_the_checks(chaos: 
 
 
 @pytest.mark.slow
-def test_the_embedded_model_reading_injections_stays_inside_the_contract(prefect_env: dict[str, str], local_gguf: Path) -> None:
+def test_the_embedded_model_reading_injections_stays_inside_the_contract(local_gguf: Path) -> None:
     injections = corpus()[::40][:20]
     pipeline = load_pipeline(EXAMPLE)
     docs = _documents(injections)
