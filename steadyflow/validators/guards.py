@@ -45,30 +45,19 @@ def _validators() -> dict[str, type[Any]]:
             value = re.sub(rf"(?<!\w){re.escape(term)}(?!\w)", token, value, flags=re.IGNORECASE)
         return value
 
-    @register_validator(name="steadyflow/banned_words", data_type="string")
-    class BannedWords(Validator):
-        def __init__(self, words: list[str], **kwargs: Any) -> None:
-            super().__init__(words=words, **kwargs)
-            self.words = words
+    @register_validator(name="steadyflow/terms", data_type="string")
+    class Terms(Validator):
+        """Whole-word, case-insensitive mentions of listed terms (banned words, competitor or secret names)."""
+
+        def __init__(self, terms: list[str], replacement: str, what: str, **kwargs: Any) -> None:
+            super().__init__(terms=terms, replacement=replacement, what=what, **kwargs)
+            self.terms, self.replacement, self.what = terms, replacement, what
 
         def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
-            hits = _terms(str(value), self.words)
+            hits = _terms(str(value), self.terms)
             if not hits:
                 return PassResult()
-            return FailResult(error_message=f"{len(hits)} banned word(s)", fix_value=_replace(str(value), hits, "***"))
-
-    @register_validator(name="steadyflow/competitors", data_type="string")
-    class Competitors(Validator):
-        def __init__(self, names: list[str], **kwargs: Any) -> None:
-            super().__init__(names=names, **kwargs)
-            self.names = names
-
-        def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
-            hits = _terms(str(value), self.names)
-            if not hits:
-                return PassResult()
-            return FailResult(error_message=f"mentions {len(hits)} competitor or secret name(s)",
-                              fix_value=_replace(str(value), hits, "[REDACTED]"))
+            return FailResult(error_message=f"mentions {len(hits)} {self.what}", fix_value=_replace(str(value), hits, self.replacement))
 
     @register_validator(name="steadyflow/secrets", data_type="string")
     class Secrets(Validator):
@@ -101,7 +90,7 @@ def _validators() -> dict[str, type[Any]]:
                 problems.append("does not match the required format")
             return FailResult(error_message="; ".join(problems), fix_value=fixed) if problems else PassResult()
 
-    return {"banned": BannedWords, "competitors": Competitors, "secrets": Secrets, "format": Format}
+    return {"terms": Terms, "secrets": Secrets, "format": Format}
 
 
 @dataclass

@@ -57,9 +57,9 @@ def guard_check(guard: SteadyGuard, fields: list[str] | None, spec_message: str 
 def make_guard(spec: BannedCheck | CompetitorsCheck | SecretsCheck | FormatCheck) -> SteadyGuard:
     """The Guard for a safety check spec."""
     if isinstance(spec, BannedCheck):
-        return SteadyGuard("banned", words=spec.words)
+        return SteadyGuard("terms", terms=spec.words, replacement="***", what="banned word(s)")
     if isinstance(spec, CompetitorsCheck):
-        return SteadyGuard("competitors", names=spec.names)
+        return SteadyGuard("terms", terms=spec.names, replacement="[REDACTED]", what="competitor or secret name(s)")
     if isinstance(spec, SecretsCheck):
         return SteadyGuard("secrets")
     return SteadyGuard("format", min_chars=spec.min_chars, max_chars=spec.max_chars, pattern=spec.pattern, single_line=spec.single_line)

@@ -150,7 +150,7 @@ def test_guards_send_no_telemetry() -> None:
     import time
 
     code = ("from steadyflow.validators.guards import SteadyGuard\n"
-            "g = SteadyGuard('banned', words=['x'])\n"
+            "g = SteadyGuard('terms', terms=['x'], replacement='*', what='word')\n"
             "print(g.check('an x here').passed, g.check('fine').passed)\n")
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
