@@ -37,10 +37,11 @@ def _fail(problems: SpecError) -> None:
 def _load(file: Path, overrides: list[str]) -> LoadedPipeline:
     """Load a pipeline and check the plugin checks it names; raises SpecError with every problem."""
     from steadyflow.spec.loader import load_pipeline
+    from steadyflow.stages.routing import route_problems
     from steadyflow.validators.plugins import plugin_problems
 
     pipeline = load_pipeline(file, overrides)
-    problems = plugin_problems(pipeline)
+    problems = plugin_problems(pipeline) + route_problems(pipeline)
     if problems:
         raise SpecError(problems)
     return pipeline
@@ -79,6 +80,7 @@ def run(
     concurrency: Annotated[int | None, typer.Option(min=1, max=1024, help="requests in flight per model")] = None,
     chunk_size: Annotated[int | None, typer.Option(min=1, help="documents per Prefect task")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a value: dotted.key=value (repeatable)")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the output cache")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object")] = False,
 ) -> None:
     """Run a pipeline over documents as a Prefect flow."""
@@ -110,7 +112,7 @@ def run(
     from steadyflow.flows.compiler import RunOptions, run_pipeline
 
     try:
-        summary = run_pipeline(pipeline, RunOptions(input=input, output=output, concurrency=concurrency, chunk_size=chunk_size))
+        summary = run_pipeline(pipeline, RunOptions(input=input, output=output, concurrency=concurrency, chunk_size=chunk_size, no_cache=no_cache))
     except LocalModelError as exc:
         typer.echo(f"{file}: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -77,6 +77,8 @@ class DecisionRecord:
     attempts: list[Attempt] = field(default_factory=list)
     latency_ms: float = 0.0
     verdicts: list[Verdict] = field(default_factory=list)
+    route: dict[str, Any] | None = None
+    """The routing decision: estimator, score, complexity class, entry rung."""
 
     @property
     def tokens_in(self) -> int:

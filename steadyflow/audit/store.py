@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     latency_ms REAL NOT NULL,
     created_at REAL NOT NULL,
     verdicts TEXT NOT NULL DEFAULT '[]',
+    route TEXT,
     PRIMARY KEY (run_id, doc_id, stage_id)
 );
 """
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS decisions (
 
 _COLUMNS = (
     "run_id, doc_id, stage_id, pipeline, pipeline_version, input_hash, prompt_version, status, rung, rung_label, model, "
-    "parameters, review, reason, attempts, n_attempts, tokens_in, tokens_out, cost_usd, latency_ms, created_at, verdicts"
+    "parameters, review, reason, attempts, n_attempts, tokens_in, tokens_out, cost_usd, latency_ms, created_at, verdicts, route"
 )
 
 
@@ -66,8 +67,11 @@ class DecisionStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
-        if "verdicts" not in columns:  # a store written before validator verdicts were recorded
+        # stores written by earlier versions lack the newer columns
+        if "verdicts" not in columns:
             self._db.execute("ALTER TABLE decisions ADD COLUMN verdicts TEXT NOT NULL DEFAULT '[]'")
+        if "route" not in columns:
+            self._db.execute("ALTER TABLE decisions ADD COLUMN route TEXT")
 
     def start_run(self, run_id: str, pipeline: str, version: str, flow_run_id: str | None) -> None:
         """Register a run before any of its records."""
@@ -89,14 +93,14 @@ class DecisionStore:
                 r.run_id, r.doc_id, r.stage_id, r.pipeline, r.pipeline_version, r.input_hash, r.prompt_version,
                 r.status, r.rung, r.rung_label, r.model, json.dumps(r.parameters), int(r.review), r.reason,
                 json.dumps(r.attempts_json()), len(r.attempts), r.tokens_in, r.tokens_out, r.cost_usd,
-                r.latency_ms, time.time(), json.dumps(r.verdicts_json()),
+                r.latency_ms, time.time(), json.dumps(r.verdicts_json()), json.dumps(r.route) if r.route else None,
             )
             for r in records
         ]
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
-                f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES ({','.join('?' * 22)})", rows
+                f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES ({','.join('?' * 23)})", rows
             )
 
     def records(self, run_id: str) -> list[dict[str, Any]]:
@@ -109,11 +113,20 @@ class DecisionStore:
                 item = dict(row)
                 item["attempts"] = json.loads(item["attempts"])
                 item["verdicts"] = json.loads(item["verdicts"])
+                item["route"] = json.loads(item["route"]) if item["route"] else None
                 item["parameters"] = json.loads(item["parameters"])
                 out.append(item)
             return out
         finally:
             self._db.row_factory = None
+
+    def pipeline_spend(self, pipeline: str, since: float) -> tuple[float, int]:
+        """USD and tokens that runs of ``pipeline`` recorded here since ``since`` (a Unix time)."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0) FROM decisions WHERE pipeline = ? AND created_at >= ?",
+            (pipeline, since),
+        ).fetchone()
+        return float(row[0]), int(row[1])
 
     def close(self) -> None:
         """Close the connection."""

@@ -27,8 +27,13 @@ from steadyflow.audit.store import DecisionStore
 from steadyflow.flows.summary import RunSummary
 from steadyflow.io.sinks import Sink, output_row, quarantine_row
 from steadyflow.io.sources import read_documents, source_for
+from steadyflow.providers.local_model import cache_dir
 from steadyflow.providers.local_server import LocalEndpoints
 from steadyflow.spec.loader import LoadedPipeline
+from steadyflow.spec.models import AiStage
+from steadyflow.spec.resilience import CacheRung
+from steadyflow.stages.budget import Budget
+from steadyflow.stages.cache import OutputCache
 from steadyflow.stages.document import Document
 from steadyflow.stages.engine import Engine
 
@@ -41,6 +46,7 @@ class RunOptions:
     output: str | None = None
     concurrency: int | None = None
     chunk_size: int | None = None
+    no_cache: bool = False
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
@@ -99,7 +105,9 @@ def build_flow(pipeline: LoadedPipeline, options: RunOptions) -> Flow[[], Any]:
         store.start_run(options.run_id, spec.pipeline, spec.version, summary.flow_run_id)
         summary.notes.extend(local.notes)
         sink, quarantine = Sink(sink_path, kind), Sink(quarantine_path, "jsonl")
-        engine = Engine.create(pipeline, options.run_id, concurrency, base_urls, local.model_ids)
+        budget = _budget(pipeline, store)
+        cache = _cache(pipeline, options)
+        engine = Engine.create(pipeline, options.run_id, concurrency, base_urls, local.model_ids, budget, cache)
         slots = asyncio.Semaphore(chunks_in_flight)
 
         async def handle(index: int, docs: list[Document]) -> None:
@@ -125,6 +133,10 @@ def build_flow(pipeline: LoadedPipeline, options: RunOptions) -> Flow[[], Any]:
             await asyncio.gather(*pending)
         finally:
             await engine.aclose()
+            if cache is not None:
+                cache.close()
+            summary.budget_skipped = budget.skipped
+            summary.breakers_opened = {name: c.breaker.opened for name, c in engine.clients.items() if c.breaker.opened}
             sink.close()
             quarantine.close()
             summary.duration_s = time.perf_counter() - started
@@ -133,6 +145,22 @@ def build_flow(pipeline: LoadedPipeline, options: RunOptions) -> Flow[[], Any]:
         return summary
 
     return pipeline_flow
+
+
+def _budget(pipeline: LoadedPipeline, store: DecisionStore) -> Budget:
+    spec = pipeline.spec.budget
+    if spec is None or spec.pipeline is None:
+        return Budget(spec)
+    usd, tokens = store.pipeline_spend(pipeline.spec.pipeline, time.time() - spec.pipeline_window_h * 3600)
+    return Budget(spec, usd, tokens)
+
+
+def _cache(pipeline: LoadedPipeline, options: RunOptions) -> OutputCache | None:
+    uses_cache = any(isinstance(r, CacheRung) for s in pipeline.spec.stages if isinstance(s, AiStage) for r in s.ladder)
+    if options.no_cache or not uses_cache:
+        return None
+    path = pipeline.spec.run.cache_path
+    return OutputCache(pipeline.base_dir / path if path else cache_dir() / "outputs.sqlite")
 
 
 def quote_engine(engine: Engine) -> Any:

@@ -31,6 +31,10 @@ class RunSummary:
     quarantine_path: str = ""
     decisions_path: str = ""
     notes: list[str] = field(default_factory=list)
+    budget_skipped: int = 0
+    """Model calls not made because a budget was spent."""
+    breakers_opened: dict[str, int] = field(default_factory=dict)
+    """How often each model's circuit breaker opened."""
     checks: Counter[str] = field(default_factory=Counter)
     """Failed check verdicts by 'check:action' (e.g. 'pii:fix', 'rule:reask', 'injection:flag')."""
 

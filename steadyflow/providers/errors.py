@@ -28,6 +28,12 @@ class ErrorKind(StrEnum):
     TRUNCATED = "truncated"
     CLIENT_ERROR = "client_error"
     UNKNOWN = "unknown"
+    CIRCUIT_OPEN = "circuit_open"
+    """Not called: the endpoint's breaker is open."""
+    BUDGET = "budget_exhausted"
+    """Not called: the run's or the pipeline's budget is spent."""
+    DEADLINE = "deadline"
+    """Not called: the document's deadline has passed."""
 
 
 TRANSIENT = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.EMPTY})

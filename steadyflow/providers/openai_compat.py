@@ -20,7 +20,8 @@ from instructor.core.hooks import Hooks
 from pydantic import BaseModel
 
 from steadyflow.audit.records import Attempt
-from steadyflow.providers.errors import ErrorKind, classify, validation_summary
+from steadyflow.providers.breaker import CircuitBreaker
+from steadyflow.providers.errors import ErrorKind, ModelCallError, classify, validation_summary
 from steadyflow.spec.models import ModelSpec
 
 # instructor logs every failed call at ERROR with the server's message; our decision records
@@ -42,6 +43,7 @@ class _CallLog:
     name: str
     spec: ModelSpec
     rung: int
+    breaker: CircuitBreaker
     attempts: list[Attempt] = field(default_factory=list)
     started: float = 0.0
 
@@ -68,11 +70,13 @@ class _CallLog:
         attempt.tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
         attempt.tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
         attempt.cost_usd = cost_usd(self.spec, attempt.tokens_in, attempt.tokens_out)
+        self.breaker.record(None)
 
     def _on_error(self, error: Exception, **kwargs: Any) -> None:
         failed = classify(error)
         attempt = self.new_attempt()
         attempt.error_kind, attempt.error = failed.kind.value, failed.message
+        self.breaker.record(failed.kind, failed.retry_after)
 
     def _on_parse_error(self, error: Exception, **kwargs: Any) -> None:
         if self.attempts:
@@ -94,6 +98,7 @@ class OpenAICompatClient:
         limit = min(concurrency, spec.max_concurrency or self.default_slots or concurrency)
         self._semaphore = asyncio.Semaphore(limit)
         key = spec.api_key.get_secret_value() if spec.api_key else "not-needed"
+        self.breaker = CircuitBreaker(spec.breaker)
         self._raw = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or "not-needed", max_retries=0, timeout=spec.timeout_s)
         self._client = instructor.from_openai(self._raw, mode=_MODES[self.mode])
 
@@ -114,18 +119,26 @@ class OpenAICompatClient:
         return None
 
     async def generate(
-        self, messages: list[dict[str, str]], response_model: type[BaseModel], reasks: int, rung: int
+        self, messages: list[dict[str, str]], response_model: type[BaseModel], reasks: int, rung: int, timeout_s: float | None = None
     ) -> tuple[BaseModel, list[Attempt]]:
         """Ask for ``response_model``; return the output and every attempt made.
 
+        ``timeout_s`` shortens the model's own timeout (a document's deadline).
         Raises :class:`ModelCallError` whose ``attempts`` attribute lists the attempts.
         """
-        log = _CallLog(self.name, self.spec, rung)
+        log = _CallLog(self.name, self.spec, rung, self.breaker)
         kwargs: dict[str, Any] = {"model": self.model, "temperature": self.spec.temperature, "max_tokens": self.spec.max_tokens}
+        if timeout_s is not None:
+            kwargs["timeout"] = min(timeout_s, self.spec.timeout_s)
         extra = self.extra_body(response_model)
         if extra:
             kwargs["extra_body"] = extra
         async with self._semaphore:
+            if not self.breaker.allow():  # checked after queueing: the breaker may have opened meanwhile
+                skipped = ModelCallError(ErrorKind.CIRCUIT_OPEN, f"circuit open for {self.name}")
+                skipped.attempts = [Attempt(rung=rung, kind="model", model=self.name, error_kind=ErrorKind.CIRCUIT_OPEN.value,
+                                            error=skipped.message)]
+                raise skipped
             log.started = time.perf_counter()
             try:
                 output = await self._client.chat.completions.create(

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from steadyflow.spec import models as m
+from steadyflow.spec import resilience as r
 from steadyflow.spec import validation as v
 from steadyflow.spec.errors import Problem, did_you_mean
 from steadyflow.spec.yaml_positions import Path, Positions
@@ -15,7 +16,7 @@ from steadyflow.spec.yaml_positions import Path, Positions
 _DSL_MODELS: list[type[BaseModel]] = [
     m.Pipeline, m.ModelSpec, m.Price, m.FilesSource, m.TableSource, m.Sink, m.InputSpec, m.PromptSpec,
     m.FieldSpec, m.FieldRule, m.RulesSpec, m.ModelRung, m.RulesRung, m.DefaultRung, m.AiStage,
-    m.RulesStage, m.RunSettings, *v.BUILTIN.values(), v.PluginCheck,
+    m.RulesStage, m.RunSettings, *v.BUILTIN.values(), v.PluginCheck, r.BreakerSpec, r.Limit, r.BudgetSpec, r.RouteSpec, r.CacheRung,
 ]
 _TYPE_WORDS = {
     "string_type": "a string", "int_type": "an integer", "int_parsing": "an integer",

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 
 from steadyflow.spec.base import Strict
+from steadyflow.spec.resilience import BreakerSpec, BudgetSpec, CacheRung, RouteSpec
 from steadyflow.spec.validation import CheckSpec
 
 IDENT = r"^[A-Za-z][A-Za-z0-9_-]*$"
@@ -45,6 +46,7 @@ class ModelSpec(Strict):
         None, description="how the response schema is sent; default: tools (openai), json+grammar (local)"
     )
     max_concurrency: int | None = Field(None, ge=1, le=1024)
+    breaker: BreakerSpec = BreakerSpec()
 
     @field_validator("model_sha256")
     @classmethod
@@ -199,7 +201,7 @@ class DefaultRung(Strict):
 
 def _rung_kind(value: Any) -> str | None:
     if isinstance(value, dict):
-        for kind in ("model", "rules", "default"):
+        for kind in ("model", "rules", "default", "cache"):
             if kind in value:
                 return kind
         return None
@@ -207,11 +209,12 @@ def _rung_kind(value: Any) -> str | None:
 
 
 Rung = Annotated[
-    Annotated[ModelRung, Tag("model")] | Annotated[RulesRung, Tag("rules")] | Annotated[DefaultRung, Tag("default")],
+    Annotated[ModelRung, Tag("model")] | Annotated[RulesRung, Tag("rules")] | Annotated[DefaultRung, Tag("default")]
+    | Annotated[CacheRung, Tag("cache")],
     Discriminator(
         _rung_kind,
         custom_error_type="rung_kind",
-        custom_error_message="a rung needs one of the keys 'model', 'rules' or 'default'",
+        custom_error_message="a rung needs one of the keys 'model', 'cache', 'rules' or 'default'",
     ),
 ]
 
@@ -237,6 +240,8 @@ class AiStage(_StageBase):
     prompt: PromptSpec
     validate_: list[CheckSpec] = Field(default_factory=list, alias="validate", description="checks on each output, in order")
     ladder: list[Rung] = Field(min_length=1)
+    route: RouteSpec | None = None
+    deadline_s: float | None = Field(None, gt=0, description="per document: after this long, model rungs are skipped")
 
 
 class RulesStage(_StageBase):
@@ -256,6 +261,7 @@ class RunSettings(Strict):
 
     concurrency: int = Field(8, ge=1, le=1024, description="documents in flight per model")
     chunk_size: int = Field(50, ge=1, le=100_000, description="documents per Prefect task")
+    cache_path: str | None = Field(None, description="SQLite file of the output cache; default: <user cache>/steadyflow/outputs.sqlite")
 
 
 class Pipeline(Strict):
@@ -269,6 +275,7 @@ class Pipeline(Strict):
     stages: list[Stage] = Field(min_length=1)
     sink: Sink | None = None
     run: RunSettings = RunSettings()
+    budget: BudgetSpec | None = None
     plugins: list[str] = Field(
         default_factory=list, description="Python modules to import (relative to this file's folder) that register @validator checks"
     )

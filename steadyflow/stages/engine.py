@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import jinja2
@@ -17,8 +17,12 @@ from steadyflow.audit.records import Attempt, DecisionRecord, text_hash
 from steadyflow.providers.openai_compat import CLIENTS, OpenAICompatClient
 from steadyflow.spec.loader import CompiledStage, LoadedPipeline
 from steadyflow.spec.models import AiStage, RulesStage
+from steadyflow.spec.resilience import CacheRung
+from steadyflow.stages.budget import Budget
+from steadyflow.stages.cache import CacheContext, OutputCache
 from steadyflow.stages.document import Document, check_input, stage_text
 from steadyflow.stages.ladder import LadderResult, Sandwich, walk
+from steadyflow.stages.routing import route
 from steadyflow.stages.rules import RulesFailed, extract
 from steadyflow.validators.base import Context
 from steadyflow.validators.inputs import prepare
@@ -35,11 +39,14 @@ class Engine:
     concurrency: int
     clients: dict[str, OpenAICompatClient] = field(default_factory=dict)
     checks: dict[str, StageChecks] = field(default_factory=dict)
+    budget: Budget = field(default_factory=Budget)
+    cache: OutputCache | None = None
 
     @classmethod
     def create(
         cls, pipeline: LoadedPipeline, run_id: str, concurrency: int,
         base_urls: dict[str, str] | None = None, model_ids: dict[str, str] | None = None,
+        budget: Budget | None = None, cache: OutputCache | None = None,
     ) -> Engine:
         """Build clients for the models the ladders use (within the running event loop).
 
@@ -54,7 +61,8 @@ class Engine:
         }
         load_plugins(pipeline)  # `steadyflow validate` and `run` report broken plugin modules before this point
         checks = {s.id: StageChecks(s.validate_) for s in pipeline.spec.stages if isinstance(s, AiStage)}
-        return cls(pipeline=pipeline, run_id=run_id, concurrency=concurrency, clients=clients, checks=checks)
+        budget = budget or Budget(pipeline.spec.budget)
+        return cls(pipeline=pipeline, run_id=run_id, concurrency=concurrency, clients=clients, checks=checks, budget=budget, cache=cache)
 
     async def aclose(self) -> None:
         """Close every client."""
@@ -71,6 +79,7 @@ class Engine:
             rung=result.rung, rung_label=result.label, model=client.model if client else None,
             parameters=client.parameters() if client else {}, review=result.review, reason=result.reason,
             attempts=result.attempts, latency_ms=round((time.perf_counter() - started) * 1000, 2), verdicts=result.verdicts,
+            route=result.route,
         )
 
     async def _run_one(self, stage: CompiledStage, doc: Document) -> DecisionRecord:
@@ -107,7 +116,18 @@ class Engine:
         messages = [{"role": "system", "content": stage.prompt.system}, {"role": "user", "content": user}]
         run = {"id": self.run_id, "pipeline": self.pipeline.spec.pipeline, "version": self.pipeline.spec.version, "stage": stage.id}
         context = Context(prepared.text, doc.id, doc.fields, run, prepared.pii, prepared.injection)
-        result = await walk(stage, Sandwich(text, messages, self.clients, self.checks[stage.id], context))
+        sandwich = Sandwich(text, messages, self.clients, self.checks[stage.id], context, self.budget)
+        if spec.deadline_s is not None:
+            sandwich.deadline = time.monotonic() + spec.deadline_s
+        if spec.route is not None:
+            sandwich.route = route(spec.route, spec, prepared.text)
+        if self.cache is not None and any(isinstance(r, CacheRung) for r in spec.ladder):
+            scope = f"{self.pipeline.spec.pipeline}/{stage.id}/{stage.prompt.version}"
+            semantic = any(isinstance(r, CacheRung) and r.cache == "semantic" for r in spec.ladder)
+            sandwich.cache = CacheContext(self.cache, scope, text_hash(prepared.text), prepared.text, self.clients, semantic)
+        result = await walk(stage, sandwich)
+        if sandwich.route is not None:
+            result.route = asdict(sandwich.route)
         result.verdicts[:0] = prepared.verdicts
         result.review = result.review or bool(prepared.injection)  # a person should see what tried to steer the model
         if result.output is not None and prepared.originals and spec.input.restore_pii:

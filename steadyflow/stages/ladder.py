@@ -13,14 +13,19 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from steadyflow.audit.records import Attempt, Verdict
-from steadyflow.providers.errors import TRANSIENT, ModelCallError
+from steadyflow.providers.errors import TRANSIENT, ErrorKind, ModelCallError
 from steadyflow.providers.openai_compat import OpenAICompatClient
 from steadyflow.spec.loader import CompiledStage
 from steadyflow.spec.models import AiStage, DefaultRung, ModelRung, RulesRung
+from steadyflow.spec.resilience import CacheRung
+from steadyflow.stages.budget import Budget
+from steadyflow.stages.cache import CacheContext
+from steadyflow.stages.routing import Route
 from steadyflow.stages.rules import RulesFailed, extract
 from steadyflow.validators.base import Context
 from steadyflow.validators.runner import CURRENT, CheckRun, StageChecks
@@ -42,6 +47,7 @@ class LadderResult:
     reason: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
+    route: dict[str, Any] | None = None
 
 
 def backoff_s(error: ModelCallError, retry: int) -> float:
@@ -51,21 +57,46 @@ def backoff_s(error: ModelCallError, retry: int) -> float:
     return min(0.25 * 2**retry, 8.0) * (0.5 + random.random() / 2)
 
 
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
 async def _model_rung(
-    rung: ModelRung, index: int, messages: list[dict[str, str]], client: OpenAICompatClient, model: type[BaseModel]
+    rung: ModelRung, index: int, sandwich: Sandwich, model: type[BaseModel]
 ) -> tuple[BaseModel | None, list[Attempt]]:
     attempts: list[Attempt] = []
+    client = sandwich.clients[rung.model]
     for retry in range(rung.retries + 1):
+        left = _remaining(sandwich.deadline)
+        if left is not None and left <= 0:
+            late = Attempt(rung=index, kind="model", model=rung.model, error_kind=ErrorKind.DEADLINE.value, error="document deadline passed")
+            attempts.append(late)
+            return None, attempts
         try:
-            output, made = await client.generate(messages, model, rung.reasks, index)
+            output, made = await client.generate(sandwich.messages, model, rung.reasks, index, timeout_s=left)
         except ModelCallError as exc:
             attempts += exc.attempts
-            if exc.kind in TRANSIENT and retry < rung.retries:
-                await asyncio.sleep(backoff_s(exc, retry))
+            wait = backoff_s(exc, retry)
+            left = _remaining(sandwich.deadline)
+            if exc.kind in TRANSIENT and retry < rung.retries and (left is None or wait < left):
+                await asyncio.sleep(wait)
                 continue
             return None, attempts
         return output, attempts + made
     return None, attempts
+
+
+def _skip(rung: ModelRung, index: int, sandwich: Sandwich) -> Attempt | None:
+    """An attempt that records why a model rung is not called (budget, deadline), or None to call it."""
+    reason = None
+    if sandwich.budget is not None and not sandwich.budget.allows(sandwich.clients[rung.model].spec.price):
+        kind, reason = ErrorKind.BUDGET, f"{sandwich.budget.exhausted()} budget spent"
+        sandwich.budget.skipped += 1
+    elif (left := _remaining(sandwich.deadline)) is not None and left <= 0:
+        kind, reason = ErrorKind.DEADLINE, "document deadline passed"
+    if reason is None:
+        return None
+    return Attempt(rung=index, kind="model", model=rung.model, error_kind=kind.value, error=reason)
 
 
 def _rules_rung(index: int, stage: CompiledStage, text: str) -> tuple[BaseModel | None, Attempt]:
@@ -98,6 +129,11 @@ class Sandwich:
     clients: Mapping[str, OpenAICompatClient]
     checks: StageChecks
     context: Context
+    budget: Budget | None = None
+    deadline: float | None = None
+    """time.monotonic() after which model rungs are skipped."""
+    cache: CacheContext | None = None
+    route: Route | None = None
 
 
 async def walk(stage: CompiledStage, sandwich: Sandwich) -> LadderResult:
@@ -114,18 +150,33 @@ async def walk(stage: CompiledStage, sandwich: Sandwich) -> LadderResult:
     attempts: list[Attempt] = []
     verdicts: list[Verdict] = []
     response_model = sandwich.checks.response_model(stage.output_model)
+    entry = sandwich.route.entry if sandwich.route else 0
     for index, rung in enumerate(spec.ladder):
         output: BaseModel | None
         if isinstance(rung, ModelRung):
+            if index < entry:
+                continue  # routed past: this document starts lower on the ladder
+            skipped = _skip(rung, index, sandwich)
+            if skipped is not None:
+                attempts.append(skipped)
+                continue
             run = CheckRun(sandwich.context, index)
             token = CURRENT.set(run)
             try:
-                output, made = await _model_rung(rung, index, sandwich.messages, sandwich.clients[rung.model], response_model)
+                output, made = await _model_rung(rung, index, sandwich, response_model)
             finally:
                 CURRENT.reset(token)
+            if sandwich.budget is not None:
+                sandwich.budget.charge(made)
             attempts += made
             verdicts += run.verdicts
             label, status, model = f"model:{rung.model}", "validated", rung.model
+        elif isinstance(rung, CacheRung):
+            if sandwich.cache is None:
+                continue
+            output, attempt = sandwich.cache.lookup(rung, index, stage.output_model)
+            attempts.append(attempt)
+            label, status, model = f"cache:{rung.cache}", "cached", None
         elif isinstance(rung, RulesRung):
             output, attempt = _rules_rung(index, stage, sandwich.text)
             attempts.append(attempt)
@@ -139,7 +190,9 @@ async def walk(stage: CompiledStage, sandwich: Sandwich) -> LadderResult:
         applied = sandwich.checks.apply(output, sandwich.context, index, stage.output_model)
         verdicts += applied.verdicts
         review = isinstance(rung, DefaultRung) and rung.review
-        if applied.outcome == "accept":
+        if applied.outcome == "accept" and applied.output is not None:
+            if isinstance(rung, ModelRung) and sandwich.cache is not None:
+                sandwich.cache.store(sandwich.clients[rung.model], applied.output)
             return LadderResult(applied.output, status, index, label, model, review, attempts=attempts, verdicts=verdicts)
         if applied.outcome == "quarantine" or isinstance(rung, DefaultRung):
             # nothing below the default: a default that breaks a rule is no answer at all
