@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,11 +120,14 @@ class OpenAICompatClient:
         return None
 
     async def generate(
-        self, messages: list[dict[str, str]], response_model: type[BaseModel], reasks: int, rung: int, timeout_s: float | None = None
+        self, messages: list[dict[str, str]], response_model: type[BaseModel], reasks: int, rung: int,
+        timeout_s: float | None = None, gate: Callable[[], str | None] | None = None,
     ) -> tuple[BaseModel, list[Attempt]]:
         """Ask for ``response_model``; return the output and every attempt made.
 
-        ``timeout_s`` shortens the model's own timeout (a document's deadline).
+        ``timeout_s`` shortens the model's own timeout (a document's deadline). ``gate``
+        is asked once a slot is free (so queued calls see spend made meanwhile) and
+        returns a reason to skip the call (a spent budget), or None.
         Raises :class:`ModelCallError` whose ``attempts`` attribute lists the attempts.
         """
         log = _CallLog(self.name, self.spec, rung, self.breaker)
@@ -134,11 +138,12 @@ class OpenAICompatClient:
         if extra:
             kwargs["extra_body"] = extra
         async with self._semaphore:
-            if not self.breaker.allow():  # checked after queueing: the breaker may have opened meanwhile
-                skipped = ModelCallError(ErrorKind.CIRCUIT_OPEN, f"circuit open for {self.name}")
-                skipped.attempts = [Attempt(rung=rung, kind="model", model=self.name, error_kind=ErrorKind.CIRCUIT_OPEN.value,
-                                            error=skipped.message)]
-                raise skipped
+            # checked after queueing: the breaker may have opened, or the budget run out, meanwhile
+            reason = gate() if gate is not None else None
+            if reason is not None:
+                raise self._skipped(ErrorKind.BUDGET, reason, rung)
+            if not self.breaker.allow():
+                raise self._skipped(ErrorKind.CIRCUIT_OPEN, f"circuit open for {self.name}", rung)
             log.started = time.perf_counter()
             try:
                 output = await self._client.chat.completions.create(
@@ -156,6 +161,11 @@ class OpenAICompatClient:
                 failed.attempts = log.attempts
                 raise failed from None
         return output, log.attempts
+
+    def _skipped(self, kind: ErrorKind, message: str, rung: int) -> ModelCallError:
+        error = ModelCallError(kind, message)
+        error.attempts = [Attempt(rung=rung, kind="model", model=self.name, error_kind=kind.value, error=message)]
+        return error
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""

@@ -46,7 +46,12 @@ class Budget:
             return "pipeline"
         return None
 
-    def allows(self, price: Price) -> bool:
-        """Whether a model with this price may be called now; free models always may."""
-        free = price.input_per_mtok == 0 and price.output_per_mtok == 0
-        return free or self.exhausted() is None
+    def gate(self, price: Price) -> str | None:
+        """Why a model with this price may not be called now, or None; free models always may."""
+        if price.input_per_mtok == 0 and price.output_per_mtok == 0:
+            return None
+        spent = self.exhausted()
+        if spent is None:
+            return None
+        self.skipped += 1
+        return f"{spent} budget spent"

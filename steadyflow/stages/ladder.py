@@ -72,31 +72,34 @@ async def _model_rung(
             late = Attempt(rung=index, kind="model", model=rung.model, error_kind=ErrorKind.DEADLINE.value, error="document deadline passed")
             attempts.append(late)
             return None, attempts
+        budget = sandwich.budget
+        gate = (lambda: budget.gate(client.spec.price)) if budget is not None else None
         try:
-            output, made = await client.generate(sandwich.messages, model, rung.reasks, index, timeout_s=left)
+            output, made = await client.generate(sandwich.messages, model, rung.reasks, index, timeout_s=left, gate=gate)
         except ModelCallError as exc:
             attempts += exc.attempts
+            if budget is not None:
+                budget.charge(exc.attempts)
+            if exc.kind == ErrorKind.BUDGET:
+                return None, attempts
             wait = backoff_s(exc, retry)
             left = _remaining(sandwich.deadline)
             if exc.kind in TRANSIENT and retry < rung.retries and (left is None or wait < left):
                 await asyncio.sleep(wait)
                 continue
             return None, attempts
+        if budget is not None:
+            budget.charge(made)
         return output, attempts + made
     return None, attempts
 
 
 def _skip(rung: ModelRung, index: int, sandwich: Sandwich) -> Attempt | None:
-    """An attempt that records why a model rung is not called (budget, deadline), or None to call it."""
-    reason = None
-    if sandwich.budget is not None and not sandwich.budget.allows(sandwich.clients[rung.model].spec.price):
-        kind, reason = ErrorKind.BUDGET, f"{sandwich.budget.exhausted()} budget spent"
-        sandwich.budget.skipped += 1
-    elif (left := _remaining(sandwich.deadline)) is not None and left <= 0:
-        kind, reason = ErrorKind.DEADLINE, "document deadline passed"
-    if reason is None:
+    """An attempt that records why a model rung is not called (its deadline passed), or None to call it."""
+    left = _remaining(sandwich.deadline)
+    if left is None or left > 0:
         return None
-    return Attempt(rung=index, kind="model", model=rung.model, error_kind=kind.value, error=reason)
+    return Attempt(rung=index, kind="model", model=rung.model, error_kind=ErrorKind.DEADLINE.value, error="document deadline passed")
 
 
 def _rules_rung(index: int, stage: CompiledStage, text: str) -> tuple[BaseModel | None, Attempt]:
@@ -166,8 +169,6 @@ async def walk(stage: CompiledStage, sandwich: Sandwich) -> LadderResult:
                 output, made = await _model_rung(rung, index, sandwich, response_model)
             finally:
                 CURRENT.reset(token)
-            if sandwich.budget is not None:
-                sandwich.budget.charge(made)
             attempts += made
             verdicts += run.verdicts
             label, status, model = f"model:{rung.model}", "validated", rung.model
