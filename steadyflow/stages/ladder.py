@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -66,14 +67,14 @@ async def _model_rung(
 ) -> tuple[BaseModel | None, list[Attempt]]:
     attempts: list[Attempt] = []
     client = sandwich.clients[rung.model]
+    budget = sandwich.budget
+    gate = partial(budget.gate, client.spec.price) if budget is not None else None
     for retry in range(rung.retries + 1):
         left = _remaining(sandwich.deadline)
         if left is not None and left <= 0:
             late = Attempt(rung=index, kind="model", model=rung.model, error_kind=ErrorKind.DEADLINE.value, error="document deadline passed")
             attempts.append(late)
             return None, attempts
-        budget = sandwich.budget
-        gate = (lambda: budget.gate(client.spec.price)) if budget is not None else None
         try:
             output, made = await client.generate(sandwich.messages, model, rung.reasks, index, timeout_s=left, gate=gate)
         except ModelCallError as exc:
