@@ -132,6 +132,43 @@ def run(
         typer.echo(f"  note: {note}")
 
 
+@app.command()
+def report(
+    run_id: Annotated[str | None, typer.Argument(help="run id (default: the newest run in the store)")] = None,
+    db: Annotated[Path, typer.Option(help="the run's decisions.sqlite")] = Path("out/decisions.sqlite"),
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """True cost of a run: tokens and USD by stage, model and rung, failed attempts and re-asks included."""
+    from steadyflow.audit.report import run_cost
+    from steadyflow.audit.store import DecisionStore
+
+    if not db.is_file():
+        typer.echo(f"--db {db}: no such file (a run prints where its decisions.sqlite is)", err=True)
+        raise typer.Exit(EXIT_INVALID)
+    store = DecisionStore(db)
+    known = store.run_ids()
+    run_id = run_id or (known[0] if known else None)
+    if run_id not in known:
+        typer.echo(f"{db}: no run '{run_id}' (runs: {', '.join(known[:5]) or 'none'})", err=True)
+        raise typer.Exit(EXIT_INVALID)
+    data = run_cost(store, run_id)
+    store.close()
+    if as_json:
+        sys.stdout.write(json.dumps(data) + "\n")
+        return
+    header = (f"{'stage':12} {'rung':>4} {'producer':28} {'calls':>6} {'failed':>6} {'reasks':>6} {'skipped':>7} {'accepted':>8} "
+              f"{'tokens in':>10} {'tokens out':>10} {'USD':>10} {'USD failed':>10}")
+    typer.echo(f"run {run_id}: {data['documents']} documents\n{header}")
+    for line in data["lines"]:
+        typer.echo(f"{line['stage']:12} {line['rung']:>4} {line['producer'][:28]:28} {line['attempts']:>6} {line['failed']:>6} "
+                   f"{line['reasks']:>6} {line['skipped']:>7} {line['accepted']:>8} {line['tokens_in']:>10} {line['tokens_out']:>10} "
+                   f"{line['usd']:>10.6f} {line['usd_failed']:>10.6f}")
+    total = data["total"]
+    typer.echo(f"total: ${total['usd']:.6f} (${total['usd_failed']:.6f} on failed or rejected attempts), "
+               f"{total['tokens_in'] + total['tokens_out']} tokens, {total['reasks']} re-asks, "
+               f"${total['usd_per_10k_documents']:.2f} per 10k documents")
+
+
 @local_app.command("info")
 def local_info(as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
     """Where the default model file is, its size and SHA-256, and whether a served server runs."""

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from steadyflow.chaos.server import ChaosServer
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "steadyflow.cli"]
 
@@ -46,3 +48,40 @@ def test_validate_and_help_do_not_import_prefect() -> None:
 def test_run_with_a_broken_file_exits_2() -> None:
     result = _cli("run", "tests/fixtures/invalid/unknown_model_in_ladder.yaml")
     assert result.returncode == 2 and "unknown model 'fats'" in result.stderr
+
+
+def test_report_prints_true_cost_by_stage_model_and_rung(tmp_path: Path, chaos: ChaosServer) -> None:
+    import asyncio
+
+    from steadyflow.audit.store import DecisionStore
+    from steadyflow.spec import load_pipeline
+    from steadyflow.stages.document import Document
+    from steadyflow.stages.engine import Engine
+
+    chaos.script.extend([{"fault": "http_503"}, {"content": {"category": "x"}}, {"content": {"category": "billing", "priority": "low",
+                                                                                            "summary": "refund"}}])
+    pipeline = load_pipeline(ROOT / "configs/support_triage.yaml", [
+        "models.small.provider=openai", f"models.small.base_url={chaos.base_url}", "models.small.price.input_per_mtok=1",
+        "models.small.price.output_per_mtok=2", "stages.triage.validate=[]", "stages.triage.input.redact_pii=null"])
+
+    async def go() -> list:
+        engine = Engine.create(pipeline, "run-r", 1)
+        try:
+            return await engine.run_stage("triage", [Document("d1", "please refund my invoice", "mem")])
+        finally:
+            await engine.aclose()
+
+    store = DecisionStore(tmp_path / "decisions.sqlite")
+    store.start_run("run-r", "support-triage", "1", None)
+    store.add(asyncio.run(go()))
+    store.close()
+    result = _cli("report", "run-r", "--db", str(tmp_path / "decisions.sqlite"), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    [line] = [x for x in data["lines"] if x["producer"] == "small"]
+    assert (line["attempts"], line["failed"], line["reasks"], line["accepted"]) == (3, 2, 1, 1)
+    assert line["usd"] > line["usd_failed"] > 0 and data["total"]["usd"] == round(line["usd"], 6)
+    table = _cli("report", "--db", str(tmp_path / "decisions.sqlite"))
+    assert table.returncode == 0 and "small" in table.stdout and "re-asks" in table.stdout
+    missing = _cli("report", "nope", "--db", str(tmp_path / "decisions.sqlite"))
+    assert missing.returncode == 2 and "no run 'nope'" in missing.stderr

@@ -128,6 +128,10 @@ class DecisionStore:
         ).fetchone()
         return float(row[0]), int(row[1])
 
+    def run_ids(self) -> list[str]:
+        """Every run in the store, newest first."""
+        return [row[0] for row in self._db.execute("SELECT run_id FROM runs ORDER BY started_at DESC")]
+
     def close(self) -> None:
         """Close the connection."""
         self._db.close()
