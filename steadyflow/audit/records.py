@@ -31,6 +31,10 @@ class Attempt:
     tokens_out: int = 0
     cost_usd: float = 0.0
     latency_ms: float = 0.0
+    waited_ms: float = 0.0
+    """Time spent waiting before this attempt: a Retry-After, or the ladder's own backoff."""
+    wait_reason: str | None = None
+    """'retry_after' (the endpoint asked for it) or 'backoff' (our policy)."""
 
     @property
     def ok(self) -> bool:

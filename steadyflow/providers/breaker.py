@@ -4,7 +4,8 @@ closed -> open when the endpoint fails ``consecutive_failures`` times in a row, 
 at least ``min_calls`` of the last ``window`` calls include ``failure_rate`` failures.
 open -> half-open after ``cooldown_s``; half-open lets ``half_open_probes`` calls through:
 a success closes the breaker, a failure opens it again. A 429 with Retry-After holds the
-endpoint for that long whatever the state, so concurrent documents stop hammering it.
+endpoint for that long whatever the state: calls wait it out (or skip the endpoint when
+it outlasts their timeout), so concurrent documents stop hammering it.
 
 What counts is explicit (:data:`OPENS`): rate limits, 5xx, timeouts, resets and empty
 answers are the endpoint's trouble. Client errors (400/401/404: the caller's fault) and
@@ -42,11 +43,15 @@ class CircuitBreaker:
     opened: int = 0
     """How many times the breaker opened in this run (for the run summary)."""
 
+    def hold_s(self) -> float:
+        """How long a Retry-After still holds the endpoint (0 when it does not)."""
+        return max(0.0, self.held_until - self.clock()) if self.spec.enabled else 0.0
+
     def allow(self) -> bool:
         """Whether a call may go to the endpoint now (a half-open breaker admits its probes)."""
+        if not self.spec.enabled:
+            return True
         now = self.clock()
-        if now < self.held_until:
-            return False
         if self.state == "open" and now - self.opened_at >= self.spec.cooldown_s:
             self.state, self.probes = "half_open", 0
         if self.state == "closed":
@@ -58,6 +63,8 @@ class CircuitBreaker:
 
     def record(self, kind: ErrorKind | None, retry_after: float | None = None) -> None:
         """Record the outcome of one HTTP call: None for success, else its error kind."""
+        if not self.spec.enabled:
+            return
         if kind is not None and kind not in OPENS:
             if self.state == "half_open":
                 self.probes = max(0, self.probes - 1)  # the probe told us nothing; let another one try

@@ -12,9 +12,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import instructor
 import openai
 from instructor.core.hooks import Hooks
@@ -32,6 +34,30 @@ logging.getLogger("instructor").setLevel(logging.CRITICAL)
 _MODES = {"tools": instructor.Mode.TOOLS, "json_schema": instructor.Mode.JSON_SCHEMA, "json": instructor.Mode.JSON}
 
 
+_PREPARED: dict[type[BaseModel], type[BaseModel]] = {}
+#: Time on the wire of the current task's last HTTP exchange: request sent -> response headers in.
+_WIRE_MS: ContextVar[float | None] = ContextVar("steadyflow_wire_ms", default=None)
+
+
+async def _sent(request: httpx.Request) -> None:
+    request.extensions["steadyflow_sent"] = time.perf_counter()
+
+
+async def _received(response: httpx.Response) -> None:
+    sent = response.request.extensions.get("steadyflow_sent")
+    if sent is not None:
+        _WIRE_MS.set((time.perf_counter() - sent) * 1000)
+
+
+def prepared(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` wrapped the way instructor wraps it, once: instructor would build a new class on every call."""
+    if model not in _PREPARED:
+        from instructor.v2.core.function_calls import response_schema
+
+        _PREPARED[model] = response_schema(model)
+    return _PREPARED[model]
+
+
 def cost_usd(spec: ModelSpec, tokens_in: int, tokens_out: int) -> float:
     """List-price cost of one call."""
     return (tokens_in * spec.price.input_per_mtok + tokens_out * spec.price.output_per_mtok) / 1_000_000
@@ -47,6 +73,8 @@ class _CallLog:
     breaker: CircuitBreaker
     attempts: list[Attempt] = field(default_factory=list)
     started: float = 0.0
+    waited_ms: float = 0.0
+    wait_reason: str | None = None
 
     def hooks(self) -> Hooks:
         hooks = Hooks()
@@ -58,10 +86,15 @@ class _CallLog:
 
     def _on_kwargs(self, *args: Any, **kwargs: Any) -> None:
         self.started = time.perf_counter()
+        _WIRE_MS.set(None)
 
     def new_attempt(self) -> Attempt:
         attempt = Attempt(rung=self.rung, kind="model", model=self.name)
-        attempt.latency_ms = round((time.perf_counter() - self.started) * 1000, 2)
+        # the wire time when there was a response; else (timeout, reset) all the time the call took
+        wire = _WIRE_MS.get()
+        attempt.latency_ms = round(wire if wire is not None else (time.perf_counter() - self.started) * 1000, 2)
+        if self.waited_ms and not self.attempts:  # the wait came before the first call of this generate()
+            attempt.waited_ms, attempt.wait_reason = round(self.waited_ms, 2), self.wait_reason
         self.attempts.append(attempt)
         return attempt
 
@@ -100,7 +133,10 @@ class OpenAICompatClient:
         self._semaphore = asyncio.Semaphore(limit)
         key = spec.api_key.get_secret_value() if spec.api_key else "not-needed"
         self.breaker = CircuitBreaker(spec.breaker)
-        self._raw = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or "not-needed", max_retries=0, timeout=spec.timeout_s)
+        # the hooks time each exchange on the wire, apart from request building and parsing
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [_sent], "response": [_received]})
+        self._raw = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or "not-needed", max_retries=0, timeout=spec.timeout_s,
+                                       http_client=http)
         self._client = instructor.from_openai(self._raw, mode=_MODES[self.mode])
 
     #: Requests the endpoint serves at once when the spec does not say; None: as many as the run's concurrency.
@@ -142,12 +178,18 @@ class OpenAICompatClient:
             reason = gate() if gate is not None else None
             if reason is not None:
                 raise self._skipped(ErrorKind.BUDGET, reason, rung)
+            hold = self.breaker.hold_s()
+            if hold > (timeout_s or self.spec.timeout_s):
+                raise self._skipped(ErrorKind.CIRCUIT_OPEN, f"{self.name} held by Retry-After for {hold:.1f} s", rung)
+            if hold > 0:
+                await asyncio.sleep(hold)  # honour the endpoint's Retry-After for every caller, not only the one that got it
+                log.waited_ms, log.wait_reason = hold * 1000, "retry_after"
             if not self.breaker.allow():
                 raise self._skipped(ErrorKind.CIRCUIT_OPEN, f"circuit open for {self.name}", rung)
             log.started = time.perf_counter()
             try:
                 output = await self._client.chat.completions.create(
-                    response_model=response_model,
+                    response_model=prepared(response_model),
                     messages=messages,  # type: ignore[arg-type]
                     max_retries=reasks,
                     hooks=log.hooks(),

@@ -12,6 +12,7 @@ from steadyflow.spec.base import Strict
 class BreakerSpec(Strict):
     """A circuit breaker per model endpoint (see steadyflow/providers/breaker.py)."""
 
+    enabled: bool = True
     consecutive_failures: int = Field(5, ge=1, description="open after this many failures in a row")
     failure_rate: float = Field(0.5, gt=0, le=1, description="open when this share of the window failed")
     window: int = Field(20, ge=1, description="calls the failure rate looks at")

@@ -69,6 +69,7 @@ async def _model_rung(
     client = sandwich.clients[rung.model]
     budget = sandwich.budget
     gate = partial(budget.gate, client.spec.price) if budget is not None else None
+    waited: tuple[float, str] | None = None
     for retry in range(rung.retries + 1):
         left = _remaining(sandwich.deadline)
         if left is not None and left <= 0:
@@ -78,6 +79,7 @@ async def _model_rung(
         try:
             output, made = await client.generate(sandwich.messages, model, rung.reasks, index, timeout_s=left, gate=gate)
         except ModelCallError as exc:
+            _note_wait(exc.attempts, waited)
             attempts += exc.attempts
             if budget is not None:
                 budget.charge(exc.attempts)
@@ -87,12 +89,21 @@ async def _model_rung(
             left = _remaining(sandwich.deadline)
             if exc.kind in TRANSIENT and retry < rung.retries and (left is None or wait < left):
                 await asyncio.sleep(wait)
+                waited = (wait * 1000, "retry_after" if exc.retry_after is not None else "backoff")
                 continue
             return None, attempts
         if budget is not None:
             budget.charge(made)
+        _note_wait(made, waited)
         return output, attempts + made
     return None, attempts
+
+
+def _note_wait(attempts: list[Attempt], waited: tuple[float, str] | None) -> None:
+    """Put the ladder's wait before a retry on the retry's first attempt."""
+    if waited is not None and attempts:
+        attempts[0].waited_ms = round(attempts[0].waited_ms + waited[0], 2)
+        attempts[0].wait_reason = attempts[0].wait_reason or waited[1]
 
 
 def _skip(rung: ModelRung, index: int, sandwich: Sandwich) -> Attempt | None:

@@ -71,6 +71,14 @@ def test_which_errors_open_is_explicit() -> None:
 def test_retry_after_holds_the_endpoint() -> None:
     breaker, clock = _breaker(consecutive_failures=50)
     breaker.record(ErrorKind.RATE_LIMITED, retry_after=3)
-    assert breaker.state == "closed" and not breaker.allow()
+    assert breaker.state == "closed" and breaker.hold_s() == 3
     clock.now += 3
-    assert breaker.allow()
+    assert breaker.hold_s() == 0 and breaker.allow()
+
+
+def test_a_disabled_breaker_never_opens_or_holds() -> None:
+    breaker, _ = _breaker(enabled=False, consecutive_failures=1)
+    for _ in range(10):
+        breaker.record(ErrorKind.SERVER_ERROR)
+        breaker.record(ErrorKind.RATE_LIMITED, retry_after=5)
+    assert breaker.allow() and breaker.hold_s() == 0

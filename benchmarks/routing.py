@@ -1,0 +1,187 @@
+"""Direct call vs static fallback chain vs steadyflow's router, on a simulated provider fleet.
+
+    .venv/bin/python benchmarks/routing.py --fleet ../shared/bench/fleet.yaml --json
+
+Starts the scenario's fleet (steadyflow/chaos/fleet.py) on loopback in its own
+process, generates the scenario's requests, and runs each strategy's pipeline file
+(benchmarks/pipelines/{direct,static,router}.yaml) over all of them through
+steadyflow's engine, one strategy after another in the same run. The router reads
+only its pipeline file and the documents, never the scenario.
+
+Prints one JSON object (per strategy: latency p50/p95/p99 at real scale, cost per
+10k requests including failed attempts and re-asks, structured-output success,
+accepted-and-correct rate, share ended on fallback rungs, lost requests; and the
+router/direct and router/static ratios), then a table on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from steadyflow.chaos.fleet import FleetServer, Request, load_scenario, workload  # noqa: E402
+from steadyflow.spec import load_pipeline  # noqa: E402
+from steadyflow.stages.document import Document  # noqa: E402
+from steadyflow.stages.engine import Engine  # noqa: E402
+
+STRATEGIES = ("direct", "static", "router")
+PIPELINES = ROOT / "benchmarks" / "pipelines"
+
+
+def _serve(path: str, count: int, port: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """The fleet, in its own process so that its timers do not share a core with the clients."""
+    scenario = load_scenario(path)
+
+    async def main() -> None:
+        server = FleetServer(scenario, workload(scenario, count))
+        await server.start_async()
+        port.put(server.port)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
+
+
+async def _strategy(name: str, requests: list[Request], concurrency: int) -> dict[str, Any]:
+    pipeline = load_pipeline(PIPELINES / f"{name}.yaml")
+    engine = Engine.create(pipeline, f"bench-{name}", concurrency=concurrency)
+    slots = asyncio.Semaphore(concurrency)
+    results: list[tuple[Request, Any, float, Document]] = []
+
+    async def one(request: Request) -> None:
+        async with slots:
+            doc = Document(request.rid, request.text, "fleet")
+            started = time.perf_counter()
+            [record] = await engine.run_stage("answer", [doc])
+            results.append((request, record, time.perf_counter() - started, doc))
+
+    try:
+        await asyncio.gather(*(one(r) for r in requests))
+    finally:
+        await engine.aclose()
+    return _metrics(name, requests, results)
+
+
+def real_ms(record: Any, elapsed_s: float, scale: float) -> float:
+    """A request's latency at real scale.
+
+    What the simulator makes (each HTTP round trip, and each wait that an endpoint
+    asked for with Retry-After) is scaled back up by ``time_scale``; what steadyflow
+    itself spends (its CPU, its own backoff policy, queueing on its semaphores) happened
+    at real speed and is counted as it is. Scaling everything would multiply the
+    client's own milliseconds by the time scale too.
+    """
+    wall = elapsed_s * 1000
+    http = sum(a.latency_ms for a in record.attempts if a.kind == "model")
+    asked = sum(a.waited_ms for a in record.attempts if a.wait_reason == "retry_after")
+    own_waits = sum(a.waited_ms for a in record.attempts if a.wait_reason == "backoff")
+    client = max(0.0, wall - http - asked - own_waits)
+    return (http + asked) * scale + own_waits + client
+
+
+def _metrics(name: str, requests: list[Request], results: list[tuple[Request, Any, float, Document]]) -> dict[str, Any]:
+    scale = float(SCENARIO["time_scale"])
+    latencies = [real_ms(record, elapsed, scale) for _, record, elapsed, _ in results]
+    client = [max(0.0, elapsed * 1000 - sum(a.latency_ms + a.waited_ms for a in record.attempts)) for _, record, elapsed, _ in results]
+    cost = sum(record.cost_usd for _, record, _, _ in results)
+    delivered = [(r, rec, doc) for r, rec, _, doc in results if doc.outputs.get("answer") is not None]
+    correct = [1 for r, rec, doc in delivered if doc.outputs["answer"]["label"] == r.label and rec.status in ("validated", "cached")]
+    first_rung = {rec.route["entry"] if rec.route else 0 for _, rec, _, _ in results}
+    fallback = [1 for _, rec, _ in delivered if rec.status in ("rules", "default") or (rec.rung or 0) > min(first_rung)]
+    n = len(requests)
+    return {
+        "requests": n,
+        "latency_ms": {"p50": round(_percentile(latencies, 50), 1), "p95": round(_percentile(latencies, 95), 1),
+                       "p99": round(_percentile(latencies, 99), 1), "mean": round(statistics.fmean(latencies), 1)},
+        "client_overhead_ms_p50": round(_percentile(client, 50), 2),
+        "cost_per_10k_usd": round(cost / n * 10_000, 4),
+        "structured_output_success": round(len(delivered) / n, 5),
+        "accepted_and_correct": round(len(correct) / n, 5),
+        "fallback_share": round(len(fallback) / n, 5),
+        "lost": n - len(results),
+        "ended_on": _ended_on(results),
+    }
+
+
+def _ended_on(results: list[tuple[Request, Any, float, Document]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _, record, _, _ in results:
+        key = record.rung_label or record.status
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _ratios(out: dict[str, Any]) -> dict[str, float]:
+    router, direct, static = out["router"], out["direct"], out["static"]
+    return {
+        "router_cost_vs_direct": round(router["cost_per_10k_usd"] / direct["cost_per_10k_usd"], 3),
+        "router_p50_vs_direct": round(router["latency_ms"]["p50"] / direct["latency_ms"]["p50"], 3),
+        "router_p95_vs_direct": round(router["latency_ms"]["p95"] / direct["latency_ms"]["p95"], 3),
+        "router_p95_vs_static": round(router["latency_ms"]["p95"] / static["latency_ms"]["p95"], 3),
+        "router_correct_minus_static": round(router["accepted_and_correct"] - static["accepted_and_correct"], 5),
+    }
+
+
+def _table(out: dict[str, Any]) -> str:
+    lines = [f"{'strategy':9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'$/10k':>9} {'struct':>7} {'correct':>8} {'fallback':>8} {'lost':>5}"]
+    for name in STRATEGIES:
+        m = out[name]
+        lat = m["latency_ms"]
+        lines.append(f"{name:9} {lat['p50']:>8.0f} {lat['p95']:>8.0f} {lat['p99']:>8.0f} {m['cost_per_10k_usd']:>9.2f} "
+                     f"{m['structured_output_success']:>7.2%} {m['accepted_and_correct']:>8.2%} {m['fallback_share']:>8.2%} {m['lost']:>5}")
+    lines += [f"{key}: {value}" for key, value in out["ratios"].items()]
+    return "\n".join(lines)
+
+
+SCENARIO: dict[str, Any] = {}
+
+
+def main() -> None:
+    """Run the three strategies and print the JSON object and the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fleet", required=True, help="scenario file, e.g. ../shared/bench/fleet.yaml")
+    parser.add_argument("--json", action="store_true", help="print the JSON object on stdout (the table always goes to stderr)")
+    parser.add_argument("--requests", type=int, default=None, help="fewer requests than the scenario says (quick runs)")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="requests in flight per strategy; low, so that client CPU does not queue (its time is scaled up too)")
+    args = parser.parse_args()
+    SCENARIO.update(load_scenario(args.fleet))
+    count = args.requests or int(SCENARIO["requests"])
+    requests = workload(SCENARIO, count)
+    port: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    server = multiprocessing.Process(target=_serve, args=(args.fleet, count, port), daemon=True)
+    server.start()
+    try:
+        os.environ["FLEET_URL"] = f"http://127.0.0.1:{port.get(timeout=30)}"
+        out: dict[str, Any] = {"scenario": str(args.fleet), "requests": count, "time_scale": SCENARIO["time_scale"]}
+        for name in STRATEGIES:
+            started = time.perf_counter()
+            out[name] = asyncio.run(_strategy(name, requests, args.concurrency))
+            out[name]["wall_s"] = round(time.perf_counter() - started, 1)
+            print(f"{name}: done in {out[name]['wall_s']} s", file=sys.stderr)
+    finally:
+        server.terminate()
+        server.join(10)
+    out["ratios"] = _ratios(out)
+    if args.json:
+        print(json.dumps(out))
+    print(_table(out), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
