@@ -80,18 +80,17 @@ async def _strategy(name: str, requests: list[Request], concurrency: int) -> dic
 def real_ms(record: Any, elapsed_s: float, scale: float) -> float:
     """A request's latency at real scale.
 
-    What the simulator makes (each HTTP round trip, and each wait that an endpoint
-    asked for with Retry-After) is scaled back up by ``time_scale``; what steadyflow
-    itself spends (its CPU, its own backoff policy, queueing on its semaphores) happened
-    at real speed and is counted as it is. Scaling everything would multiply the
-    client's own milliseconds by the time scale too.
+    What the simulated providers spend (their processing time, which each response
+    reports in OpenAI's ``openai-processing-ms`` header; the whole wait when no answer
+    came; each wait that an endpoint asked for with Retry-After) is scaled back up by
+    ``time_scale``. What steadyflow itself spends (its CPU, the transport, its own
+    backoff policy, queueing on its semaphores) happened at real speed and is counted as
+    it is: scaling everything would multiply the client's own milliseconds by 20 too.
     """
     wall = elapsed_s * 1000
-    http = sum(a.latency_ms for a in record.attempts if a.kind == "model")
+    provider = sum(a.server_ms if a.server_ms is not None else a.latency_ms for a in record.attempts if a.kind == "model")
     asked = sum(a.waited_ms for a in record.attempts if a.wait_reason == "retry_after")
-    own_waits = sum(a.waited_ms for a in record.attempts if a.wait_reason == "backoff")
-    client = max(0.0, wall - http - asked - own_waits)
-    return (http + asked) * scale + own_waits + client
+    return (provider + asked) * scale + max(0.0, wall - provider - asked)
 
 
 def _metrics(name: str, requests: list[Request], results: list[tuple[Request, Any, float, Document]]) -> dict[str, Any]:
@@ -101,8 +100,8 @@ def _metrics(name: str, requests: list[Request], results: list[tuple[Request, An
     cost = sum(record.cost_usd for _, record, _, _ in results)
     delivered = [(r, rec, doc) for r, rec, _, doc in results if doc.outputs.get("answer") is not None]
     correct = [1 for r, rec, doc in delivered if doc.outputs["answer"]["label"] == r.label and rec.status in ("validated", "cached")]
-    first_rung = {rec.route["entry"] if rec.route else 0 for _, rec, _, _ in results}
-    fallback = [1 for _, rec, _ in delivered if rec.status in ("rules", "default") or (rec.rung or 0) > min(first_rung)]
+    # ended below the rung where the request entered (its first model rung, or where routing sent it)
+    fallback = [1 for _, rec, _ in delivered if rec.status in ("rules", "default") or (rec.rung or 0) > (rec.route or {}).get("entry", 0)]
     n = len(requests)
     return {
         "requests": n,

@@ -31,6 +31,9 @@ class Attempt:
     tokens_out: int = 0
     cost_usd: float = 0.0
     latency_ms: float = 0.0
+    """Time on the wire (request sent to response headers in), or the whole call when no response came."""
+    server_ms: float | None = None
+    """The provider's own processing time, when its response says (openai-processing-ms)."""
     waited_ms: float = 0.0
     """Time spent waiting before this attempt: a Retry-After, or the ladder's own backoff."""
     wait_reason: str | None = None

@@ -88,6 +88,11 @@ def workload(scenario: dict[str, Any], count: int | None = None) -> list[Request
     return out
 
 
+def _processing(seconds: float) -> dict[str, str]:
+    """OpenAI's header for the provider's processing time: here, the simulated delay (in scaled time)."""
+    return {"openai-processing-ms": f"{seconds * 1000:.3f}"}
+
+
 def _lognormal(rng: random.Random, median: float, p95: float) -> float:
     sigma = math.log(p95 / median) / 1.645 if p95 > median else 0.0
     return median * math.exp(sigma * rng.gauss(0, 1))
@@ -144,13 +149,13 @@ class FleetServer(ChaosServer):
             self.served[f"{endpoint}:429"] += 1
             await asyncio.sleep(0.05 / self.scale)
             await self._send(writer, 429, {"error": {"message": "rate limited", "type": "rate_limit_error"}},
-                             {"Retry-After": f"{1.0 / self.scale:g}"})
+                             {"Retry-After": f"{1.0 / self.scale:g}", **_processing(0.05 / self.scale)})
             return True
         roll -= errors.get("rate_429", 0)
         if roll < errors.get("rate_5xx", 0):
             self.served[f"{endpoint}:5xx"] += 1
             await asyncio.sleep(0.2 / self.scale)
-            await self._send(writer, 503, {"error": {"message": "overloaded", "type": "server_error"}})
+            await self._send(writer, 503, {"error": {"message": "overloaded", "type": "server_error"}}, _processing(0.2 / self.scale))
             return True
         roll -= errors.get("rate_5xx", 0)
         if roll < errors.get("rate_timeout", 0):
@@ -160,9 +165,10 @@ class FleetServer(ChaosServer):
             return False
         klass = self.scenario["workload"]["classes"][request.complexity]
         ttft = _lognormal(rng, spec["ttft_ms"]["median"], spec["ttft_ms"]["p95"]) / 1000
-        await asyncio.sleep((ttft + klass["output_tokens"] / spec["tokens_per_s"]) / self.scale)
+        delay = (ttft + klass["output_tokens"] / spec["tokens_per_s"]) / self.scale
+        await asyncio.sleep(delay)
         self.served[f"{endpoint}:ok"] += 1
-        await self._send(writer, 200, self._completion_body(body, endpoint, request, spec, rng, prompt))
+        await self._send(writer, 200, self._completion_body(body, endpoint, request, spec, rng, prompt), _processing(delay))
         return True
 
     def _completion_body(self, body: dict[str, Any], endpoint: str, request: Request, spec: dict[str, Any],

@@ -37,6 +37,8 @@ _MODES = {"tools": instructor.Mode.TOOLS, "json_schema": instructor.Mode.JSON_SC
 _PREPARED: dict[type[BaseModel], type[BaseModel]] = {}
 #: Time on the wire of the current task's last HTTP exchange: request sent -> response headers in.
 _WIRE_MS: ContextVar[float | None] = ContextVar("steadyflow_wire_ms", default=None)
+#: The provider's own processing time for that exchange, when it says (OpenAI's openai-processing-ms header).
+_SERVER_MS: ContextVar[float | None] = ContextVar("steadyflow_server_ms", default=None)
 
 
 async def _sent(request: httpx.Request) -> None:
@@ -47,6 +49,10 @@ async def _received(response: httpx.Response) -> None:
     sent = response.request.extensions.get("steadyflow_sent")
     if sent is not None:
         _WIRE_MS.set((time.perf_counter() - sent) * 1000)
+    try:
+        _SERVER_MS.set(float(response.headers["openai-processing-ms"]))
+    except (KeyError, ValueError):
+        _SERVER_MS.set(None)
 
 
 def prepared(model: type[BaseModel]) -> type[BaseModel]:
@@ -87,12 +93,14 @@ class _CallLog:
     def _on_kwargs(self, *args: Any, **kwargs: Any) -> None:
         self.started = time.perf_counter()
         _WIRE_MS.set(None)
+        _SERVER_MS.set(None)
 
     def new_attempt(self) -> Attempt:
         attempt = Attempt(rung=self.rung, kind="model", model=self.name)
         # the wire time when there was a response; else (timeout, reset) all the time the call took
         wire = _WIRE_MS.get()
         attempt.latency_ms = round(wire if wire is not None else (time.perf_counter() - self.started) * 1000, 2)
+        attempt.server_ms = _SERVER_MS.get()
         if self.waited_ms and not self.attempts:  # the wait came before the first call of this generate()
             attempt.waited_ms, attempt.wait_reason = round(self.waited_ms, 2), self.wait_reason
         self.attempts.append(attempt)
