@@ -121,6 +121,15 @@ def _check_ladder(
     problems: list[Problem] = []
     if not any(isinstance(r, ModelRung) for r in stage.ladder):
         problems.append(pos.problem((*at, "ladder"), "an ai stage needs at least one model rung"))
+    if stage.route is not None:
+        classes = {"simple", *stage.route.thresholds}
+        models = [r.model for r in stage.ladder if isinstance(r, ModelRung)]
+        for name, model_name in stage.route.enter.items():
+            if name not in classes:
+                problems.append(pos.problem((*at, "route", "enter", name), f"unknown class '{name}'{did_you_mean(name, classes)}", key=True))
+            if model_name not in models:
+                hint = did_you_mean(model_name, models) or f" (model rungs: {', '.join(models)})"
+                problems.append(pos.problem((*at, "route", "enter", name), f"no model rung for '{model_name}'{hint}"))
     for i, rung in enumerate(stage.ladder):
         where = (*at, "ladder", i)
         if isinstance(rung, ModelRung) and rung.model not in spec.models:

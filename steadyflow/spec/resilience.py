@@ -41,7 +41,8 @@ class RouteSpec(Strict):
 
     The estimator (by registered name) scores a document in [0, 1] from the document
     itself; ``thresholds`` turn the score into a class; ``enter`` names, per class, the
-    model rung where the ladder starts (rungs above it are skipped).
+    model rung where the ladder starts (rungs above it are skipped). Classes it does not
+    name enter by the models' prices.
     """
 
     estimator: str = Field("heuristic", description="a registered complexity estimator")
@@ -49,7 +50,11 @@ class RouteSpec(Strict):
         default_factory=lambda: {"moderate": 0.35, "complex": 0.7},
         description="lowest score of each class above 'simple'",
     )
-    enter: dict[str, str] = Field(description="class -> model name of the rung to start at (simple, moderate, complex)")
+    enter: dict[str, str] = Field(
+        default_factory=dict,
+        description="class -> model name of the rung to start at; a class not named here enters by price: "
+        "the cheapest model rung for 'simple', the dearest for the highest class, in between for the others",
+    )
 
 
 class CacheRung(Strict):

@@ -120,7 +120,8 @@ class Engine:
         if spec.deadline_s is not None:
             sandwich.deadline = time.monotonic() + spec.deadline_s
         if spec.route is not None:
-            sandwich.route = route(spec.route, spec, prepared.text)
+            prices = {name: c.spec.price.input_per_mtok + c.spec.price.output_per_mtok for name, c in self.clients.items()}
+            sandwich.route = route(spec.route, spec, prepared.text, prices)
         if self.cache is not None and any(isinstance(r, CacheRung) for r in spec.ladder):
             scope = f"{self.pipeline.spec.pipeline}/{stage.id}/{stage.prompt.version}"
             semantic = any(isinstance(r, CacheRung) and r.cache == "semantic" for r in spec.ladder)

@@ -79,17 +79,34 @@ def classify(score: float, thresholds: dict[str, float]) -> str:
     return max(reached)[1] if reached else "simple"
 
 
-def route(spec: RouteSpec, stage: AiStage, text: str) -> Route:
-    """Score ``text`` and pick the rung where it enters ``stage``'s ladder."""
+def by_price(complexity: str, spec: RouteSpec, stage: AiStage, prices: dict[str, float]) -> int:
+    """The rung a class enters at when ``enter`` does not say: cheaper models for simpler classes."""
+    rungs = sorted((prices.get(r.model, 0.0), i) for i, r in enumerate(stage.ladder) if isinstance(r, ModelRung))
+    if not rungs:
+        return 0
+    classes = ["simple", *sorted(spec.thresholds, key=spec.thresholds.__getitem__)]
+    rank = classes.index(complexity) if complexity in classes else 0
+    position = round(rank * (len(rungs) - 1) / max(1, len(classes) - 1))
+    return rungs[position][1]
+
+
+def route(spec: RouteSpec, stage: AiStage, text: str, prices: dict[str, float] | None = None) -> Route:
+    """Score ``text`` and pick the rung where it enters ``stage``'s ladder.
+
+    ``prices`` (model name -> USD per million input plus output tokens) decide the entry of
+    a class that ``enter`` does not name.
+    """
     score = _ESTIMATORS[spec.estimator](text)
     complexity = classify(score, spec.thresholds)
     model = spec.enter.get(complexity)
+    if model is None:
+        return Route(spec.estimator, score, complexity, by_price(complexity, spec, stage, prices or {}))
     entry = next((i for i, r in enumerate(stage.ladder) if isinstance(r, ModelRung) and r.model == model), 0)
     return Route(spec.estimator, score, complexity, entry)
 
 
 def route_problems(pipeline: LoadedPipeline) -> list[Problem]:
-    """Unknown estimators, classes and entry models of every stage's ``route``."""
+    """Unknown estimators of every stage's ``route`` (classes and entry models are checked when the file loads)."""
     problems = []
     for i, stage in enumerate(pipeline.spec.stages):
         if not isinstance(stage, AiStage) or stage.route is None:
@@ -98,12 +115,4 @@ def route_problems(pipeline: LoadedPipeline) -> list[Problem]:
         if stage.route.estimator not in _ESTIMATORS:
             message = f"unknown estimator '{stage.route.estimator}'{did_you_mean(stage.route.estimator, _ESTIMATORS)}"
             problems.append(pipeline.positions.problem((*at, "estimator"), message))
-        classes = {"simple", *stage.route.thresholds}
-        models = [r.model for r in stage.ladder if isinstance(r, ModelRung)]
-        for name, model in stage.route.enter.items():
-            if name not in classes:
-                problems.append(pipeline.positions.problem((*at, "enter", name), f"unknown class '{name}'{did_you_mean(name, classes)}", key=True))
-            if model not in models:
-                hint = did_you_mean(model, models) or f" (model rungs: {', '.join(models)})"
-                problems.append(pipeline.positions.problem((*at, "enter", name), f"no model rung for '{model}'{hint}"))
     return problems

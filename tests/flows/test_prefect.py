@@ -81,3 +81,40 @@ def test_run_on_the_ephemeral_api_too(tmp_path: Path, prefect_env: dict[str, str
     assert summary["documents"] == 6 and summary["outputs"] == 5 and summary["quarantined"] == 1
     quarantined = json.loads((tmp_path / "out/quarantine.jsonl").read_text())
     assert quarantined["id"] == "bad.txt" and quarantined["reason"].startswith("undecodable")
+
+
+def test_the_output_cache_persists_across_runs_and_no_cache_bypasses_it(prefect_env: dict[str, str], tmp_path: Path) -> None:
+    server = ChaosServer(ChaosConfig(seed=4)).start()
+    pipeline = tmp_path / "cached.yaml"
+    pipeline.write_text(f"""
+pipeline: cached
+models:
+  m: {{provider: openai, base_url: "{server.base_url}", price: {{input_per_mtok: 1, output_per_mtok: 1}}}}
+stages:
+  - id: s
+    kind: ai
+    prompt: {{template: "Triage: {{{{ text }}}}"}}
+    output: {{category: {{enum: [billing, technical]}}}}
+    ladder: [{{cache: exact}}, {{model: m}}]
+run: {{cache_path: cache.sqlite}}
+""")
+    docs = tmp_path / "in"
+    docs.mkdir()
+    for i in range(4):
+        (docs / f"t{i}.txt").write_text(f"ticket {i}: my invoice is wrong")
+
+    def run(*extra: str) -> dict:
+        cmd = [sys.executable, "-m", "steadyflow.cli", "run", str(pipeline), "--json", "--input", str(docs),
+               "--output", str(tmp_path / "out"), *extra]
+        result = subprocess.run(cmd, cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    try:
+        first, second, bypass = run(), run(), run("--no-cache")
+    finally:
+        server.stop()
+    assert first["by_rung"]["s"] == {"model:m": 4} and first["cost_usd"] > 0
+    assert second["by_rung"]["s"] == {"cache:exact": 4} and second["cost_usd"] == 0
+    assert bypass["by_rung"]["s"] == {"model:m": 4}
+    assert (tmp_path / "cache.sqlite").exists()

@@ -140,3 +140,65 @@ def test_routing_enters_the_ladder_by_estimated_complexity(tmp_path: Path, chaos
     assert records[0].route and records[0].route["complexity"] == "simple" and records[0].rung_label == "model:small"
     assert records[1].route and records[1].route["complexity"] == "complex" and records[1].rung_label == "model:big"
     assert records[1].route["entry"] == 1 and records[1].route["estimator"] == "heuristic"
+
+
+def test_expired_cache_entries_are_not_used(tmp_path: Path, chaos: ChaosServer) -> None:
+    cache = OutputCache(tmp_path / "cache.sqlite")
+    ladder = [{"cache": "exact", "ttl_h": 0.0000001}, {"model": "small"}, RULES]
+    _run(tmp_path, chaos.base_url, ladder, ["refund"], cache=cache)
+    import time
+
+    time.sleep(0.01)
+    [record] = _run(tmp_path, chaos.base_url, ladder, ["refund"], cache=cache)
+    assert record.status == "validated" and record.attempts[0].error_kind == "cache_miss"
+
+
+def test_a_spent_pipeline_budget_counts_earlier_runs(tmp_path: Path) -> None:
+    import time
+
+    from steadyflow.audit.records import Attempt
+    from steadyflow.audit.store import DecisionStore
+    from steadyflow.spec.resilience import BudgetSpec, Limit
+
+    store = DecisionStore(tmp_path / "d.sqlite")
+    earlier = DecisionRecord("old", "d", "s", "resilience", "1", "h", None, "validated",
+                             attempts=[Attempt(0, "model", "small", tokens_in=10, cost_usd=0.4)])
+    store.add([earlier])
+    usd, tokens = store.pipeline_spend("resilience", time.time() - 3600)
+    assert (usd, tokens) == (0.4, 10)
+    budget = Budget(BudgetSpec(pipeline=Limit(usd=0.5)), usd, tokens)
+    assert budget.exhausted() is None
+    budget.charge([Attempt(0, "model", "small", cost_usd=0.1)])
+    assert budget.exhausted() == "pipeline"
+
+
+def test_when_every_rung_is_spent_the_record_carries_all_attempts_and_usage(tmp_path: Path) -> None:
+    server = ChaosServer(ChaosConfig(faults={"wrong_type": 1.0})).start()
+    try:
+        [record] = _run(tmp_path, server.base_url, [{"model": "small", "reasks": 1}, {"model": "big", "reasks": 1}], ["x"])
+    finally:
+        server.stop()
+    assert record.status == "quarantined" and record.reason == "every rung of the ladder failed"
+    assert [(a.model, a.error_kind) for a in record.attempts] == [("small", "invalid_output")] * 2 + [("big", "invalid_output")] * 2
+    assert record.tokens_in > 0 and record.cost_usd == sum(a.cost_usd for a in record.attempts) > 0
+
+
+def test_a_registered_estimator_routes(tmp_path: Path, chaos: ChaosServer) -> None:
+    from steadyflow.stages.routing import estimator
+
+    @estimator("always_complex")
+    def always_complex(text: str) -> float:
+        return 1.0
+
+    route = "    route: {estimator: always_complex, enter: {simple: small, complex: big}}"
+    [record] = _run(tmp_path, chaos.base_url, [{"model": "small"}, {"model": "big"}, RULES], ["short"], extra=route)
+    assert record.route == {"estimator": "always_complex", "score": 1.0, "complexity": "complex", "entry": 1}
+
+
+def test_classes_without_an_entry_enter_by_price(tmp_path: Path, chaos: ChaosServer) -> None:
+    route = "    route: {}"  # no enter map: simple -> the cheapest model rung, complex -> the dearest
+    ladder = [{"model": "big"}, {"model": "small"}, RULES]
+    long = "Please explain and compare the clauses.\n" + "The contract says many things. " * 500
+    records = _run(tmp_path, chaos.base_url, ladder, ["refund please", long], extra=route)
+    assert (records[0].route or {})["entry"] == 1 and records[0].rung_label == "model:small"
+    assert (records[1].route or {})["entry"] == 0 and records[1].rung_label == "model:big"
