@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,3 +108,19 @@ def wait_gone(pid: int, timeout_s: float) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def run_stage(pipeline: Any, stage_id: str, docs: list[Any], concurrency: int = 4, **engine: Any) -> list[Any]:
+    """Run one stage of ``pipeline`` over ``docs`` with a fresh engine; its decision records."""
+    import asyncio
+
+    from steadyflow.stages.engine import Engine
+
+    async def go() -> list[Any]:
+        runner = Engine.create(pipeline, "run", concurrency=concurrency, **engine)
+        try:
+            return await runner.run_stage(stage_id, docs)
+        finally:
+            await runner.aclose()
+
+    return asyncio.run(go())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,8 @@ import pytest
 from steadyflow.chaos.server import ChaosServer
 from steadyflow.spec import load_pipeline
 from steadyflow.stages.document import Document
-from steadyflow.stages.engine import Engine
 from steadyflow.stages.rules import RulesFailed, extract
+from tests.conftest import run_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "configs/support_triage.yaml"
@@ -20,16 +19,7 @@ EXAMPLE = ROOT / "configs/support_triage.yaml"
 def _run(chaos: ChaosServer, docs: list[Document], *overrides: str) -> list:
     on_chaos = ["models.small.provider=openai", f"models.small.base_url={chaos.base_url}", "models.small.timeout_s=1",
                 "models.small.price.input_per_mtok=0.15", "models.small.price.output_per_mtok=0.6"]
-    pipeline = load_pipeline(EXAMPLE, [*on_chaos, *overrides])
-
-    async def go() -> list:
-        engine = Engine.create(pipeline, "run1", concurrency=4)
-        try:
-            return await engine.run_stage("triage", docs)
-        finally:
-            await engine.aclose()
-
-    return asyncio.run(go())
+    return run_stage(load_pipeline(EXAMPLE, [*on_chaos, *overrides]), "triage", docs)
 
 
 def test_validated_output_and_its_record(chaos: ChaosServer) -> None:

@@ -14,6 +14,7 @@ from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import OutputCache
 from steadyflow.stages.document import Document
 from steadyflow.stages.engine import Engine
+from tests.conftest import run_stage
 
 PIPELINE = """
 pipeline: resilience
@@ -39,15 +40,7 @@ def _run(tmp_path: Path, url: str, ladder: list[dict[str, Any]], texts: list[str
     file.write_text(PIPELINE.format(url=url, ladder=json.dumps(ladder), extra=extra))
     pipeline = load_pipeline(file)
     docs = [Document(f"d{i}", t, "mem") for i, t in enumerate(texts)]
-
-    async def go() -> list[DecisionRecord]:
-        engine = Engine.create(pipeline, "r", concurrency, cache=cache, budget=budget)
-        try:
-            return await engine.run_stage("s", docs)
-        finally:
-            await engine.aclose()
-
-    return asyncio.run(go())
+    return run_stage(pipeline, "s", docs, concurrency, cache=cache, budget=budget)
 
 
 def test_an_open_breaker_skips_the_endpoint_without_calling_it(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from steadyflow.chaos.server import ChaosServer
 from steadyflow.spec import load_pipeline
 from steadyflow.stages.document import Document
 from steadyflow.stages.engine import Engine
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_stage
 
 EXAMPLE = ROOT / "configs/support_triage.yaml"
 REFUND = re.compile(r"(?i)(refund|invoice|charged)")
@@ -81,15 +81,7 @@ def test_a_compromised_model_cannot_push_injected_output_past_the_checks(chaos: 
     pipeline = load_pipeline(EXAMPLE, ["models.small.provider=openai", f"models.small.base_url={chaos.base_url}", "models.small.timeout_s=2"])
     docs = _documents(injections)
     chaos.script.extend(_compromised(s, i) for i, s in enumerate(injections * 3))
-
-    async def go() -> list[Any]:
-        engine = Engine.create(pipeline, "inj", concurrency=8)
-        try:
-            return await engine.run_stage("triage", docs)
-        finally:
-            await engine.aclose()
-
-    records = asyncio.run(go())
+    records = run_stage(pipeline, "triage", docs, concurrency=8)
     _assert_inside_the_contract(pipeline, docs, records)
     assert all(doc.review for doc, r in zip(docs, records, strict=True) if any(v.action == "flag" for v in r.verdicts) and doc.outputs)
     flagged = sum(any(v.check == "injection" and v.action == "flag" for v in r.verdicts) for r in records)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import sys
@@ -17,9 +16,8 @@ from steadyflow.audit.store import DecisionStore
 from steadyflow.chaos.server import ChaosServer
 from steadyflow.spec import load_pipeline
 from steadyflow.stages.document import Document
-from steadyflow.stages.engine import Engine
 from steadyflow.validators.plugins import plugin_problems
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_stage
 
 PIPELINE = """
 pipeline: checks
@@ -51,15 +49,7 @@ def _engine_run(tmp_path: Path, chaos: ChaosServer, checks: list[dict[str, Any]]
     pipeline = load_pipeline(file)
     assert plugin_problems(pipeline) == []
     docs = [Document(f"d{i}", text, "mem") for i, text in enumerate(texts)]
-
-    async def go() -> list[DecisionRecord]:
-        engine = Engine.create(pipeline, "run", concurrency=2)
-        try:
-            return await engine.run_stage("s", docs)
-        finally:
-            await engine.aclose()
-
-    records = asyncio.run(go())
+    records = run_stage(pipeline, "s", docs, concurrency=2)
     for doc, record in zip(docs, records, strict=True):
         record.doc_output = doc.outputs.get("s")  # type: ignore[attr-defined]
     return records
