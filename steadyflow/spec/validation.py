@@ -102,7 +102,9 @@ class PiiCheck(_Check):
 
     check: Literal["pii"]
     fields: list[str] | None = Field(None, description="default: every string field")
-    entities: list[str] | None = Field(None, description="presidio entity types; default: all it knows")
+    entities: list[str] | None = Field(
+        None, description="presidio entity types; default: personal identifiers (not dates, places or organisations)"
+    )
     score: float = Field(0.35, ge=0, le=1, description="minimum presidio score (its phone recognizer scores 0.4)")
 
 

@@ -16,17 +16,23 @@ def _each_string(value: Any) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
+#: What ``pii`` looks for when a pipeline does not say: identifiers of a person, not dates, places or
+#: organisations (presidio tags "Monday" and "Berlin" too, and masking them ruins a summary).
+IDENTIFIERS = ["EMAIL_ADDRESS", "PHONE_NUMBER", "PERSON", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "US_PASSPORT", "US_BANK_NUMBER",
+               "US_DRIVER_LICENSE", "UK_NHS", "UK_NINO", "IP_ADDRESS", "CRYPTO", "MEDICAL_LICENSE"]
+
+
 def pii(spec: PiiCheck, output: dict[str, Any], context: Context) -> Finding:
     """No PII of the given types in the given fields; the fix masks it as ``<ENTITY>``."""
     fixed, failing, kinds = dict(output), [], set()
     for name in string_fields(output, spec.fields):
         value = get_path(output, name)
         if isinstance(value, list):
-            results = [mask(v, spec.entities, spec.score) if isinstance(v, str) else (v, []) for v in value]
+            results = [mask(v, spec.entities or IDENTIFIERS, spec.score) if isinstance(v, str) else (v, []) for v in value]
             masked: Any = [r[0] for r in results]
             found = sorted({k for r in results for k in r[1]})
         elif isinstance(value, str):
-            masked, found = mask(value, spec.entities, spec.score)
+            masked, found = mask(value, spec.entities or IDENTIFIERS, spec.score)
         else:
             continue
         if found:

@@ -157,3 +157,9 @@ def test_guards_send_no_telemetry() -> None:
     assert result.returncode == 0 and result.stdout.split() == ["False", "True"], result.stderr
     assert "opentelemetry" not in result.stderr.lower() and "export" not in result.stderr.lower()
     assert time.monotonic() - started < 30
+
+
+def test_the_default_pii_check_looks_for_identifiers_not_dates_or_places() -> None:
+    spec = {"layer": "safety", "check": "pii", "fields": ["summary"], "on_fail": "fix"}
+    assert _run(spec, {"summary": "Parcel stuck in Berlin since Monday"}).passed
+    assert not _run({**spec, "entities": ["DATE_TIME"]}, {"summary": "Parcel stuck in Berlin since Monday"}).passed
