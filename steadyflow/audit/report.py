@@ -40,7 +40,8 @@ def run_cost(store: DecisionStore, run_id: str) -> dict[str, Any]:
     lines: dict[tuple[str, str, int], CostLine] = {}
     outcomes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for record in records:
-        outcomes[record["stage_id"]][record["rung_label"] or record["status"]] += 1
+        ended = "quarantined" if record["status"] == "quarantined" else (record["rung_label"] or record["status"])
+        outcomes[record["stage_id"]][ended] += 1
         attempts = record["attempts"]
         for i, attempt in enumerate(attempts):
             producer = attempt["model"] or attempt["kind"]

@@ -41,7 +41,9 @@ class RunSummary:
     def add_records(self, records: list[DecisionRecord]) -> None:
         """Count a batch of decision records."""
         for record in records:
-            self.by_rung[record.stage_id][record.rung_label or record.status] += 1
+            # a document stopped by a check at some rung is counted as quarantined, not by that rung
+            ended = "quarantined" if record.status == "quarantined" else (record.rung_label or record.status)
+            self.by_rung[record.stage_id][ended] += 1
             self.tokens_in += record.tokens_in
             self.tokens_out += record.tokens_out
             self.cost_usd += record.cost_usd
