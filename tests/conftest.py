@@ -124,3 +124,21 @@ def run_stage(pipeline: Any, stage_id: str, docs: list[Any], concurrency: int = 
             await runner.aclose()
 
     return asyncio.run(go())
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL: the one .ci/run started (STEADYFLOW_TEST_POSTGRES_URL), else one started here."""
+    if os.environ.get("STEADYFLOW_TEST_POSTGRES_URL"):
+        yield os.environ["STEADYFLOW_TEST_POSTGRES_URL"]
+        return
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="steadyflow-pg-")  # not under pytest's tmp: the postgres user must reach it
+    script = str(ROOT / ".ci" / "postgres.sh")
+    url = subprocess.run([script, "start", folder, str(free_port())], check=True, capture_output=True, text=True).stdout.strip()
+    try:
+        yield url
+    finally:
+        subprocess.run([script, "stop", folder], check=False, capture_output=True)
+        subprocess.run(["rm", "-rf", folder], check=False)

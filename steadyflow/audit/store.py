@@ -47,6 +47,18 @@ CREATE TABLE IF NOT EXISTS decisions (
     route TEXT,
     PRIMARY KEY (run_id, doc_id, stage_id)
 );
+CREATE TABLE IF NOT EXISTS completed (
+    run_id TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    quarantined INTEGER NOT NULL,
+    PRIMARY KEY (run_id, doc_id)
+);
+CREATE TABLE IF NOT EXISTS sink_marks (
+    run_id TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    mark INTEGER NOT NULL,
+    PRIMARY KEY (run_id, sink)
+);
 """
 
 
@@ -72,13 +84,40 @@ class DecisionStore:
             self._db.execute("ALTER TABLE decisions ADD COLUMN verdicts TEXT NOT NULL DEFAULT '[]'")
         if "route" not in columns:
             self._db.execute("ALTER TABLE decisions ADD COLUMN route TEXT")
+        if "spec_hash" not in {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}:
+            self._db.execute("ALTER TABLE runs ADD COLUMN spec_hash TEXT")
 
-    def start_run(self, run_id: str, pipeline: str, version: str, flow_run_id: str | None) -> None:
-        """Register a run before any of its records."""
+    def start_run(self, run_id: str, pipeline: str, version: str, flow_run_id: str | None, spec_hash: str = "") -> None:
+        """Register a run before any of its records (a resumed run keeps its start time)."""
         self._db.execute(
-            "INSERT OR REPLACE INTO runs (run_id, pipeline, pipeline_version, flow_run_id, started_at) VALUES (?,?,?,?,?)",
-            (run_id, pipeline, version, flow_run_id, time.time()),
+            "INSERT INTO runs (run_id, pipeline, pipeline_version, flow_run_id, started_at, spec_hash) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT (run_id) DO UPDATE SET flow_run_id = excluded.flow_run_id, finished_at = NULL",
+            (run_id, pipeline, version, flow_run_id, time.time(), spec_hash),
         )
+
+    def run_info(self, run_id: str) -> dict[str, Any] | None:
+        """A run's row (pipeline, version, spec_hash, started/finished), or None."""
+        self._db.row_factory = sqlite3.Row
+        try:
+            row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            return dict(row) if row else None
+        finally:
+            self._db.row_factory = None
+
+    def complete(self, run_id: str, docs: list[tuple[str, bool]], marks: dict[str, int]) -> None:
+        """Record finished documents (id, quarantined) and the sink marks that cover them, atomically."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO completed VALUES (?,?,?)", [(run_id, d, int(q)) for d, q in docs])
+            self._db.executemany("INSERT OR REPLACE INTO sink_marks VALUES (?,?,?)", [(run_id, k, v) for k, v in marks.items()])
+
+    def completed_ids(self, run_id: str) -> set[str]:
+        """Documents a run has finished (written to a sink or quarantine)."""
+        return {row[0] for row in self._db.execute("SELECT doc_id FROM completed WHERE run_id = ?", (run_id,))}
+
+    def marks(self, run_id: str) -> dict[str, int]:
+        """The last recorded sink marks of a run."""
+        return dict(self._db.execute("SELECT sink, mark FROM sink_marks WHERE run_id = ?", (run_id,)).fetchall())
 
     def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
         """Store the run's summary."""
@@ -127,6 +166,46 @@ class DecisionStore:
             (pipeline, since),
         ).fetchone()
         return float(row[0]), int(row[1])
+
+    def run_spend(self, run_id: str) -> tuple[float, int]:
+        """USD and tokens a run has recorded so far (a resumed run starts from these)."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0) FROM decisions WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return float(row[0]), int(row[1])
+
+    def overview(self, run_id: str) -> dict[str, Any]:
+        """Totals of a run computed in SQL (flat memory at any size): outcomes, cost, latency, failed checks."""
+        ended = "CASE WHEN status = 'quarantined' THEN 'quarantined' ELSE COALESCE(rung_label, status) END"
+        by_rung: dict[str, dict[str, int]] = {}
+        for stage, label, count in self._db.execute(
+            f"SELECT stage_id, {ended}, COUNT(*) FROM decisions WHERE run_id = ? GROUP BY 1, 2 ORDER BY 1, 2", (run_id,)
+        ):
+            by_rung.setdefault(stage, {})[label] = count
+        done = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(quarantined), 0) FROM completed WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        cost = self._db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0) FROM decisions WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        per_doc = "SELECT SUM(latency_ms) AS ms FROM decisions WHERE run_id = ? GROUP BY doc_id"
+        n = self._db.execute(f"SELECT COUNT(*) FROM ({per_doc})", (run_id,)).fetchone()[0]
+        latency = {}
+        for name, q in (("p50", 0.50), ("p95", 0.95)):
+            row = self._db.execute(f"SELECT ms FROM ({per_doc}) ORDER BY ms LIMIT 1 OFFSET ?", (run_id, max(0, int(q * n + 0.5) - 1)))
+            value = row.fetchone()
+            latency[name] = round(value[0], 1) if value else None
+        checks = self._db.execute(
+            "SELECT json_extract(v.value, '$.check'), json_extract(v.value, '$.action'), COUNT(*) "
+            "FROM decisions, json_each(decisions.verdicts) AS v WHERE run_id = ? AND json_extract(v.value, '$.passed') = 0 "
+            "GROUP BY 1, 2 ORDER BY 3 DESC",
+            (run_id,),
+        )
+        return {
+            "documents": done[0], "quarantined": done[1], "outputs": done[0] - done[1], "by_rung": by_rung,
+            "cost_usd": round(cost[0], 6), "tokens": cost[1], "latency_ms": latency,
+            "failed_checks": {f"{check}:{action}": count for check, action, count in checks},
+        }
 
     def run_ids(self) -> list[str]:
         """Every run in the store, newest first."""

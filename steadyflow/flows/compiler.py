@@ -4,173 +4,131 @@ Stages become tasks that run over *chunks* of documents (one task run per
 stage per chunk, named ``stage[chunk]`` in the UI), with bounded async
 concurrency per model inside. Per-document state lives in the decision
 records, not in Prefect, which keeps Prefect's per-task overhead off the
-per-document path.
+per-document path. The batch itself (sources, sinks, resume) is
+``flows/batch.py``; the run's summary artifact is ``flows/artifact.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from prefect import Flow, flow, task
-from prefect.cache_policies import NONE
+from prefect import Flow, flow
 from prefect.runtime import flow_run
 
 from steadyflow.audit.records import DecisionRecord
 from steadyflow.audit.store import DecisionStore
+from steadyflow.flows.artifact import publish_summary
+from steadyflow.flows.batch import RunOptions, StageRunner, check_resume, folder_of, open_budget, open_cache, run_batch, spec_hash
 from steadyflow.flows.summary import RunSummary
-from steadyflow.io.sinks import Sink, output_row, quarantine_row
-from steadyflow.io.sources import read_documents, source_for
-from steadyflow.providers.local_model import cache_dir
+from steadyflow.flows.tasks import RemoteJob, quoted, remote_stage_task, stage_task
 from steadyflow.providers.local_server import LocalEndpoints
 from steadyflow.spec.loader import LoadedPipeline
-from steadyflow.spec.models import AiStage
-from steadyflow.spec.resilience import CacheRung
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import OutputCache
 from steadyflow.stages.document import Document
 from steadyflow.stages.engine import Engine
 
-
-@dataclass
-class RunOptions:
-    """Per-run settings from the CLI; ``None`` means "as the pipeline file says"."""
-
-    input: str | None = None
-    output: str | None = None
-    concurrency: int | None = None
-    chunk_size: int | None = None
-    no_cache: bool = False
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+__all__ = ["RunOptions", "build_flow", "run_pipeline"]
 
 
-def _chunks(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
-    while chunk := list(itertools.islice(docs, size)):
-        yield chunk
+def _task_runner(pipeline: LoadedPipeline) -> Any:
+    settings = pipeline.spec.run
+    if settings.task_runner != "dask":
+        return None
+    from prefect_dask import DaskTaskRunner
 
-
-def output_paths(pipeline: LoadedPipeline, options: RunOptions) -> tuple[Path, Path, Path, str]:
-    """(sink file, quarantine file, decisions database, sink kind) for a run."""
-    sink = pipeline.spec.sink
-    name = Path(sink.path).name if sink else f"{pipeline.spec.pipeline}.jsonl"
-    kind = sink.kind if sink else "jsonl"
-    if options.output:
-        folder = Path(options.output)
-    elif sink:
-        folder = (pipeline.base_dir / sink.path).parent
-    else:
-        folder = Path("out")
-    return folder / name, folder / "quarantine.jsonl", folder / "decisions.sqlite", kind
-
-
-def _source(pipeline: LoadedPipeline, options: RunOptions) -> Iterator[Document]:
-    if options.input:
-        return read_documents(source_for(options.input), Path.cwd())
-    if pipeline.spec.source is None:
-        raise ValueError("the pipeline has no source: give --input PATH")
-    return read_documents(pipeline.spec.source, pipeline.base_dir)
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    # worker processes (not threads): the stage work is Python, which threads would serialise
+    return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers, "processes": True, "threads_per_worker": 1,
+                                          "dashboard_address": None})
 
 
 def build_flow(pipeline: LoadedPipeline, options: RunOptions) -> Flow[[], Any]:
     """Compile ``pipeline`` into a Prefect flow that returns a :class:`RunSummary`."""
     spec = pipeline.spec
-    concurrency = options.concurrency or spec.run.concurrency
-    chunk_size = options.chunk_size or spec.run.chunk_size
-    chunks_in_flight = max(2, -(-2 * concurrency // chunk_size))
-    held: dict[int, list[Document]] = {}
+    options.run_id = options.run_id or uuid.uuid4().hex[:12]
+    runner = _task_runner(pipeline)
+    extra: dict[str, Any] = {"task_runner": runner} if runner is not None else {}
 
-    @task(name="stage", cache_policy=NONE, persist_result=False, retries=0)
-    async def stage_task(engine: Engine, stage_id: str, chunk: int) -> list[DecisionRecord]:
-        return await engine.run_stage(stage_id, held[chunk])
-
-    @flow(name=spec.pipeline, flow_run_name=f"{spec.pipeline}-{options.run_id}", persist_result=False, log_prints=False)
+    @flow(name=spec.pipeline, flow_run_name=f"{spec.pipeline}-{options.run_id}", persist_result=False, log_prints=False, **extra)
     async def pipeline_flow() -> RunSummary:
         # local model servers live exactly as long as this flow run (see providers/local_server.py)
         local = LocalEndpoints(spec.models)
         with local as base_urls:
-            return await process(base_urls, local)
-
-    async def process(base_urls: dict[str, str], local: LocalEndpoints) -> RunSummary:
-        started = time.perf_counter()
-        sink_path, quarantine_path, db_path, kind = output_paths(pipeline, options)
-        summary = RunSummary(run_id=options.run_id, pipeline=spec.pipeline, flow_run_id=flow_run.get_id(),
-                             output_path=str(sink_path), quarantine_path=str(quarantine_path), decisions_path=str(db_path))
-        store = DecisionStore(db_path)
-        store.start_run(options.run_id, spec.pipeline, spec.version, summary.flow_run_id)
-        summary.notes.extend(local.notes)
-        sink, quarantine = Sink(sink_path, kind), Sink(quarantine_path, "jsonl")
-        budget = _budget(pipeline, store)
-        cache = _cache(pipeline, options)
-        engine = Engine.create(pipeline, options.run_id, concurrency, base_urls, local.model_ids, budget, cache)
-        slots = asyncio.Semaphore(chunks_in_flight)
-
-        async def handle(index: int, docs: list[Document]) -> None:
-            try:
-                held[index] = docs
-                for stage in pipeline.stages:
-                    run = stage_task.with_options(task_run_name=f"{stage.id}[{index}]")
-                    records = await run(quote_engine(engine), stage.id, index)
-                    store.add(records)
-                    summary.add_records(records)
-                sink.write([output_row(d) for d in docs if d.quarantined is None])
-                quarantine.write([quarantine_row(d) for d in docs if d.quarantined is not None])
-                summary.add_documents(docs)
-            finally:
-                held.pop(index, None)
-                slots.release()
-
-        try:
-            pending: list[asyncio.Task[None]] = []
-            for index, docs in enumerate(_chunks(_source(pipeline, options), chunk_size)):
-                await slots.acquire()  # read no further ahead than the chunks in flight
-                pending.append(asyncio.create_task(handle(index, docs)))
-            await asyncio.gather(*pending)
-        finally:
-            await engine.aclose()
-            if cache is not None:
-                cache.close()
-            summary.budget_skipped = budget.skipped
-            summary.breakers_opened = {name: c.breaker.opened for name, c in engine.clients.items() if c.breaker.opened}
-            sink.close()
-            quarantine.close()
-            summary.duration_s = time.perf_counter() - started
-            store.finish_run(options.run_id, summary.as_json())
-            store.close()
-        return summary
+            return await _process(pipeline, options, base_urls, local)
 
     return pipeline_flow
 
 
-def _budget(pipeline: LoadedPipeline, store: DecisionStore) -> Budget:
-    spec = pipeline.spec.budget
-    if spec is None or spec.pipeline is None:
-        return Budget(spec)
-    usd, tokens = store.pipeline_spend(pipeline.spec.pipeline, time.time() - spec.pipeline_window_h * 3600)
-    return Budget(spec, usd, tokens)
+async def _process(pipeline: LoadedPipeline, options: RunOptions, base_urls: dict[str, str], local: LocalEndpoints) -> RunSummary:
+    started = time.perf_counter()
+    spec = pipeline.spec
+    concurrency = options.concurrency or spec.run.concurrency
+    db_path = folder_of(pipeline, options) / "decisions.sqlite"
+    summary = RunSummary(run_id=options.run_id, pipeline=spec.pipeline, flow_run_id=flow_run.get_id(), decisions_path=str(db_path))
+    store = DecisionStore(db_path)
+    store.start_run(options.run_id, spec.pipeline, spec.version, summary.flow_run_id, spec_hash(pipeline))
+    summary.notes.extend(local.notes)
+    budget = open_budget(pipeline, store, options.run_id)
+    cache = open_cache(pipeline, options)
+    engine = Engine.create(pipeline, options.run_id, concurrency, base_urls, local.model_ids, budget, cache)
+    if spec.run.task_runner == "dask":
+        run_stage = _remote_runner(pipeline, options, concurrency, base_urls, local.model_ids, budget, cache, summary)
+    else:
+        run_stage = _local_runner(engine)
+    try:
+        await run_batch(pipeline, options, store, summary, run_stage)
+    finally:
+        await engine.aclose()
+        if cache is not None:
+            cache.close()
+        summary.budget_skipped = budget.skipped
+        summary.breakers_opened = {name: c.breaker.opened for name, c in engine.clients.items() if c.breaker.opened}
+        summary.duration_s = time.perf_counter() - started
+        store.finish_run(options.run_id, summary.as_json())
+    try:
+        await publish_summary(summary, store.overview(options.run_id))
+    finally:
+        store.close()
+    return summary
 
 
-def _cache(pipeline: LoadedPipeline, options: RunOptions) -> OutputCache | None:
-    uses_cache = any(isinstance(r, CacheRung) for s in pipeline.spec.stages if isinstance(s, AiStage) for r in s.ladder)
-    if options.no_cache or not uses_cache:
-        return None
-    path = pipeline.spec.run.cache_path
-    return OutputCache(pipeline.base_dir / path if path else cache_dir() / "outputs.sqlite")
+def _local_runner(engine: Engine) -> StageRunner:
+    async def run(stage_id: str, index: int, docs: list[Document]) -> tuple[list[Document], list[DecisionRecord]]:
+        task = stage_task.with_options(task_run_name=f"{stage_id}[{index}]")
+        return docs, await task(quoted(engine), stage_id, quoted(docs))
+
+    return run
 
 
-def quote_engine(engine: Engine) -> Any:
-    """Keep Prefect from walking the engine's object graph when it records task inputs."""
-    from prefect.utilities.annotations import quote
+def _remote_runner(
+    pipeline: LoadedPipeline, options: RunOptions, concurrency: int, base_urls: dict[str, str], model_ids: dict[str, str],
+    budget: Budget, cache: OutputCache | None, summary: RunSummary,
+) -> StageRunner:
+    async def run(stage_id: str, index: int, docs: list[Document]) -> tuple[list[Document], list[DecisionRecord]]:
+        job = RemoteJob(
+            str(pipeline.path.resolve()), tuple(options.overrides), options.run_id, stage_id, concurrency, base_urls, model_ids,
+            budget.usd + summary.cost_usd, budget.tokens + summary.tokens_in + summary.tokens_out,
+            str(cache.path) if cache is not None else None,
+        )
+        future = remote_stage_task.with_options(task_run_name=f"{stage_id}[{index}]").submit(job, quoted(docs))
+        result: tuple[list[Document], list[DecisionRecord]] = await asyncio.to_thread(future.result)  # type: ignore[arg-type]  # a future of an async task returns its value
+        return result
 
-    return quote(engine)
+    return run
 
 
 def run_pipeline(pipeline: LoadedPipeline, options: RunOptions) -> RunSummary:
-    """Compile and run ``pipeline`` against Prefect's ephemeral API or ``PREFECT_API_URL``."""
+    """Compile and run ``pipeline`` against Prefect's ephemeral API or ``PREFECT_API_URL``.
+
+    Raises :class:`~steadyflow.flows.batch.ResumeError` before anything runs when
+    ``options.resume`` names a run that cannot be continued.
+    """
+    if options.resume:
+        check_resume(pipeline, options)
     summary: RunSummary = asyncio.run(build_flow(pipeline, options)())  # type: ignore[arg-type]  # async flow returns a coroutine
     return summary

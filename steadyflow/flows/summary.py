@@ -31,6 +31,8 @@ class RunSummary:
     quarantine_path: str = ""
     decisions_path: str = ""
     notes: list[str] = field(default_factory=list)
+    resumed: int = 0
+    """Documents an earlier attempt of this run completed; skipped, no model called."""
     budget_skipped: int = 0
     """Model calls not made because a budget was spent."""
     breakers_opened: dict[str, int] = field(default_factory=dict)

@@ -14,7 +14,7 @@ from steadyflow.spec.errors import Problem, did_you_mean
 from steadyflow.spec.yaml_positions import Path, Positions
 
 _DSL_MODELS: list[type[BaseModel]] = [
-    m.Pipeline, m.ModelSpec, m.Price, m.FilesSource, m.TableSource, m.Sink, m.InputSpec, m.PromptSpec,
+    m.Pipeline, m.ModelSpec, m.Price, m.FilesSource, m.TableSource, m.FileSink, m.SqlSink, m.InputSpec, m.PromptSpec,
     m.FieldSpec, m.FieldRule, m.RulesSpec, m.ModelRung, m.RulesRung, m.DefaultRung, m.AiStage,
     m.RulesStage, m.RunSettings, *v.BUILTIN.values(), v.PluginCheck, r.BreakerSpec, r.Limit, r.BudgetSpec, r.RouteSpec, r.CacheRung,
 ]

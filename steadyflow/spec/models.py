@@ -57,7 +57,7 @@ class ModelSpec(Strict):
 
 
 class FilesSource(Strict):
-    """Every file a glob matches (.txt .md .json .eml); one document per file."""
+    """Every file a glob matches (.txt .md .json .eml .html .pdf); one document per file."""
 
     kind: Literal["files"]
     path: str
@@ -75,11 +75,36 @@ class TableSource(Strict):
 Source = Annotated[FilesSource | TableSource, Field(discriminator="kind")]
 
 
-class Sink(Strict):
-    """Where validated (or fallback) outputs go, one row per document."""
+class FileSink(Strict):
+    """Outputs as a JSONL or CSV file, one row per document; quarantine.jsonl beside it."""
 
     kind: Literal["jsonl", "csv"]
     path: str
+
+
+class SqlSink(Strict):
+    """Outputs as rows of a SQL table (SQLite or PostgreSQL), quarantined documents in ``<table>_quarantine``.
+
+    ``url`` is a SQLAlchemy URL; ``${NAME}`` is replaced by the environment variable NAME
+    at run time, so passwords stay out of pipeline files.
+    """
+
+    kind: Literal["sql"]
+    url: str = Field(description="e.g. sqlite:///out/tickets.sqlite or postgresql+psycopg://user:${PGPASSWORD}@host/db")
+    table: str = Field("outputs", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
+
+    @field_validator("url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql"):
+            raise ValueError(f"'{scheme}' databases are not supported; use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+        if "://" not in value:
+            raise ValueError("expected a SQLAlchemy URL such as sqlite:///out/outputs.sqlite")
+        return value
+
+
+Sink = Annotated[FileSink | SqlSink, Field(discriminator="kind")]
 
 
 class InputSpec(Strict):
@@ -262,6 +287,11 @@ class RunSettings(Strict):
     concurrency: int = Field(8, ge=1, le=1024, description="documents in flight per model")
     chunk_size: int = Field(50, ge=1, le=100_000, description="documents per Prefect task")
     cache_path: str | None = Field(None, description="SQLite file of the output cache; default: <user cache>/steadyflow/outputs.sqlite")
+    task_runner: Literal["local", "dask"] = Field(
+        "local", description="'local': stages run in the flow's process; 'dask': chunks run on a Dask cluster (prefect-dask)"
+    )
+    dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster; default: a local cluster of worker processes")
+    dask_workers: int = Field(2, ge=1, le=256, description="worker processes of the local Dask cluster")
 
 
 class Pipeline(Strict):

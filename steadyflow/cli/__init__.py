@@ -6,11 +6,10 @@ them, so ``validate``, ``schema`` and ``--help`` start fast.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,10 +19,6 @@ if TYPE_CHECKING:
     from steadyflow.spec.loader import LoadedPipeline
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Declarative AI pipelines that keep working when the model does not.")
-chaos_app = typer.Typer(no_args_is_help=True, help="A fault-injecting OpenAI-compatible endpoint for testing degradation.")
-app.add_typer(chaos_app, name="chaos")
-local_app = typer.Typer(no_args_is_help=True, help="The embedded local model: where it is, and a server that runs can share.")
-app.add_typer(local_app, name="local-model")
 
 EXIT_INVALID = 2
 
@@ -81,7 +76,9 @@ def run(
     chunk_size: Annotated[int | None, typer.Option(min=1, help="documents per Prefect task")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a value: dotted.key=value (repeatable)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the output cache")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object")] = False,
+    resume: Annotated[str | None, typer.Option("--resume", metavar="RUN_ID", help="continue a stopped run; skip its completed documents")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar, only the summary")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object (no progress bar)")] = False,
 ) -> None:
     """Run a pipeline over documents as a Prefect flow."""
     try:
@@ -94,11 +91,45 @@ def run(
     if input is not None and not Path(input).exists() and "*" not in input:
         typer.echo(f"--input {input}: no such file or folder", err=True)
         raise typer.Exit(EXIT_INVALID)
+    _check_local_models(file, pipeline)
 
+    from steadyflow.flows.settings import prefect_defaults
+
+    prefect_defaults()
+    from steadyflow.cli.progress import BarProgress
+    from steadyflow.flows.batch import ResumeError
+    from steadyflow.flows.compiler import RunOptions, run_pipeline
+    from steadyflow.io.sinks import SinkError
+    from steadyflow.providers.local_model import LocalModelError
+
+    options = RunOptions(input=input, output=output, concurrency=concurrency, chunk_size=chunk_size, no_cache=no_cache,
+                         overrides=set_ or [], run_id=resume or "", resume=resume is not None)
+    if not options.run_id:
+        import uuid
+
+        options.run_id = uuid.uuid4().hex[:12]
+    bar = None if quiet or as_json else BarProgress(options.run_id)
+    options.progress = bar
+    try:
+        summary = run_pipeline(pipeline, options)
+    except (ResumeError, SinkError) as exc:
+        typer.echo(f"{file}: {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    except LocalModelError as exc:
+        typer.echo(f"{file}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        if bar is not None:
+            bar.stop()
+    _print_summary(summary.as_json(), as_json)
+
+
+def _check_local_models(file: Path, pipeline: LoadedPipeline) -> None:
+    """Fail before Prefect starts when a local model is missing or does not verify."""
     from steadyflow.providers.local_model import LocalModelError
     from steadyflow.providers.local_server import resolve_model
 
-    try:  # fail before Prefect starts when a local model is missing or does not verify
+    try:
         for spec in pipeline.spec.models.values():
             if spec.provider == "local" and not spec.base_url:
                 resolve_model(spec)
@@ -106,21 +137,13 @@ def run(
         typer.echo(f"{file}: {exc}", err=True)
         raise typer.Exit(1) from None
 
-    from steadyflow.flows.settings import prefect_defaults
 
-    prefect_defaults()
-    from steadyflow.flows.compiler import RunOptions, run_pipeline
-
-    try:
-        summary = run_pipeline(pipeline, RunOptions(input=input, output=output, concurrency=concurrency, chunk_size=chunk_size, no_cache=no_cache))
-    except LocalModelError as exc:
-        typer.echo(f"{file}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    data = summary.as_json()
+def _print_summary(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
         return
-    typer.echo(f"run {data['run_id']}: {data['documents']} documents -> {data['outputs']} outputs, "
+    resumed = f" (+{data['resumed']} completed before the resume)" if data["resumed"] else ""
+    typer.echo(f"run {data['run_id']}: {data['documents']} documents{resumed} -> {data['outputs']} outputs, "
                f"{data['quarantined']} quarantined, {data['review']} for review")
     for stage, counts in data["by_rung"].items():
         typer.echo(f"  {stage}: " + ", ".join(f"{rung} {n}" for rung, n in sorted(counts.items())))
@@ -169,103 +192,8 @@ def report(
                f"${total['usd_per_10k_documents']:.2f} per 10k documents")
 
 
-@local_app.command("info")
-def local_info(as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
-    """Where the default model file is, its size and SHA-256, and whether a served server runs."""
-    from steadyflow.providers.local_model import DEFAULT_MODEL, file_sha256, model_file
-    from steadyflow.providers.local_server import served
-
-    path = model_file()
-    sha = file_sha256(path) if path.is_file() else None
-    server = served()
-    info = {
-        "model": DEFAULT_MODEL.name, "origin": DEFAULT_MODEL.origin, "licence": DEFAULT_MODEL.licence,
-        "path": str(path), "present": path.is_file(), "size": path.stat().st_size if path.is_file() else None,
-        "sha256": sha, "pinned_sha256": DEFAULT_MODEL.sha256, "verified": sha == DEFAULT_MODEL.sha256,
-        "server": None if server is None else {"pid": server.pid, "base_url": server.base_url, "model_path": server.model_path},
-    }
-    if as_json:
-        sys.stdout.write(json.dumps(info) + "\n")
-        return
-    for key, value in info.items():
-        if key != "server":
-            typer.echo(f"{key}: {value}")
-    typer.echo(f"server: {server.base_url} (pid {server.pid}, {server.model_path})" if server else "server: none running")
-
-
-@local_app.command("serve")
-def local_serve(
-    model_path: Annotated[Path | None, typer.Option(help="a GGUF file instead of the default model")] = None,
-    context_tokens: Annotated[int, typer.Option(min=256, help="context window")] = 4096,
-    port: Annotated[int | None, typer.Option(help="loopback port (default: a free one)")] = None,
-) -> None:
-    """Start a local model server in the background; `run` uses it instead of starting its own."""
-    from steadyflow.providers.local_model import LocalModelError, check_gguf, default_model
-    from steadyflow.providers.local_server import serve
-
-    try:
-        path = check_gguf(model_path.expanduser()).resolve() if model_path else default_model()[0]
-        info = serve(path, context_tokens, port)
-    except LocalModelError as exc:
-        typer.echo(f"local-model serve: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"serving {info.model_path} at {info.base_url} (pid {info.pid}); stop it with: steadyflow local-model stop")
-
-
-@local_app.command("stop")
-def local_stop() -> None:
-    """Stop the server that `local-model serve` started."""
-    from steadyflow.providers.local_server import stop_served
-
-    info = stop_served()
-    typer.echo(f"stopped the server at {info.base_url} (pid {info.pid})" if info else "no local model server was running")
-
-
-@chaos_app.command("serve")
-def chaos_serve(
-    host: Annotated[str, typer.Option(help="loopback address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port (0 picks a free one)")] = 8765,
-    fault: Annotated[list[str] | None, typer.Option("--fault", help="KIND=RATE, e.g. 429=0.1 timeout=0.02 (repeatable)")] = None,
-    latency_ms: Annotated[float, typer.Option(help="added to every completion")] = 0.0,
-    seed: Annotated[int, typer.Option(help="seed of fault and answer choices")] = 0,
-    hang_s: Annotated[float, typer.Option(help="how long a 'timeout' fault hangs")] = 120.0,
-    script: Annotated[Path | None, typer.Option(help="JSONL of scripted answers served first, in order")] = None,
-) -> None:
-    """Serve chat completions on loopback with injected faults."""
-    import asyncio
-
-    from steadyflow.chaos.server import FAULTS, ChaosConfig, ChaosServer
-
-    rates: dict[str, float] = {}
-    for item in fault or []:
-        kind, _, rate = item.partition("=")
-        try:
-            rates[kind] = float(rate)
-        except ValueError:
-            typer.echo(f"--fault {item}: expected KIND=RATE with KIND one of {', '.join(FAULTS)}", err=True)
-            raise typer.Exit(EXIT_INVALID) from None
-    try:
-        config = ChaosConfig(faults=rates, latency_ms=latency_ms, seed=seed, hang_s=hang_s)
-    except ValueError as exc:
-        typer.echo(f"--fault: {exc}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
-    server = ChaosServer(config, host=host, port=port)
-    if script is not None:
-        server.script.extend(json.loads(line) for line in script.read_text().splitlines() if line.strip())
-
-    async def serve() -> None:
-        await server.start_async()
-        typer.echo(f"chaos endpoint on {server.base_url} (faults: {rates or 'none'})", err=True)
-        await asyncio.Event().wait()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
-
-
 def main() -> None:
     """Entry point of the ``steadyflow`` script."""
+    from steadyflow.cli import schedule, tools  # noqa: F401  # register their commands
+
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,5 @@
+"""``python -m steadyflow.cli``."""
+
+from steadyflow.cli import main
+
+main()

@@ -1,0 +1,69 @@
+"""The run's summary as a Prefect markdown artifact, shown on the flow run's page in the UI."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prefect.artifacts import acreate_markdown_artifact
+
+from steadyflow.flows.summary import RunSummary
+
+
+def artifact_key(pipeline: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes; one key per pipeline keeps its history."""
+    return "steadyflow-" + re.sub(r"[^a-z0-9-]+", "-", pipeline.lower()).strip("-")
+
+
+def _md(text: str) -> str:
+    # names come from the pipeline file, but escape table syntax anyway
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_summary(summary: RunSummary, overview: dict[str, Any]) -> str:
+    """Markdown of a run: documents by rung, quarantined, cost, latency p50/p95, failing validators.
+
+    ``overview`` is :meth:`DecisionStore.overview` for the run, so a resumed run shows all of it.
+    """
+    latency = overview["latency_ms"]
+    lines = [
+        f"# steadyflow run `{summary.run_id}`: {_md(summary.pipeline)}",
+        "",
+        "| documents | outputs | quarantined | cost (USD) | tokens | latency p50 | latency p95 |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {overview['documents']} | {overview['outputs']} | {overview['quarantined']} | {overview['cost_usd']:.6f} | "
+        f"{overview['tokens']} | {_ms(latency['p50'])} | {_ms(latency['p95'])} |",
+        "",
+        "## Documents by rung",
+        "",
+        "| stage | ended at | documents |",
+        "|---|---|---:|",
+    ]
+    for stage, counts in overview["by_rung"].items():
+        lines += [f"| {_md(stage)} | {_md(rung)} | {count} |" for rung, count in counts.items()]
+    lines += ["", "## Failing validators", ""]
+    if overview["failed_checks"]:
+        lines += ["| check:action | verdicts |", "|---|---:|"]
+        lines += [f"| {_md(name)} | {count} |" for name, count in overview["failed_checks"].items()]
+    else:
+        lines.append("No check failed.")
+    lines += ["", f"This attempt: {summary.documents} documents in {summary.duration_s:.1f} s"
+              + (f", {summary.resumed} already completed by an earlier attempt (resumed)" if summary.resumed else "") + "."]
+    if summary.breakers_opened:
+        lines.append("Circuit breakers opened: " + ", ".join(f"{_md(k)} {v}x" for k, v in summary.breakers_opened.items()) + ".")
+    if summary.budget_skipped:
+        lines.append(f"Model calls skipped because a budget was spent: {summary.budget_skipped}.")
+    lines += ["", f"Outputs: `{_md(summary.output_path)}`  ", f"Quarantine: `{_md(summary.quarantine_path)}`  ",
+              f"Decision records: `{_md(summary.decisions_path)}` (`steadyflow report {summary.run_id} --db ...`)"]
+    return "\n".join(lines) + "\n"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+async def publish_summary(summary: RunSummary, overview: dict[str, Any]) -> None:
+    """Attach the run's summary to its flow run."""
+    await acreate_markdown_artifact(
+        render_summary(summary, overview), key=artifact_key(summary.pipeline), description=f"steadyflow run {summary.run_id}"
+    )

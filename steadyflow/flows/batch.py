@@ -1,0 +1,211 @@
+"""One batch run: read documents lazily, run stages chunk by chunk, write sinks, resume exactly once.
+
+Exactly once, after a crash at any point: a chunk's decision records are stored,
+its rows written durably, and then its documents are marked *completed* together
+with the sink marks that cover them, in one SQLite transaction
+(:meth:`DecisionStore.complete`). A resumed run skips completed documents (no
+model is called for them again) and cuts file sinks back to the recorded marks,
+so rows of a chunk that was written but not yet marked are dropped and written
+again once (SQL sinks ignore a second insert of the same key instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from steadyflow.audit.records import DecisionRecord
+from steadyflow.audit.store import DecisionStore
+from steadyflow.flows.summary import RunSummary
+from steadyflow.io.sinks import SqlRows, open_sinks, output_row, quarantine_row
+from steadyflow.io.sources import count_documents, read_documents, source_for
+from steadyflow.providers.local_model import cache_dir
+from steadyflow.spec.loader import LoadedPipeline
+from steadyflow.spec.models import AiStage, FileSink
+from steadyflow.spec.resilience import CacheRung
+from steadyflow.stages.budget import Budget
+from steadyflow.stages.cache import OutputCache
+from steadyflow.stages.document import Document
+
+
+class Progress(Protocol):
+    """What ``steadyflow run`` shows while a batch runs (see cli.py)."""
+
+    def start(self, total: int | None, skipped: int) -> None:
+        """The batch starts: ``total`` documents (None if unknown), ``skipped`` done by an earlier attempt."""
+
+    def update(self, summary: RunSummary) -> None:
+        """A chunk finished."""
+
+
+class ResumeError(Exception):
+    """A run cannot be resumed (unknown id, or the pipeline changed since)."""
+
+
+@dataclass
+class RunOptions:
+    """Per-run settings from the CLI; ``None`` means "as the pipeline file says"."""
+
+    input: str | None = None
+    output: str | None = None
+    concurrency: int | None = None
+    chunk_size: int | None = None
+    no_cache: bool = False
+    run_id: str = ""
+    resume: bool = False
+    """Continue ``run_id``: skip its completed documents, cut file sinks back to its last marks."""
+    overrides: list[str] = field(default_factory=list)
+    """The ``--set`` values the pipeline was loaded with (Dask workers load it again)."""
+    progress: Progress | None = None
+
+
+StageRunner = Callable[[str, int, list[Document]], Awaitable[tuple[list[Document], list[DecisionRecord]]]]
+"""Runs one stage over one chunk: (stage id, chunk index, documents) -> (documents, records)."""
+
+
+def spec_hash(pipeline: LoadedPipeline) -> str:
+    """A fingerprint of the pipeline as loaded (overrides included): resume refuses a changed pipeline."""
+    return hashlib.sha256(pipeline.spec.model_dump_json().encode()).hexdigest()[:16]
+
+
+def folder_of(pipeline: LoadedPipeline, options: RunOptions) -> Path:
+    """The folder of outputs, quarantine and decisions.sqlite."""
+    sink = pipeline.spec.sink
+    if options.output:
+        return Path(options.output)
+    if isinstance(sink, FileSink):
+        return (pipeline.base_dir / sink.path).parent
+    return Path("out")
+
+
+def check_resume(pipeline: LoadedPipeline, options: RunOptions) -> None:
+    """Raise :class:`ResumeError` unless ``options.run_id`` can be resumed with this pipeline."""
+    db = folder_of(pipeline, options) / "decisions.sqlite"
+    if not db.is_file():
+        raise ResumeError(f"--resume {options.run_id}: no decisions store at {db} (give the --output of that run)")
+    store = DecisionStore(db)
+    try:
+        info = store.run_info(options.run_id)
+        if info is None:
+            known = ", ".join(store.run_ids()[:5]) or "none"
+            raise ResumeError(f"--resume {options.run_id}: {db} has no such run (newest: {known})")
+        if info["pipeline"] != pipeline.spec.pipeline or (info["spec_hash"] or "") != spec_hash(pipeline):
+            raise ResumeError(f"--resume {options.run_id}: the pipeline changed since that run started; "
+                              "resume with the same file and --set values, or start a new run")
+    finally:
+        store.close()
+
+
+def _documents(pipeline: LoadedPipeline, options: RunOptions) -> tuple[Iterator[Document], Callable[[], int]]:
+    """The source's documents, and a function counting them (for progress)."""
+    if options.input:
+        spec, base = source_for(options.input), Path.cwd()
+    elif pipeline.spec.source is not None:
+        spec, base = pipeline.spec.source, pipeline.base_dir
+    else:
+        raise ValueError("the pipeline has no source: give --input PATH")
+    return read_documents(spec, base), lambda: count_documents(spec, base)
+
+
+def _not_done(docs: Iterator[Document], done: set[str], summary: RunSummary) -> Iterator[Document]:
+    for doc in docs:
+        if doc.id in done:
+            summary.resumed += 1
+            continue
+        yield doc
+
+
+def _chunks(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
+    while chunk := list(itertools.islice(docs, size)):
+        yield chunk
+
+
+def open_budget(pipeline: LoadedPipeline, store: DecisionStore, run_id: str) -> Budget:
+    """The run's budget, charged with what earlier runs (and an earlier attempt of this run) spent."""
+    spec = pipeline.spec.budget
+    before_usd, before_tokens = 0.0, 0
+    if spec is not None and spec.pipeline is not None:
+        before_usd, before_tokens = store.pipeline_spend(pipeline.spec.pipeline, time.time() - spec.pipeline_window_h * 3600)
+    budget = Budget(spec, before_usd, before_tokens)
+    spent = store.run_spend(run_id)
+    budget.usd, budget.tokens = spent
+    budget.pipeline_usd_before -= spent[0]  # already counted in the pipeline's spend
+    budget.pipeline_tokens_before -= spent[1]
+    return budget
+
+
+def open_cache(pipeline: LoadedPipeline, options: RunOptions) -> OutputCache | None:
+    """The output cache, when a ladder has a cache rung and --no-cache is not given."""
+    uses_cache = any(isinstance(r, CacheRung) for s in pipeline.spec.stages if isinstance(s, AiStage) for r in s.ladder)
+    if options.no_cache or not uses_cache:
+        return None
+    path = pipeline.spec.run.cache_path
+    return OutputCache(pipeline.base_dir / path if path else cache_dir() / "outputs.sqlite")
+
+
+async def run_batch(
+    pipeline: LoadedPipeline, options: RunOptions, store: DecisionStore, summary: RunSummary, run_stage: StageRunner
+) -> None:
+    """Run every document of the source through every stage; fills ``summary``."""
+    spec = pipeline.spec
+    concurrency = options.concurrency or spec.run.concurrency
+    chunk_size = options.chunk_size or spec.run.chunk_size
+    folder = folder_of(pipeline, options)
+    done = store.completed_ids(options.run_id) if options.resume else set()
+    sink_spec = spec.sink or FileSink(kind="jsonl", path=f"{spec.pipeline}.jsonl")
+    marks = store.marks(options.run_id) if options.resume else None
+    sink, quarantine, summary.output_path, summary.quarantine_path = open_sinks(sink_spec, folder, pipeline.base_dir, options.run_id, marks)
+    if options.resume:
+        for rows in (sink, quarantine):  # written before a crash but not yet marked: keep, do not redo
+            done |= rows.written_ids() if isinstance(rows, SqlRows) else set()
+    docs, count = _documents(pipeline, options)
+    if options.progress is not None:
+        options.progress.start(count(), len(done))
+    slots = asyncio.Semaphore(max(2, -(-2 * concurrency // chunk_size)))
+
+    async def handle(index: int, chunk: list[Document]) -> None:
+        try:
+            for stage in pipeline.stages:
+                chunk, records = await run_stage(stage.id, index, chunk)
+                store.add(records)
+                summary.add_records(records)
+            ok = sink.write([output_row(d) for d in chunk if d.quarantined is None])
+            held = quarantine.write([quarantine_row(d) for d in chunk if d.quarantined is not None])
+            store.complete(options.run_id, [(d.id, d.quarantined is not None) for d in chunk], {"outputs": ok, "quarantine": held})
+            summary.add_documents(chunk)
+            if options.progress is not None:
+                options.progress.update(summary)
+        finally:
+            slots.release()
+
+    # only unfinished chunks are held, so memory stays flat however long the batch is
+    pending: set[asyncio.Task[None]] = set()
+    failed: list[BaseException] = []
+
+    def finished(task: asyncio.Task[None]) -> None:
+        pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            failed.append(task.exception())  # type: ignore[arg-type]
+
+    try:
+        for index, chunk in enumerate(_chunks(_not_done(docs, done, summary), chunk_size)):
+            await slots.acquire()  # read no further ahead than the chunks in flight
+            if failed:
+                break
+            task = asyncio.create_task(handle(index, chunk))
+            pending.add(task)
+            task.add_done_callback(finished)
+        await asyncio.gather(*list(pending), return_exceptions=True)
+        if failed:
+            raise failed[0]
+    finally:
+        for still in list(pending):
+            still.cancel()
+        sink.close()
+        quarantine.close()
