@@ -1,0 +1,193 @@
+"""steadyflow vs a hand-written asyncio + instructor loop: the same calls, side by side, in one run.
+
+    .venv/bin/python benchmarks/throughput.py --json
+
+Starts the chaos endpoint (fixed latency, no faults) in its own process and a real
+`prefect server start`, writes N support tickets as JSONL, then alternates for
+--rounds rounds:
+
+* **hand loop**: ``instructor.from_openai(AsyncOpenAI(...))``, an ``asyncio.Semaphore``
+  of --concurrency, one ``chat.completions.create(response_model=Triage)`` per
+  ticket, results appended to a JSONL file: what one writes without steadyflow;
+* **steadyflow**: ``steadyflow run benchmarks/pipelines/throughput.yaml --json``
+  (same prompt, same output model, same concurrency) as a Prefect flow, with
+  decision records, sinks and the ladder.
+
+Throughput is documents / seconds of batch work: the hand loop from client
+creation to the last row written; steadyflow from the start of its batch to the
+last sink write and the run's store update (`duration_s` of its summary). The
+CLI's wall time, with interpreter start, imports and flow-run creation, is
+printed beside it. Prints one JSON object; ratio = steadyflow / hand loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from steadyflow.chaos.server import ChaosConfig, ChaosServer  # noqa: E402
+
+PIPELINE = ROOT / "benchmarks" / "pipelines" / "throughput.yaml"
+TOPICS = ["my invoice shows a charge twice, please refund", "the app crashes when I open settings",
+          "I cannot log in after the password reset", "my parcel has not moved for a week", "how do I change my plan?"]
+
+
+def _serve(latency_ms: float, port: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """The chaos endpoint in its own process, so its work does not share a core with the clients."""
+
+    async def main() -> None:
+        server = ChaosServer(ChaosConfig(latency_ms=latency_ms, seed=1, keep_requests=1))
+        await server.start_async()
+        port.put(server.port)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def write_docs(path: Path, count: int) -> None:
+    with path.open("w") as handle:
+        for i in range(count):
+            text = f"Ticket {i}: {TOPICS[i % len(TOPICS)]}. Order {10000 + i}, customer since {2010 + i % 15}."
+            handle.write(json.dumps({"id": f"t{i:05d}", "text": text}) + "\n")
+
+
+async def hand_loop(base_url: str, docs: Path, out: Path, concurrency: int) -> float:
+    """The loop one writes by hand: instructor over AsyncOpenAI, a semaphore, results to JSONL."""
+    import instructor
+    from openai import AsyncOpenAI
+    from pydantic import BaseModel
+
+    class Category(str, Enum):
+        billing = "billing"
+        technical = "technical"
+        account = "account"
+        shipping = "shipping"
+        other = "other"
+
+    class Triage(BaseModel):
+        category: Category
+        summary: str
+
+    rows = [json.loads(line) for line in docs.read_text().splitlines()]
+    started = time.perf_counter()
+    client = instructor.from_openai(AsyncOpenAI(base_url=base_url, api_key="none", max_retries=2, timeout=30))
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(row: dict[str, Any]) -> dict[str, Any]:
+        async with slots:
+            result = await client.chat.completions.create(
+                model="chaos", response_model=Triage, max_retries=1, temperature=0, max_tokens=512,
+                messages=[{"role": "system", "content": "You triage support tickets."},
+                          {"role": "user", "content": f"Classify this ticket and summarise it in one sentence.\n\n{row['text']}"}],
+            )
+            return {"id": row["id"], "output": result.model_dump(mode="json")}
+
+    results = await asyncio.gather(*(one(row) for row in rows))
+    with out.open("w") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in results)
+    await client.client.close()
+    return time.perf_counter() - started
+
+
+def steadyflow_run(base_url: str, docs: Path, out: Path, concurrency: int, env: dict[str, str]) -> tuple[float, float, dict[str, Any]]:
+    """(batch seconds, CLI wall seconds, summary) of one `steadyflow run`."""
+    cmd = [sys.executable, "-m", "steadyflow.cli", "run", str(PIPELINE), "--json", "--input", str(docs), "--output", str(out),
+           "--concurrency", str(concurrency), "--set", f"models.m.base_url={base_url}"]
+    started = time.perf_counter()
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    return summary["duration_s"], wall, summary
+
+
+def start_prefect(home: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    return server, {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--documents", type=int, default=5000)
+    parser.add_argument("--latency-ms", type=float, default=200)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print one JSON object (a table goes to stderr either way)")
+    args = parser.parse_args()
+
+    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    chaos = multiprocessing.Process(target=_serve, args=(args.latency_ms, queue), daemon=True)
+    chaos.start()
+    base_url = f"http://127.0.0.1:{queue.get(timeout=60)}/v1"
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        docs = work / "docs.jsonl"
+        write_docs(docs, args.documents)
+        prefect, env = start_prefect(work / "prefect")
+        rounds: list[dict[str, Any]] = []
+        try:
+            for number in range(args.rounds):
+                loop_s = asyncio.run(hand_loop(base_url, docs, work / f"loop-{number}.jsonl", args.concurrency))
+                batch_s, wall_s, summary = steadyflow_run(base_url, docs, work / f"sf-{number}", args.concurrency, env)
+                assert summary["outputs"] == args.documents, summary
+                rounds.append({"hand_loop_s": round(loop_s, 2), "steadyflow_batch_s": round(batch_s, 2), "steadyflow_cli_wall_s": round(wall_s, 2),
+                               "hand_loop_docs_per_s": round(args.documents / loop_s, 1),
+                               "steadyflow_docs_per_s": round(args.documents / batch_s, 1),
+                               "ratio": round(loop_s / batch_s, 3), "by_rung": summary["by_rung"]})
+                print(f"round {number + 1}: hand loop {args.documents / loop_s:.1f} docs/s, steadyflow {args.documents / batch_s:.1f} docs/s "
+                      f"(ratio {loop_s / batch_s:.3f}; CLI wall {wall_s:.1f} s)", file=sys.stderr)
+        finally:
+            prefect.terminate()
+            prefect.wait(30)
+            chaos.terminate()
+    ideal = args.concurrency / (args.latency_ms / 1000)
+    result = {
+        "documents": args.documents, "latency_ms": args.latency_ms, "concurrency": args.concurrency, "cpus": os.cpu_count(),
+        "ideal_docs_per_s": round(ideal, 1),
+        "hand_loop_docs_per_s": statistics.median(r["hand_loop_docs_per_s"] for r in rounds),
+        "steadyflow_docs_per_s": statistics.median(r["steadyflow_docs_per_s"] for r in rounds),
+        "ratio": statistics.median(r["ratio"] for r in rounds),
+        "steadyflow_cli_wall_docs_per_s": statistics.median(round(args.documents / r["steadyflow_cli_wall_s"], 1) for r in rounds),
+        "rounds": rounds,
+        "command": "python benchmarks/throughput.py --json" + ("" if args.documents == 5000 else f" --documents {args.documents}"),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
