@@ -33,9 +33,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -72,15 +71,8 @@ async def hand_loop(base_url: str, docs: Path, out: Path, concurrency: int) -> f
     from openai import AsyncOpenAI
     from pydantic import BaseModel
 
-    class Category(str, Enum):
-        billing = "billing"
-        technical = "technical"
-        account = "account"
-        shipping = "shipping"
-        other = "other"
-
     class Triage(BaseModel):
-        category: Category
+        category: Literal["billing", "technical", "account", "shipping", "other"]
         summary: str
 
     rows = [json.loads(line) for line in docs.read_text().splitlines()]

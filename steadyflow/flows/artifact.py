@@ -58,6 +58,16 @@ def render_summary(summary: RunSummary, overview: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def one_line(summary: RunSummary, overview: dict[str, Any]) -> str:
+    """The summary in one line: the artifact's description, shown on the flow run page's Artifacts tab."""
+    rungs = "; ".join(f"{stage}: " + ", ".join(f"{rung} {n}" for rung, n in counts.items()) for stage, counts in overview["by_rung"].items())
+    failing = ", ".join(f"{name} {n}" for name, n in list(overview["failed_checks"].items())[:5]) or "none"
+    latency = overview["latency_ms"]
+    return (f"run {summary.run_id}: {overview['documents']} documents, {overview['outputs']} outputs, "
+            f"{overview['quarantined']} quarantined | cost ${overview['cost_usd']:.6f} | "
+            f"latency p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])} | by rung: {rungs} | failing validators: {failing}")
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
@@ -65,5 +75,5 @@ def _ms(value: float | None) -> str:
 async def publish_summary(summary: RunSummary, overview: dict[str, Any]) -> None:
     """Attach the run's summary to its flow run."""
     await acreate_markdown_artifact(
-        render_summary(summary, overview), key=artifact_key(summary.pipeline), description=f"steadyflow run {summary.run_id}"
+        render_summary(summary, overview), key=artifact_key(summary.pipeline), description=_md(one_line(summary, overview))
     )
