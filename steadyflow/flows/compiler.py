@@ -115,7 +115,8 @@ def _remote_runner(
             budget.usd + summary.cost_usd, budget.tokens + summary.tokens_in + summary.tokens_out,
             str(cache.path) if cache is not None else None,
         )
-        future = remote_stage_task.with_options(task_run_name=f"{stage_id}[{index}]").submit(job, quoted(docs))
+        # not quoted: a quoted argument reaches a Dask worker as a plain tuple, not the documents
+        future = remote_stage_task.with_options(task_run_name=f"{stage_id}[{index}]").submit(job, docs)
         result: tuple[list[Document], list[DecisionRecord]] = await asyncio.to_thread(future.result)  # type: ignore[arg-type]  # a future of an async task returns its value
         return result
 
