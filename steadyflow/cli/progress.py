@@ -24,9 +24,11 @@ class BarProgress:
 
     def __init__(self, run_id: str) -> None:
         self.console = Console(stderr=True)
+        if not self.console.is_terminal:  # a log file: print the last state once, at full width
+            self.console = Console(stderr=True, width=240)
         self._bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>7} docs/s"), TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn(),
+            BarColumn(bar_width=24), MofNCompleteColumn(), TextColumn("{task.fields[rate]} docs/s"),
+            TextColumn("ETA"), TimeRemainingColumn(compact=True), TextColumn("elapsed"), TimeElapsedColumn(),
             TextColumn("{task.fields[rungs]}"),
             console=self.console, transient=False, refresh_per_second=4,
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from steadyflow.chaos.server import ChaosServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "steadyflow.cli"]
 
 
