@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SF := $(VENV)/bin/steadyflow
 CHAOS_PORT ?= 8765
 
-.PHONY: install demo chaos-demo test lint schema bench clean
+.PHONY: install system demo chaos-demo test lint schema bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# Debian packages the tests drive (chromium, postgresql), installed only when missing.
+system:
+	@.ci/system-packages.sh
 
 # Runs the example end to end on the embedded local model (no API key, no network), then
 # shows where outputs, quarantine and decision records went.
@@ -34,7 +38,7 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: lint
+test: lint system
 	$(PY) -m pytest -q
 
 schema: install

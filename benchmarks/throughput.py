@@ -8,7 +8,10 @@ Starts the chaos endpoint (fixed latency, no faults) in its own process and a re
 
 * **hand loop**: ``instructor.from_openai(AsyncOpenAI(...))``, an ``asyncio.Semaphore``
   of --concurrency, one ``chat.completions.create(response_model=Triage)`` per
-  ticket, results appended to a JSONL file: what one writes without steadyflow;
+  ticket, results appended to a JSONL file: what one writes without steadyflow
+  (the openai SDK's default httpx transport);
+* **hand loop, aiohttp**: the same loop with ``http_client=DefaultAioHttpClient()``,
+  the transport steadyflow uses, so the ratio against the best hand loop shows too;
 * **steadyflow**: ``steadyflow run benchmarks/pipelines/throughput.yaml --json``
   (same prompt, same output model, same concurrency) as a Prefect flow, with
   decision records, sinks and the ladder.
@@ -65,10 +68,10 @@ def write_docs(path: Path, count: int) -> None:
             handle.write(json.dumps({"id": f"t{i:05d}", "text": text}) + "\n")
 
 
-async def hand_loop(base_url: str, docs: Path, out: Path, concurrency: int) -> float:
+async def hand_loop(base_url: str, docs: Path, out: Path, concurrency: int, aiohttp: bool = False) -> float:
     """The loop one writes by hand: instructor over AsyncOpenAI, a semaphore, results to JSONL."""
     import instructor
-    from openai import AsyncOpenAI
+    from openai import AsyncOpenAI, DefaultAioHttpClient
     from pydantic import BaseModel
 
     class Triage(BaseModel):
@@ -77,7 +80,8 @@ async def hand_loop(base_url: str, docs: Path, out: Path, concurrency: int) -> f
 
     rows = [json.loads(line) for line in docs.read_text().splitlines()]
     started = time.perf_counter()
-    client = instructor.from_openai(AsyncOpenAI(base_url=base_url, api_key="none", max_retries=2, timeout=30))
+    http = DefaultAioHttpClient() if aiohttp else None
+    client = instructor.from_openai(AsyncOpenAI(base_url=base_url, api_key="none", max_retries=2, timeout=30, http_client=http))
     slots = asyncio.Semaphore(concurrency)
 
     async def one(row: dict[str, Any]) -> dict[str, Any]:
@@ -152,14 +156,19 @@ def main() -> None:
         try:
             for number in range(args.rounds):
                 loop_s = asyncio.run(hand_loop(base_url, docs, work / f"loop-{number}.jsonl", args.concurrency))
+                aio_s = asyncio.run(hand_loop(base_url, docs, work / f"aio-{number}.jsonl", args.concurrency, aiohttp=True))
                 batch_s, wall_s, summary = steadyflow_run(base_url, docs, work / f"sf-{number}", args.concurrency, env)
                 assert summary["outputs"] == args.documents, summary
-                rounds.append({"hand_loop_s": round(loop_s, 2), "steadyflow_batch_s": round(batch_s, 2), "steadyflow_cli_wall_s": round(wall_s, 2),
+                rounds.append({"hand_loop_s": round(loop_s, 2), "hand_loop_aiohttp_s": round(aio_s, 2),
+                               "steadyflow_batch_s": round(batch_s, 2), "steadyflow_cli_wall_s": round(wall_s, 2),
                                "hand_loop_docs_per_s": round(args.documents / loop_s, 1),
+                               "hand_loop_aiohttp_docs_per_s": round(args.documents / aio_s, 1),
                                "steadyflow_docs_per_s": round(args.documents / batch_s, 1),
-                               "ratio": round(loop_s / batch_s, 3), "by_rung": summary["by_rung"]})
-                print(f"round {number + 1}: hand loop {args.documents / loop_s:.1f} docs/s, steadyflow {args.documents / batch_s:.1f} docs/s "
-                      f"(ratio {loop_s / batch_s:.3f}; CLI wall {wall_s:.1f} s)", file=sys.stderr)
+                               "ratio": round(loop_s / batch_s, 3), "ratio_vs_aiohttp_loop": round(aio_s / batch_s, 3),
+                               "by_rung": summary["by_rung"]})
+                print(f"round {number + 1}: hand loop {args.documents / loop_s:.1f} docs/s, with aiohttp {args.documents / aio_s:.1f}, "
+                      f"steadyflow {args.documents / batch_s:.1f} docs/s (ratio {loop_s / batch_s:.3f}, vs aiohttp loop "
+                      f"{aio_s / batch_s:.3f}; CLI wall {wall_s:.1f} s)", file=sys.stderr)
         finally:
             prefect.terminate()
             prefect.wait(30)
@@ -169,8 +178,10 @@ def main() -> None:
         "documents": args.documents, "latency_ms": args.latency_ms, "concurrency": args.concurrency, "cpus": os.cpu_count(),
         "ideal_docs_per_s": round(ideal, 1),
         "hand_loop_docs_per_s": statistics.median(r["hand_loop_docs_per_s"] for r in rounds),
+        "hand_loop_aiohttp_docs_per_s": statistics.median(r["hand_loop_aiohttp_docs_per_s"] for r in rounds),
         "steadyflow_docs_per_s": statistics.median(r["steadyflow_docs_per_s"] for r in rounds),
         "ratio": statistics.median(r["ratio"] for r in rounds),
+        "ratio_vs_aiohttp_loop": statistics.median(r["ratio_vs_aiohttp_loop"] for r in rounds),
         "steadyflow_cli_wall_docs_per_s": statistics.median(round(args.documents / r["steadyflow_cli_wall_s"], 1) for r in rounds),
         "rounds": rounds,
         "command": "python benchmarks/throughput.py --json" + ("" if args.documents == 5000 else f" --documents {args.documents}"),

@@ -60,6 +60,24 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return None
 
 
+def _dropped_connection(exc: BaseException) -> bool:
+    """True when a "timeout" was really a closed or reset connection.
+
+    The aiohttp transport (httpx-aiohttp) reports every aiohttp connection error as
+    httpx.ConnectTimeout; the original error is further down the exception's causes.
+    """
+    import aiohttp
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)):
+            return True
+        if isinstance(cause, (aiohttp.ServerTimeoutError, TimeoutError)):
+            return False
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def classify(exc: BaseException) -> ModelCallError:
     """Map any exception of a model call to a :class:`ModelCallError`."""
     if isinstance(exc, ModelCallError):
@@ -77,7 +95,7 @@ def classify(exc: BaseException) -> ModelCallError:
         if cause is not None:
             return classify(cause)
         return ModelCallError(ErrorKind.INVALID_OUTPUT, f"no valid output after {exc.n_attempts} attempts")
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and not _dropped_connection(exc):
         return ModelCallError(ErrorKind.TIMEOUT, "no answer within the timeout")
     if isinstance(exc, openai.APIConnectionError):
         return ModelCallError(ErrorKind.CONNECTION, "connection failed or was reset")

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -69,26 +70,31 @@ def run_until_killed(cmd: list[str], env: dict[str, str], db: Path, after: int) 
     process.wait(30)
 
 
-def sink_ids(sink_kind: str, out: Path, url: str) -> list[str]:
+def sink_ids(sink_kind: str, out: Path, url: str, table: str) -> list[str]:
     if sink_kind == "jsonl":
         return [json.loads(line)["id"] for line in (out / "resumable.jsonl").read_text().splitlines()]
     engine = sa.create_engine(url)
     with engine.connect() as connection:
-        ids = [row[0] for row in connection.execute(sa.text("SELECT doc_id FROM outputs"))]
+        ids = [row[0] for row in connection.execute(sa.text(f"SELECT doc_id FROM {table}"))]
     engine.dispose()
     return ids
 
 
-@pytest.mark.parametrize("sink_kind", ["jsonl", "sql"])
+@pytest.fixture(params=["jsonl", "sqlite", "postgresql"])
+def sink_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 def test_killed_twice_then_resumed_every_document_once_and_no_model_call_repeated(
-    prefect_env: dict[str, str], tmp_path: Path, sink_kind: str
+    prefect_env: dict[str, str], tmp_path: Path, sink_kind: str, request: pytest.FixtureRequest
 ) -> None:
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"id": f"doc-{i:03d}", "text": f"Ticket doc-{i:03d}: my invoice is wrong"}) + "\n"
                             for i in range(N)))
     out = tmp_path / "out"
-    url = f"sqlite:///{tmp_path / 'sink.sqlite'}"
-    sink = "{kind: jsonl, path: out/resumable.jsonl}" if sink_kind == "jsonl" else f'{{kind: sql, url: "{url}"}}'
+    table = f"resume_{uuid.uuid4().hex[:8]}"  # PostgreSQL outlives one test
+    url = request.getfixturevalue("postgres_url") if sink_kind == "postgresql" else f"sqlite:///{tmp_path / 'sink.sqlite'}"
+    sink = "{kind: jsonl, path: out/resumable.jsonl}" if sink_kind == "jsonl" else f'{{kind: sql, url: "{url}", table: {table}}}'
     server = ChaosServer(ChaosConfig(seed=5, latency_ms=60, keep_requests=100_000)).start()
     try:
         pipeline = pipeline_file(tmp_path, server.base_url, sink)
@@ -115,7 +121,7 @@ def test_killed_twice_then_resumed_every_document_once_and_no_model_call_repeate
             assert not asked_again & done_before, "a completed document went to the model again"
     finally:
         server.stop()
-    ids = sink_ids(sink_kind, out, url)
+    ids = sink_ids(sink_kind, out, url, table)
     assert sorted(ids) == [f"doc-{i:03d}" for i in range(N)]  # every document, exactly once
     with sqlite3.connect(db) as connection:
         assert connection.execute("SELECT COUNT(DISTINCT doc_id) FROM decisions WHERE run_id = ?", (run_id,)).fetchone()[0] == N
