@@ -109,6 +109,8 @@ def run(
 
         options.run_id = uuid.uuid4().hex[:12]
     bar = None if quiet or as_json else BarProgress(options.run_id)
+    if bar is None:  # scripts need the run id to resume too; stdout stays the summary alone
+        typer.echo(f"run {options.run_id}; resume after a crash with --resume {options.run_id}", err=True)
     options.progress = bar
     try:
         summary = run_pipeline(pipeline, options)

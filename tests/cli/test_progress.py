@@ -46,6 +46,7 @@ stages:
 
     quiet = _run(prefect_env, pipeline, docs, tmp_path / "b", "--quiet")
     assert "docs/s" not in quiet.stderr and "101 documents -> 100 outputs" in quiet.stdout
+    assert "resume after a crash with --resume" in quiet.stderr
 
     as_json = _run(prefect_env, pipeline, docs, tmp_path / "c", "--json")
     assert "docs/s" not in as_json.stderr
