@@ -65,7 +65,8 @@ def run_cost(store: DecisionStore, run_id: str) -> dict[str, Any]:
             else:
                 line.usd_failed += attempt["cost_usd"]  # answered, but its output was rejected by a check
     rows = sorted(lines.values(), key=lambda line: (line.stage, line.rung, line.producer))
-    total_usd = sum(line.usd for line in rows)
+    interrupted_usd, interrupted_tokens = store.interrupted(run_id)
+    total_usd = sum(line.usd for line in rows) + interrupted_usd
     return {
         "run_id": run_id,
         "documents": len({r["doc_id"] for r in records}),
@@ -75,6 +76,7 @@ def run_cost(store: DecisionStore, run_id: str) -> dict[str, Any]:
             "usd": round(total_usd, 6), "usd_failed": round(sum(line.usd_failed for line in rows), 6),
             "tokens_in": sum(line.tokens_in for line in rows), "tokens_out": sum(line.tokens_out for line in rows),
             "attempts": sum(line.attempts for line in rows), "reasks": sum(line.reasks for line in rows),
+            "usd_interrupted": round(interrupted_usd, 6), "tokens_interrupted": interrupted_tokens,
             "usd_per_10k_documents": round(total_usd / max(1, len({r["doc_id"] for r in records})) * 10_000, 4),
         },
     }

@@ -53,6 +53,16 @@ CREATE TABLE IF NOT EXISTS completed (
     quarantined INTEGER NOT NULL,
     PRIMARY KEY (run_id, doc_id)
 );
+CREATE TABLE IF NOT EXISTS superseded (
+    run_id TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    stage_id TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    cost_usd REAL NOT NULL,
+    tokens INTEGER NOT NULL,
+    n_attempts INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sink_marks (
     run_id TEXT NOT NULL,
     sink TEXT NOT NULL,
@@ -111,6 +121,29 @@ class DecisionStore:
             self._db.executemany("INSERT OR IGNORE INTO completed VALUES (?,?,?)", [(run_id, d, int(q)) for d, q in docs])
             self._db.executemany("INSERT OR REPLACE INTO sink_marks VALUES (?,?,?)", [(run_id, k, v) for k, v in marks.items()])
 
+    def supersede_unfinished(self, run_id: str) -> tuple[float, int]:
+        """Before a resume: set aside the records of documents that were not completed.
+
+        Those documents run again and get new records; what their interrupted attempts
+        cost is kept in ``superseded`` (and counted by budgets and reports). Returns it.
+        """
+        unfinished = "run_id = ? AND doc_id NOT IN (SELECT doc_id FROM completed WHERE run_id = ?)"
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO superseded SELECT run_id, doc_id, stage_id, pipeline, cost_usd, tokens_in + tokens_out, n_attempts, "
+                f"created_at FROM decisions WHERE {unfinished}", (run_id, run_id),
+            )
+            self._db.execute(f"DELETE FROM decisions WHERE {unfinished}", (run_id, run_id))
+        return self.interrupted(run_id)
+
+    def interrupted(self, run_id: str) -> tuple[float, int]:
+        """USD and tokens of attempts a crash interrupted (their documents ran again after --resume)."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens), 0) FROM superseded WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return float(row[0]), int(row[1])
+
     def completed_ids(self, run_id: str) -> set[str]:
         """Documents a run has finished (written to a sink or quarantine)."""
         return {row[0] for row in self._db.execute("SELECT doc_id FROM completed WHERE run_id = ?", (run_id,))}
@@ -160,19 +193,22 @@ class DecisionStore:
             self._db.row_factory = None
 
     def pipeline_spend(self, pipeline: str, since: float) -> tuple[float, int]:
-        """USD and tokens that runs of ``pipeline`` recorded here since ``since`` (a Unix time)."""
+        """USD and tokens that runs of ``pipeline`` recorded here since ``since`` (a Unix time), interrupted attempts included."""
         row = self._db.execute(
-            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0) FROM decisions WHERE pipeline = ? AND created_at >= ?",
-            (pipeline, since),
+            "SELECT COALESCE(SUM(usd), 0), COALESCE(SUM(tokens), 0) FROM ("
+            "SELECT cost_usd AS usd, tokens_in + tokens_out AS tokens FROM decisions WHERE pipeline = ? AND created_at >= ? "
+            "UNION ALL SELECT cost_usd, tokens FROM superseded WHERE pipeline = ? AND created_at >= ?)",
+            (pipeline, since, pipeline, since),
         ).fetchone()
         return float(row[0]), int(row[1])
 
     def run_spend(self, run_id: str) -> tuple[float, int]:
-        """USD and tokens a run has recorded so far (a resumed run starts from these)."""
+        """USD and tokens a run has recorded so far, interrupted attempts included (a resumed run starts from these)."""
         row = self._db.execute(
             "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0) FROM decisions WHERE run_id = ?", (run_id,)
         ).fetchone()
-        return float(row[0]), int(row[1])
+        usd, tokens = self.interrupted(run_id)
+        return float(row[0]) + usd, int(row[1]) + tokens
 
     def overview(self, run_id: str) -> dict[str, Any]:
         """Totals of a run computed in SQL (flat memory at any size): outcomes, cost, latency, failed checks."""

@@ -192,6 +192,9 @@ def report(
     typer.echo(f"total: ${total['usd']:.6f} (${total['usd_failed']:.6f} on failed or rejected attempts), "
                f"{total['tokens_in'] + total['tokens_out']} tokens, {total['reasks']} re-asks, "
                f"${total['usd_per_10k_documents']:.2f} per 10k documents")
+    if total["usd_interrupted"] or total["tokens_interrupted"]:
+        typer.echo(f"  of which ${total['usd_interrupted']:.6f} ({total['tokens_interrupted']} tokens) on attempts a crash interrupted "
+                   "(their documents ran again after --resume; not in the lines above)")
 
 
 def main() -> None:

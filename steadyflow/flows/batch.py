@@ -162,8 +162,12 @@ async def run_batch(
     marks = store.marks(options.run_id) if options.resume else None
     sink, quarantine, summary.output_path, summary.quarantine_path = open_sinks(sink_spec, folder, pipeline.base_dir, options.run_id, marks)
     if options.resume:
-        for rows in (sink, quarantine):  # written before a crash but not yet marked: keep, do not redo
-            done |= rows.written_ids() if isinstance(rows, SqlRows) else set()
+        for rows, quarantined in ((sink, False), (quarantine, True)):  # in a SQL table but not yet marked: completed
+            if isinstance(rows, SqlRows):
+                written = rows.written_ids() - done
+                store.complete(options.run_id, [(doc_id, quarantined) for doc_id in written], {})
+                done |= written
+        summary.interrupted_usd = store.supersede_unfinished(options.run_id)[0]
     docs, count = _documents(pipeline, options)
     if options.progress is not None:
         options.progress.start(count(), len(done))

@@ -33,6 +33,8 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     resumed: int = 0
     """Documents an earlier attempt of this run completed; skipped, no model called."""
+    interrupted_usd: float = 0.0
+    """What the attempts a crash interrupted had cost (their documents ran again)."""
     budget_skipped: int = 0
     """Model calls not made because a budget was spent."""
     breakers_opened: dict[str, int] = field(default_factory=dict)
