@@ -243,6 +243,11 @@ class DecisionStore:
             "failed_checks": {f"{check}:{action}": count for check, action, count in checks},
         }
 
+    def unfinished_runs(self, pipeline: str) -> list[str]:
+        """Runs of ``pipeline`` that started and never finished, newest first (candidates for --resume)."""
+        rows = self._db.execute("SELECT run_id FROM runs WHERE pipeline = ? AND finished_at IS NULL ORDER BY started_at DESC", (pipeline,))
+        return [row[0] for row in rows]
+
     def run_ids(self) -> list[str]:
         """Every run in the store, newest first."""
         return [row[0] for row in self._db.execute("SELECT run_id FROM runs ORDER BY started_at DESC")]

@@ -76,7 +76,9 @@ def run(
     chunk_size: Annotated[int | None, typer.Option(min=1, help="documents per Prefect task")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a value: dotted.key=value (repeatable)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the output cache")] = False,
-    resume: Annotated[str | None, typer.Option("--resume", metavar="RUN_ID", help="continue a stopped run; skip its completed documents")] = None,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="RUN_ID", help="continue a stopped run ('last': the newest unfinished one); skip its completed documents"
+    )] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar, only the summary")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object (no progress bar)")] = False,
 ) -> None:
@@ -97,7 +99,7 @@ def run(
 
     prefect_defaults()
     from steadyflow.cli.progress import BarProgress
-    from steadyflow.flows.batch import ResumeError
+    from steadyflow.flows.batch import ResumeError, check_resume
     from steadyflow.flows.compiler import RunOptions, run_pipeline
     from steadyflow.io.sinks import SinkError
     from steadyflow.providers.local_model import LocalModelError
@@ -108,6 +110,12 @@ def run(
         import uuid
 
         options.run_id = uuid.uuid4().hex[:12]
+    try:
+        if options.resume:  # before anything starts; resolves --resume last
+            check_resume(pipeline, options)
+    except ResumeError as exc:
+        typer.echo(f"{file}: {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
     bar = None if quiet or as_json else BarProgress(options.run_id)
     if bar is None:  # scripts need the run id to resume too; stdout stays the summary alone
         typer.echo(f"run {options.run_id}; resume after a crash with --resume {options.run_id}", err=True)

@@ -85,12 +85,20 @@ def folder_of(pipeline: LoadedPipeline, options: RunOptions) -> Path:
 
 
 def check_resume(pipeline: LoadedPipeline, options: RunOptions) -> None:
-    """Raise :class:`ResumeError` unless ``options.run_id`` can be resumed with this pipeline."""
+    """Raise :class:`ResumeError` unless ``options.run_id`` can be resumed with this pipeline.
+
+    ``--resume last`` means the newest run of this pipeline in the store that never finished.
+    """
     db = folder_of(pipeline, options) / "decisions.sqlite"
     if not db.is_file():
         raise ResumeError(f"--resume {options.run_id}: no decisions store at {db} (give the --output of that run)")
     store = DecisionStore(db)
     try:
+        if options.run_id == "last":
+            unfinished = store.unfinished_runs(pipeline.spec.pipeline)
+            if not unfinished:
+                raise ResumeError(f"--resume last: {db} has no unfinished run of {pipeline.spec.pipeline}")
+            options.run_id = unfinished[0]
         info = store.run_info(options.run_id)
         if info is None:
             known = ", ".join(store.run_ids()[:5]) or "none"

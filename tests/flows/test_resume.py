@@ -110,7 +110,7 @@ def test_killed_twice_then_resumed_every_document_once_and_no_model_call_repeate
             if kill_after is not None:
                 run_until_killed(resume, prefect_env, db, after=kill_after)
             else:
-                result = subprocess.run([*resume[:-3], "--json", "--resume", run_id], cwd=ROOT, env=prefect_env,
+                result = subprocess.run([*resume[:-3], "--json", "--resume", "last"], cwd=ROOT, env=prefect_env,
                                         capture_output=True, text=True, timeout=600)
                 assert result.returncode == 0, result.stderr[-3000:]
                 summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -127,3 +127,30 @@ def test_killed_twice_then_resumed_every_document_once_and_no_model_call_repeate
         assert connection.execute("SELECT COUNT(DISTINCT doc_id) FROM decisions WHERE run_id = ?", (run_id,)).fetchone()[0] == N
         assert connection.execute("SELECT finished_at IS NOT NULL FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0] == 1
 
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path: Path) -> None:
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "a", "text": "Ticket doc-001: hello"}\n')
+    pipeline = pipeline_file(tmp_path, "http://127.0.0.1:1/v1", "{kind: jsonl, path: out/resumable.jsonl}")
+    base = [sys.executable, "-m", "steadyflow.cli", "run", str(pipeline), "--input", str(docs), "--output", str(tmp_path / "out")]
+
+    def refused(*args: str) -> str:
+        result = subprocess.run([*base, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        return result.stderr.strip()
+
+    assert "no decisions store at" in refused("--resume", "abc")
+    from steadyflow.audit.store import DecisionStore
+
+    store = DecisionStore(tmp_path / "out" / "decisions.sqlite")
+    store.start_run("old1", "resumable", "0.0.0", None, "not-this-pipeline")
+    store.start_run("done1", "resumable", "0.0.0", None, "x")
+    store.finish_run("done1", {})
+    store.close()
+    assert "has no such run (newest: " in refused("--resume", "abc")
+    assert "the pipeline changed since that run started" in refused("--resume", "last")  # last = old1, which another pipeline made
+    store = DecisionStore(tmp_path / "out" / "decisions.sqlite")
+    store.finish_run("old1", {})
+    store.close()
+    assert "no unfinished run of resumable" in refused("--resume", "last")
