@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -143,3 +144,28 @@ def postgres_url() -> Iterator[str]:
     finally:
         subprocess.run([script, "stop", folder], check=False, capture_output=True)
         subprocess.run(["rm", "-rf", folder], check=False)
+
+
+def triage_pipeline(path: Path, name: str, base_url: str, extra: str = "") -> Path:
+    """A one-AI-stage pipeline (category billing|technical) on an OpenAI-compatible endpoint; ``extra`` is appended YAML."""
+    path.write_text(f"""
+pipeline: {name}
+models:
+  m: {{provider: openai, base_url: "{base_url}"}}
+stages:
+  - id: triage
+    kind: ai
+    prompt: {{template: "Triage: {{{{ text }}}}"}}
+    output: {{category: {{enum: [billing, technical]}}}}
+    ladder: [{{model: m}}]
+{extra}""")
+    return path
+
+
+def stop(process: subprocess.Popen[Any], timeout_s: float = 60) -> None:
+    """Ctrl-C a long-running command (serve, worker); kill it if it does not exit in time."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()

@@ -42,6 +42,18 @@ def _load(file: Path, overrides: list[str]) -> LoadedPipeline:
     return pipeline
 
 
+def load_with_source(file: Path, overrides: list[str] | None, input: str | None) -> LoadedPipeline:
+    """Load a pipeline for running; exit 2 with every problem, or when it has no source and no --input."""
+    try:
+        pipeline = _load(file, overrides or [])
+    except SpecError as exc:
+        _fail(exc)
+    if input is None and pipeline.spec.source is None:
+        typer.echo(f"{file}: the pipeline has no source; give --input PATH", err=True)
+        raise typer.Exit(EXIT_INVALID)
+    return pipeline
+
+
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help="pipeline files")]) -> None:
     """Check pipeline files; print one line per problem (path:line:col) and exit 2 if any."""
@@ -83,13 +95,7 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object (no progress bar)")] = False,
 ) -> None:
     """Run a pipeline over documents as a Prefect flow."""
-    try:
-        pipeline = _load(file, set_ or [])
-    except SpecError as exc:
-        _fail(exc)
-    if input is None and pipeline.spec.source is None:
-        typer.echo(f"{file}: the pipeline has no source; give --input PATH", err=True)
-        raise typer.Exit(EXIT_INVALID)
+    pipeline = load_with_source(file, set_, input)
     if input is not None and not Path(input).exists() and "*" not in input:
         typer.echo(f"--input {input}: no such file or folder", err=True)
         raise typer.Exit(EXIT_INVALID)
@@ -105,11 +111,9 @@ def run(
     from steadyflow.providers.local_model import LocalModelError
 
     options = RunOptions(input=input, output=output, concurrency=concurrency, chunk_size=chunk_size, no_cache=no_cache,
-                         overrides=set_ or [], run_id=resume or "", resume=resume is not None)
-    if not options.run_id:
-        import uuid
-
-        options.run_id = uuid.uuid4().hex[:12]
+                         overrides=set_ or [])
+    if resume is not None:
+        options.run_id, options.resume = resume, True
     try:
         if options.resume:  # before anything starts; resolves --resume last
             check_resume(pipeline, options)

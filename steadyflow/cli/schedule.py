@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from steadyflow.cli import EXIT_INVALID, _fail, _load, app
-from steadyflow.spec.errors import SpecError
+from steadyflow.cli import EXIT_INVALID, app, load_with_source
 
 Cron = Annotated[str | None, typer.Option("--cron", help='cron schedule, e.g. "0 2 * * *" (02:00 every day)')]
 Interval = Annotated[float | None, typer.Option("--interval", min=1, help="run every N seconds instead of a cron schedule")]
@@ -18,13 +17,7 @@ Sets = Annotated[list[str] | None, typer.Option("--set", help="override a value:
 
 
 def _parameters(file: Path, input: str | None, output: str | None, set_: list[str] | None, cron: str | None) -> tuple[str, dict[str, object]]:
-    try:
-        pipeline = _load(file, set_ or [])
-    except SpecError as exc:
-        _fail(exc)
-    if input is None and pipeline.spec.source is None:
-        typer.echo(f"{file}: the pipeline has no source; give --input PATH", err=True)
-        raise typer.Exit(EXIT_INVALID)
+    pipeline = load_with_source(file, set_, input)
     from steadyflow.flows.settings import prefect_defaults
 
     prefect_defaults()

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import itertools
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,7 @@ class RunOptions:
     concurrency: int | None = None
     chunk_size: int | None = None
     no_cache: bool = False
-    run_id: str = ""
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     resume: bool = False
     """Continue ``run_id``: skip its completed documents, cut file sinks back to its last marks."""
     overrides: list[str] = field(default_factory=list)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 from prefect import Flow, flow
@@ -50,7 +49,6 @@ def _task_runner(pipeline: LoadedPipeline) -> Any:
 def build_flow(pipeline: LoadedPipeline, options: RunOptions) -> Flow[[], Any]:
     """Compile ``pipeline`` into a Prefect flow that returns a :class:`RunSummary`."""
     spec = pipeline.spec
-    options.run_id = options.run_id or uuid.uuid4().hex[:12]
     runner = _task_runner(pipeline)
     extra: dict[str, Any] = {"task_runner": runner} if runner is not None else {}
 
@@ -75,19 +73,21 @@ async def _process(pipeline: LoadedPipeline, options: RunOptions, base_urls: dic
     summary.notes.extend(local.notes)
     budget = open_budget(pipeline, store, options.run_id)
     cache = open_cache(pipeline, options)
-    engine = Engine.create(pipeline, options.run_id, concurrency, base_urls, local.model_ids, budget, cache)
+    engine: Engine | None = None  # with Dask, each worker builds its own per chunk (flows/tasks.py)
     if spec.run.task_runner == "dask":
         run_stage = _remote_runner(pipeline, options, concurrency, base_urls, local.model_ids, budget, cache, summary)
     else:
+        engine = Engine.create(pipeline, options.run_id, concurrency, base_urls, local.model_ids, budget, cache)
         run_stage = _local_runner(engine)
     try:
         await run_batch(pipeline, options, store, summary, run_stage)
     finally:
-        await engine.aclose()
+        if engine is not None:
+            await engine.aclose()
+            summary.breakers_opened = {name: c.breaker.opened for name, c in engine.clients.items() if c.breaker.opened}
         if cache is not None:
             cache.close()
         summary.budget_skipped = budget.skipped
-        summary.breakers_opened = {name: c.breaker.opened for name, c in engine.clients.items() if c.breaker.opened}
         summary.duration_s = time.perf_counter() - started
         store.finish_run(options.run_id, summary.as_json())
     try:

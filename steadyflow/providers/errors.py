@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 
+import aiohttp
 import openai
 from pydantic import ValidationError
 
@@ -66,8 +67,6 @@ def _dropped_connection(exc: BaseException) -> bool:
     The aiohttp transport (httpx-aiohttp) reports every aiohttp connection error as
     httpx.ConnectTimeout; the original error is further down the exception's causes.
     """
-    import aiohttp
-
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from steadyflow.chaos.server import ChaosServer
-from tests.conftest import ROOT
+from tests.conftest import ROOT, triage_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -23,18 +23,7 @@ def _run(env: dict[str, str], pipeline: Path, docs: Path, out: Path, *flags: str
 
 
 def test_progress_bar_quiet_and_json(prefect_env: dict[str, str], chaos: ChaosServer, tmp_path: Path) -> None:
-    pipeline = tmp_path / "p.yaml"
-    pipeline.write_text(f"""
-pipeline: progress
-models:
-  m: {{provider: openai, base_url: "{chaos.base_url}"}}
-stages:
-  - id: triage
-    kind: ai
-    prompt: {{template: "Triage: {{{{ text }}}}"}}
-    output: {{category: {{enum: [billing, technical]}}}}
-    ladder: [{{model: m}}]
-""")
+    pipeline = triage_pipeline(tmp_path / "p.yaml", "progress", chaos.base_url)
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"id": i, "text": f"ticket {i}"}) + "\n" for i in range(100)) + "{broken\n")
     shown = _run(prefect_env, pipeline, docs, tmp_path / "a")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -12,24 +11,13 @@ from pathlib import Path
 import pytest
 
 from steadyflow.chaos.server import ChaosConfig, ChaosServer
-from tests.conftest import BIN, ROOT
+from tests.conftest import BIN, ROOT, stop, triage_pipeline
 
 pytestmark = pytest.mark.slow
 
 
 def _pipeline(folder: Path, name: str, base_url: str) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(f"""
-pipeline: {name}
-models:
-  m: {{provider: openai, base_url: "{base_url}"}}
-stages:
-  - id: triage
-    kind: ai
-    prompt: {{template: "Triage: {{{{ text }}}}"}}
-    output: {{category: {{enum: [billing, technical]}}}}
-    ladder: [{{model: m}}]
-""")
+    path = triage_pipeline(folder / f"{name}.yaml", name, base_url)
     docs = folder / "docs"
     docs.mkdir(exist_ok=True)
     for i in range(6):
@@ -39,7 +27,7 @@ stages:
 
 def _api(env: dict[str, str], code: str) -> object:
     """Ask the Prefect API from a fresh interpreter (the test process is not configured for that server)."""
-    script = "import asyncio, json\nfrom prefect.client.orchestration import get_client\n" + code
+    script = "import asyncio, json\nfrom prefect.client.orchestration import get_client\nfrom prefect.exceptions import ObjectNotFound\n" + code
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -51,7 +39,7 @@ async def main():
     async with get_client() as client:
         try:
             d = await client.read_deployment_by_name("steadyflow/{name}")
-        except Exception:
+        except ObjectNotFound:
             print(json.dumps(None)); return
         print(json.dumps({{"id": str(d.id), "pool": d.work_pool_name, "entrypoint": d.entrypoint,
                           "crons": [getattr(s.schedule, "cron", None) for s in d.schedules], "parameters": d.parameters}}))
@@ -93,7 +81,7 @@ def test_serve_registers_the_cron_schedule_and_runs_the_pipeline(prefect_env: di
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "steadyflow.cli", "serve", str(pipeline), "--cron", "0 3 * * *",
            "--input", str(tmp_path / "docs"), "--output", str(out)]
-    serving = subprocess.Popen(cmd, cwd=tmp_path, env=prefect_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    serving = subprocess.Popen(cmd, cwd=tmp_path, env=prefect_env, stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT)
     try:
         deployment = _deployment(prefect_env, "served")
         assert deployment["crons"] == ["0 3 * * *"]
@@ -101,11 +89,7 @@ def test_serve_registers_the_cron_schedule_and_runs_the_pipeline(prefect_env: di
         assert deployment["parameters"]["pipeline_file"] == str(pipeline.resolve())
         assert _run_and_wait(prefect_env, deployment["id"]) == "COMPLETED"
     finally:
-        serving.send_signal(signal.SIGINT)
-        try:
-            serving.wait(60)
-        except subprocess.TimeoutExpired:
-            serving.kill()
+        stop(serving)
         server.stop()
     rows = _rows(out, "served")
     assert sorted(r["id"] for r in rows) == [f"t{i}.txt" for i in range(6)]
@@ -123,15 +107,11 @@ def test_deploy_to_a_work_pool_runs_on_a_process_worker(prefect_env: dict[str, s
     deployment = _deployment(prefect_env, "deployed", timeout_s=10)
     assert deployment["pool"] == "batch-pool" and deployment["crons"] == ["30 1 * * 1-5"]
     worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "batch-pool"], cwd=tmp_path, env=prefect_env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                              stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT)
     try:
         assert _run_and_wait(prefect_env, deployment["id"]) == "COMPLETED"
     finally:
-        worker.send_signal(signal.SIGINT)
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop(worker)
         server.stop()
     rows = _rows(out, "deployed")
     assert sorted(r["id"] for r in rows) == [f"t{i}.txt" for i in range(6)]
