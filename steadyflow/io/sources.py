@@ -68,7 +68,6 @@ def html_text(markup: str) -> tuple[str, str]:
 
 def _from_pdf(doc_id: str, raw: bytes, source: str) -> Document:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(io.BytesIO(raw))
@@ -77,7 +76,7 @@ def _from_pdf(doc_id: str, raw: bytes, source: str) -> Document:
         if len(reader.pages) > PDF_MAX_PAGES:
             return Document(doc_id, "", source, load_error=f"PDF has {len(reader.pages)} pages > {PDF_MAX_PAGES}")
         text = "\n".join(page.extract_text() or "" for page in reader.pages)
-    except (PdfReadError, Exception) as exc:
+    except Exception as exc:
         # pypdf raises a zoo of types on damaged or hostile files (KeyError, zlib.error, struct.error...);
         # every one means "cannot read this document": it is quarantined with the type, never a crashed batch
         return Document(doc_id, "", source, load_error=f"unreadable PDF: {type(exc).__name__}")
