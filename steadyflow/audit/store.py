@@ -1,11 +1,23 @@
-"""SQLite store of runs and decision records (one file per output folder)."""
+"""SQLite store of runs and decision records (one file per output folder).
+
+Documents are known here only by a *key*: an HMAC of the document's id under a
+secret salt kept in this store. Ids are often file names or fields of the
+document (an e-mail address, a customer name), and nothing of a document may be
+kept in records; the key still lets a run find its own documents again (resume),
+and lets a person who knows an id find its records (``key(doc_id)``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 import sqlite3
 import time
-from collections.abc import Iterable
+import urllib.parse
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +81,24 @@ CREATE TABLE IF NOT EXISTS sink_marks (
     mark INTEGER NOT NULL,
     PRIMARY KEY (run_id, sink)
 );
+CREATE TABLE IF NOT EXISTS sink_files (
+    path TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+_TABLES = {"runs", "decisions", "completed", "superseded", "sink_marks"}
+
+
+class StoreError(Exception):
+    """A decisions store cannot be opened or written (one line, no traceback)."""
+
+
+Mark = tuple[int, str]
+"""A file sink's durable length and the SHA-256 of its bytes up to there."""
 
 
 _COLUMNS = (
@@ -81,12 +110,34 @@ _COLUMNS = (
 class DecisionStore:
     """Append-only store of decision records; safe to share within one process."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        """Open (or create) the store at ``path``; ``readonly`` opens an existing store without writing anything."""
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            if readonly:
+                self._db = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, check_same_thread=False)
+                self._check_is_store()
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+                self._db.execute("PRAGMA busy_timeout=5000")
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._migrate()
+            self._salt = self._load_salt(create=not readonly)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: cannot open the decisions store: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot open the decisions store: {exc.strerror}") from None
+
+    def _check_is_store(self) -> None:
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables >= _TABLES:
+            raise StoreError(f"{self.path}: not a steadyflow decisions store (a run's output folder has decisions.sqlite)")
+
+    def _migrate(self) -> None:
+        had_records = self._db.execute("SELECT name FROM sqlite_master WHERE name = 'decisions'").fetchone() is not None
+        had_meta = self._db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone() is not None
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
         # stores written by earlier versions lack the newer columns
@@ -96,6 +147,35 @@ class DecisionStore:
             self._db.execute("ALTER TABLE decisions ADD COLUMN route TEXT")
         if "spec_hash" not in {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}:
             self._db.execute("ALTER TABLE runs ADD COLUMN spec_hash TEXT")
+        if "digest" not in {row[1] for row in self._db.execute("PRAGMA table_info(sink_marks)")}:
+            self._db.execute("ALTER TABLE sink_marks ADD COLUMN digest TEXT")
+        if had_records and not had_meta:
+            # a store from before document keys holds plain ids: keep using them, so its runs can still be resumed
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('salt', '')")
+
+    def _load_salt(self, *, create: bool) -> bytes:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone() if self._has_meta() else None
+        if row is None and create:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (secrets.token_hex(16),))
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()
+        return bytes.fromhex(row[0]) if row else b""
+
+    def _has_meta(self) -> bool:
+        return self._db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone() is not None
+
+    def key(self, doc_id: str) -> str:
+        """How this store names the document ``doc_id``: an HMAC under its salt (the id itself in stores that predate keys)."""
+        if not self._salt:
+            return doc_id
+        return hmac.new(self._salt, doc_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:24]
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Turn SQLite's write failures (disk full, read-only folder) into one-line :class:`StoreError`."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path}: cannot write the decisions store: {exc}") from None
 
     def start_run(self, run_id: str, pipeline: str, version: str, flow_run_id: str | None, spec_hash: str = "") -> None:
         """Register a run before any of its records (a resumed run keeps its start time)."""
@@ -114,12 +194,22 @@ class DecisionStore:
         finally:
             self._db.row_factory = None
 
-    def complete(self, run_id: str, docs: list[tuple[str, bool]], marks: dict[str, int]) -> None:
+    def complete(self, run_id: str, docs: list[tuple[str, bool]], marks: dict[str, Mark]) -> None:
         """Record finished documents (id, quarantined) and the sink marks that cover them, atomically."""
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO completed VALUES (?,?,?)", [(run_id, d, int(q)) for d, q in docs])
-            self._db.executemany("INSERT OR REPLACE INTO sink_marks VALUES (?,?,?)", [(run_id, k, v) for k, v in marks.items()])
+            self._db.executemany("INSERT OR IGNORE INTO completed VALUES (?,?,?)", [(run_id, self.key(d), int(q)) for d, q in docs])
+            self._db.executemany("INSERT OR REPLACE INTO sink_marks (run_id, sink, mark, digest) VALUES (?,?,?,?)",
+                                 [(run_id, k, length, digest) for k, (length, digest) in marks.items()])
+
+    def claim_sink(self, path: Path, run_id: str) -> None:
+        """Record that ``run_id`` now writes the file sink at ``path``."""
+        self._db.execute("INSERT OR REPLACE INTO sink_files VALUES (?,?)", (str(path.resolve()), run_id))
+
+    def sink_owner(self, path: Path) -> str | None:
+        """The run that last wrote the file sink at ``path``, if a run of this store did."""
+        row = self._db.execute("SELECT run_id FROM sink_files WHERE path = ?", (str(path.resolve()),)).fetchone()
+        return str(row[0]) if row else None
 
     def supersede_unfinished(self, run_id: str) -> tuple[float, int]:
         """Before a resume: set aside the records of documents that were not completed.
@@ -145,12 +235,13 @@ class DecisionStore:
         return float(row[0]), int(row[1])
 
     def completed_ids(self, run_id: str) -> set[str]:
-        """Documents a run has finished (written to a sink or quarantine)."""
+        """Keys (see :meth:`key`) of the documents a run has finished (written to a sink or quarantine)."""
         return {row[0] for row in self._db.execute("SELECT doc_id FROM completed WHERE run_id = ?", (run_id,))}
 
-    def marks(self, run_id: str) -> dict[str, int]:
-        """The last recorded sink marks of a run."""
-        return dict(self._db.execute("SELECT sink, mark FROM sink_marks WHERE run_id = ?", (run_id,)).fetchall())
+    def marks(self, run_id: str) -> dict[str, Mark]:
+        """The last recorded sink marks of a run (the digest is '' in stores that predate digests)."""
+        rows = self._db.execute("SELECT sink, mark, digest FROM sink_marks WHERE run_id = ?", (run_id,)).fetchall()
+        return {sink: (int(mark), digest or "") for sink, mark, digest in rows}
 
     def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
         """Store the run's summary."""
@@ -162,7 +253,7 @@ class DecisionStore:
         """Write records in one transaction."""
         rows = [
             (
-                r.run_id, r.doc_id, r.stage_id, r.pipeline, r.pipeline_version, r.input_hash, r.prompt_version,
+                r.run_id, self.key(r.doc_id), r.stage_id, r.pipeline, r.pipeline_version, r.input_hash, r.prompt_version,
                 r.status, r.rung, r.rung_label, r.model, json.dumps(r.parameters), int(r.review), r.reason,
                 json.dumps(r.attempts_json()), len(r.attempts), r.tokens_in, r.tokens_out, r.cost_usd,
                 r.latency_ms, time.time(), json.dumps(r.verdicts_json()), json.dumps(r.route) if r.route else None,

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 
+from steadyflow.audit.store import StoreError
 from steadyflow.spec.errors import SpecError
 
 if TYPE_CHECKING:
     from steadyflow.spec.loader import LoadedPipeline
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Declarative AI pipelines that keep working when the model does not.")
+# no rich tracebacks: they print local variables, and a local variable can hold a document (see main())
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Declarative AI pipelines that keep working when the model does not.")
 
 EXIT_INVALID = 2
 
@@ -29,14 +34,17 @@ def _fail(problems: SpecError) -> None:
     raise typer.Exit(EXIT_INVALID)
 
 
-def _load(file: Path, overrides: list[str]) -> LoadedPipeline:
-    """Load a pipeline and check the plugin checks it names; raises SpecError with every problem."""
+def _load(file: Path, overrides: list[str], *, import_code: bool = True) -> LoadedPipeline:
+    """Load a pipeline and check the plugin checks it names; raises SpecError with every problem.
+
+    ``import_code=False`` imports none of the pipeline's code (plugins, output_model): plugin checks go unverified.
+    """
     from steadyflow.spec.loader import load_pipeline
     from steadyflow.stages.routing import route_problems
     from steadyflow.validators.plugins import plugin_problems
 
-    pipeline = load_pipeline(file, overrides)
-    problems = plugin_problems(pipeline) + route_problems(pipeline)
+    pipeline = load_pipeline(file, overrides, import_code=import_code)
+    problems = plugin_problems(pipeline, import_plugins=import_code) + route_problems(pipeline)
     if problems:
         raise SpecError(problems)
     return pipeline
@@ -55,18 +63,36 @@ def load_with_source(file: Path, overrides: list[str] | None, input: str | None)
 
 
 @app.command()
-def validate(files: Annotated[list[Path], typer.Argument(help="pipeline files")]) -> None:
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="pipeline files")],
+    plugins: Annotated[bool | None, typer.Option(
+        "--plugins/--no-plugins",
+        help="import the pipeline's plugin modules and output_model classes to check them (they are code and run). "
+             "Default: --plugins, or --no-plugins when the CI environment variable is set; an explicit option wins.",
+        show_default=False,
+    )] = None,
+) -> None:
     """Check pipeline files; print one line per problem (path:line:col) and exit 2 if any."""
-    failed = False
+    import os
+
+    from steadyflow.validators.plugins import names_code
+
+    import_code = plugins if plugins is not None else not os.environ.get("CI")
+    failed = unverified = False
     for file in files:
         try:
-            _load(file, [])
+            pipeline = _load(file, [], import_code=import_code)
         except SpecError as exc:
             failed = True
             for problem in exc.problems:
                 typer.echo(str(problem), err=True)
         else:
+            unverified = unverified or (not import_code and names_code(pipeline))
             typer.echo(f"{file}: ok")
+    if unverified:
+        reason = "--no-plugins" if plugins is not None else "CI is set"
+        typer.echo(f"note: plugin checks and output_model classes were not imported or verified ({reason}; --plugins imports them)",
+                   err=True)
     if failed:
         raise typer.Exit(EXIT_INVALID)
 
@@ -91,6 +117,9 @@ def run(
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="RUN_ID", help="continue a stopped run ('last': the newest unfinished one); skip its completed documents"
     )] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="replace sink files of an unfinished run, or not written by any run in the output folder"
+    )] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar, only the summary")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object (no progress bar)")] = False,
 ) -> None:
@@ -105,19 +134,21 @@ def run(
 
     prefect_defaults()
     from steadyflow.cli.progress import BarProgress
-    from steadyflow.flows.batch import ResumeError, check_resume
+    from steadyflow.flows.batch import ResumeError, check_outputs, check_resume
     from steadyflow.flows.compiler import RunOptions, run_pipeline
+    from steadyflow.io.lock import LockedError
     from steadyflow.io.sinks import SinkError
     from steadyflow.providers.local_model import LocalModelError
 
     options = RunOptions(input=input, output=output, concurrency=concurrency, chunk_size=chunk_size, no_cache=no_cache,
-                         overrides=set_ or [])
+                         overrides=set_ or [], overwrite=overwrite)
     if resume is not None:
         options.run_id, options.resume = resume, True
     try:
         if options.resume:  # before anything starts; resolves --resume last
             check_resume(pipeline, options)
-    except ResumeError as exc:
+        check_outputs(pipeline, options)  # a busy folder or a sink of another run is told at once, not after start-up
+    except (ResumeError, LockedError, SinkError) as exc:
         typer.echo(f"{file}: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
     bar = None if quiet or as_json else BarProgress(options.run_id)
@@ -126,11 +157,15 @@ def run(
     options.progress = bar
     try:
         summary = run_pipeline(pipeline, options)
-    except (ResumeError, SinkError) as exc:
+    except (ResumeError, SinkError, LockedError) as exc:
         typer.echo(f"{file}: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
     except LocalModelError as exc:
         typer.echo(f"{file}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except (OSError, StoreError) as exc:  # disk full, read-only folder: what was marked completed is safe
+        typer.echo(f"{file}: {operational_message(exc)}; completed documents are kept: fix it, then "
+                   f"steadyflow run {file} --resume {options.run_id}", err=True)
         raise typer.Exit(1) from None
     finally:
         if bar is not None:
@@ -182,7 +217,11 @@ def report(
     if not db.is_file():
         typer.echo(f"--db {db}: no such file (a run prints where its decisions.sqlite is)", err=True)
         raise typer.Exit(EXIT_INVALID)
-    store = DecisionStore(db)
+    try:
+        store = DecisionStore(db, readonly=True)  # a report never writes, whatever database it is given
+    except StoreError as exc:
+        typer.echo(f"--db {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
     known = store.run_ids()
     run_id = run_id or (known[0] if known else None)
     if run_id not in known:
@@ -209,8 +248,40 @@ def report(
                    "(their documents ran again after --resume; not in the lines above)")
 
 
+def operational_message(exc: BaseException) -> str:
+    """One line for an error of the machine, not of the pipeline: what failed and where, never a document."""
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"cannot write: {where}{exc.strerror or type(exc).__name__}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def main() -> None:
-    """Entry point of the ``steadyflow`` script."""
+    """Entry point of the ``steadyflow`` script: one line per error, never a traceback.
+
+    A traceback prints frames, and frames can hold document text (in messages or, with
+    rich tracebacks, local variables): so an unexpected error is reported by its type and
+    the place it happened only.
+    """
     from steadyflow.cli import schedule, tools  # noqa: F401  # register their commands
 
-    app()
+    try:
+        code = app(standalone_mode=False)  # click returns a command's exit code here instead of exiting
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        typer.echo("steadyflow: interrupted", err=True)
+        sys.exit(130)
+    except (OSError, StoreError) as exc:
+        typer.echo(f"steadyflow: {operational_message(exc)}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        place = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+        typer.echo(f"steadyflow: internal error: {type(exc).__name__}{place} (please report it; no details are printed "
+                   "because they could contain document text)", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

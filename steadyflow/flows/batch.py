@@ -24,11 +24,13 @@ from typing import Protocol
 from steadyflow.audit.records import DecisionRecord
 from steadyflow.audit.store import DecisionStore
 from steadyflow.flows.summary import RunSummary
-from steadyflow.io.sinks import SqlRows, open_sinks, output_row, quarantine_row
+from steadyflow.io.lock import probe
+from steadyflow.io.outputs import STORE_NAME, check_file_sinks, open_sinks, output_folder, sink_spec
+from steadyflow.io.sinks import SqlRows, output_row, quarantine_row
 from steadyflow.io.sources import count_documents, read_documents, source_for
 from steadyflow.providers.local_model import cache_dir
 from steadyflow.spec.loader import LoadedPipeline
-from steadyflow.spec.models import AiStage, FileSink
+from steadyflow.spec.models import AiStage
 from steadyflow.spec.resilience import CacheRung
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import OutputCache
@@ -61,6 +63,8 @@ class RunOptions:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     resume: bool = False
     """Continue ``run_id``: skip its completed documents, cut file sinks back to its last marks."""
+    overwrite: bool = False
+    """Replace sink files that belong to an unfinished run or to no run recorded in the folder."""
     overrides: list[str] = field(default_factory=list)
     """The ``--set`` values the pipeline was loaded with (Dask workers load it again)."""
     progress: Progress | None = None
@@ -76,13 +80,8 @@ def spec_hash(pipeline: LoadedPipeline) -> str:
 
 
 def folder_of(pipeline: LoadedPipeline, options: RunOptions) -> Path:
-    """The folder of outputs, quarantine and decisions.sqlite."""
-    sink = pipeline.spec.sink
-    if options.output:
-        return Path(options.output)
-    if isinstance(sink, FileSink):
-        return (pipeline.base_dir / sink.path).parent
-    return Path("out")
+    """The folder of outputs, quarantine and decisions.sqlite (see :func:`steadyflow.io.outputs.output_folder`)."""
+    return output_folder(pipeline.spec, pipeline.base_dir, options.output)
 
 
 def check_resume(pipeline: LoadedPipeline, options: RunOptions) -> None:
@@ -90,7 +89,7 @@ def check_resume(pipeline: LoadedPipeline, options: RunOptions) -> None:
 
     ``--resume last`` means the newest run of this pipeline in the store that never finished.
     """
-    db = folder_of(pipeline, options) / "decisions.sqlite"
+    db = folder_of(pipeline, options) / STORE_NAME
     if not db.is_file():
         raise ResumeError(f"--resume {options.run_id}: no decisions store at {db} (give the --output of that run)")
     store = DecisionStore(db)
@@ -111,6 +110,13 @@ def check_resume(pipeline: LoadedPipeline, options: RunOptions) -> None:
         store.close()
 
 
+def check_outputs(pipeline: LoadedPipeline, options: RunOptions) -> None:
+    """Raise ``SinkError`` or ``LockedError`` now if the run would be refused its output folder or sinks."""
+    folder = folder_of(pipeline, options)
+    probe(folder)
+    check_file_sinks(sink_spec(pipeline.spec), folder, pipeline.base_dir, options.run_id, options.resume, options.overwrite)
+
+
 def _documents(pipeline: LoadedPipeline, options: RunOptions) -> tuple[Iterator[Document], Callable[[], int]]:
     """The source's documents, and a function counting them (for progress)."""
     if options.input:
@@ -122,9 +128,9 @@ def _documents(pipeline: LoadedPipeline, options: RunOptions) -> tuple[Iterator[
     return read_documents(spec, base), lambda: count_documents(spec, base)
 
 
-def _not_done(docs: Iterator[Document], done: set[str], summary: RunSummary) -> Iterator[Document]:
+def _not_done(docs: Iterator[Document], done: set[str], store: DecisionStore, summary: RunSummary) -> Iterator[Document]:
     for doc in docs:
-        if doc.id in done:
+        if store.key(doc.id) in done:
             summary.resumed += 1
             continue
         yield doc
@@ -167,15 +173,17 @@ async def run_batch(
     chunk_size = options.chunk_size or spec.run.chunk_size
     folder = folder_of(pipeline, options)
     done = store.completed_ids(options.run_id) if options.resume else set()
-    sink_spec = spec.sink or FileSink(kind="jsonl", path=f"{spec.pipeline}.jsonl")
     marks = store.marks(options.run_id) if options.resume else None
-    sink, quarantine, summary.output_path, summary.quarantine_path = open_sinks(sink_spec, folder, pipeline.base_dir, options.run_id, marks)
+    sinks = open_sinks(sink_spec(spec), folder, pipeline.base_dir, options.run_id, store, marks, options.overwrite)
+    # registered only once its sinks are claimed: a run refused at the door is not left "unfinished"
+    store.start_run(options.run_id, spec.pipeline, spec.version, summary.flow_run_id, spec_hash(pipeline))
+    sink, quarantine, summary.output_path, summary.quarantine_path = sinks.outputs, sinks.quarantine, sinks.output_path, sinks.quarantine_path
     if options.resume:
         for rows, quarantined in ((sink, False), (quarantine, True)):  # in a SQL table but not yet marked: completed
             if isinstance(rows, SqlRows):
-                written = rows.written_ids() - done
+                written = [doc_id for doc_id in rows.written_ids() if store.key(doc_id) not in done]
                 store.complete(options.run_id, [(doc_id, quarantined) for doc_id in written], {})
-                done |= written
+                done |= {store.key(doc_id) for doc_id in written}
         summary.interrupted_usd = store.supersede_unfinished(options.run_id)[0]
     docs, count = _documents(pipeline, options)
     if options.progress is not None:
@@ -207,7 +215,7 @@ async def run_batch(
             failed.append(task.exception())  # type: ignore[arg-type]
 
     try:
-        for index, chunk in enumerate(_chunks(_not_done(docs, done, summary), chunk_size)):
+        for index, chunk in enumerate(_chunks(_not_done(docs, done, store, summary), chunk_size)):
             await slots.acquire()  # read no further ahead than the chunks in flight
             if failed:
                 break
@@ -220,5 +228,4 @@ async def run_batch(
     finally:
         for still in list(pending):
             still.cancel()
-        sink.close()
-        quarantine.close()
+        sinks.close()

@@ -16,13 +16,26 @@ from typing import Any
 
 from prefect import Flow, flow
 from prefect.runtime import flow_run
+from prefect.states import Failed
 
 from steadyflow.audit.records import DecisionRecord
-from steadyflow.audit.store import DecisionStore
+from steadyflow.audit.store import DecisionStore, StoreError
 from steadyflow.flows.artifact import publish_summary
-from steadyflow.flows.batch import RunOptions, StageRunner, check_resume, folder_of, open_budget, open_cache, run_batch, spec_hash
+from steadyflow.flows.batch import (
+    ResumeError,
+    RunOptions,
+    StageRunner,
+    check_resume,
+    folder_of,
+    open_budget,
+    open_cache,
+    run_batch,
+)
 from steadyflow.flows.summary import RunSummary
 from steadyflow.flows.tasks import RemoteJob, quoted, remote_stage_task, stage_task
+from steadyflow.io.lock import LockedError, folder_lock
+from steadyflow.io.outputs import STORE_NAME
+from steadyflow.io.sinks import SinkError
 from steadyflow.providers.local_server import LocalEndpoints
 from steadyflow.spec.loader import LoadedPipeline
 from steadyflow.stages.budget import Budget
@@ -30,7 +43,7 @@ from steadyflow.stages.cache import OutputCache
 from steadyflow.stages.document import Document
 from steadyflow.stages.engine import Engine
 
-__all__ = ["RunOptions", "build_flow", "run_pipeline"]
+__all__ = ["OPERATIONAL", "RunOptions", "build_flow", "execute", "run_pipeline"]
 
 
 def _task_runner(pipeline: LoadedPipeline) -> Any:
@@ -46,30 +59,76 @@ def _task_runner(pipeline: LoadedPipeline) -> Any:
                                           "dashboard_address": None})
 
 
-def build_flow(pipeline: LoadedPipeline, options: RunOptions) -> Flow[[], Any]:
-    """Compile ``pipeline`` into a Prefect flow that returns a :class:`RunSummary`."""
+OPERATIONAL = (OSError, StoreError, SinkError, LockedError, ResumeError)
+"""Failures of the machine or of the folder, not of a document: the run stops with one line, resumable."""
+
+
+def build_flow(pipeline: LoadedPipeline, options: RunOptions, failures: list[BaseException] | None = None) -> Flow[[], Any]:
+    """Compile ``pipeline`` into a Prefect flow that returns a :class:`RunSummary`.
+
+    An operational failure (disk full, a folder held by another run...) ends the flow run
+    in a Failed state with a one-line message instead of a logged traceback; the exception
+    itself is appended to ``failures`` so the caller can report it (see :func:`execute`).
+    """
     spec = pipeline.spec
     runner = _task_runner(pipeline)
     extra: dict[str, Any] = {"task_runner": runner} if runner is not None else {}
 
     @flow(name=spec.pipeline, flow_run_name=f"{spec.pipeline}-{options.run_id}", persist_result=False, log_prints=False, **extra)
-    async def pipeline_flow() -> RunSummary:
+    async def pipeline_flow() -> Any:
         # local model servers live exactly as long as this flow run (see providers/local_server.py)
         local = LocalEndpoints(spec.models)
-        with local as base_urls:
-            return await _process(pipeline, options, base_urls, local)
+        try:
+            with local as base_urls:
+                return await _process(pipeline, options, base_urls, local)
+        except OPERATIONAL as exc:
+            if failures is None:
+                raise
+            failures.append(exc)
+            return Failed(message=_one_line(exc))
 
     return pipeline_flow
 
 
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"cannot write {exc.filename}: {exc.strerror}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+async def execute(pipeline: LoadedPipeline, options: RunOptions) -> RunSummary:
+    """Run the pipeline's flow (in the caller's event loop; a subflow inside a running flow).
+
+    Raises the operational failure that stopped it, as its own type, without Prefect
+    printing a traceback; any other failure propagates as Prefect raises it.
+    """
+    failures: list[BaseException] = []
+    state = await build_flow(pipeline, options, failures)(return_state=True)
+    if failures:
+        raise failures[0]
+    summary: RunSummary = await state.result()  # raises what the flow raised
+    return summary
+
+
 async def _process(pipeline: LoadedPipeline, options: RunOptions, base_urls: dict[str, str], local: LocalEndpoints) -> RunSummary:
+    # one run at a time per output folder: its store, quarantine and sinks (released however the run ends)
+    folder = folder_of(pipeline, options)
+    with folder_lock(folder).acquire(options.run_id):
+        store = DecisionStore(folder / STORE_NAME)
+        try:
+            with store.writing():
+                return await _process_locked(pipeline, options, base_urls, local, store)
+        finally:
+            store.close()
+
+
+async def _process_locked(
+    pipeline: LoadedPipeline, options: RunOptions, base_urls: dict[str, str], local: LocalEndpoints, store: DecisionStore
+) -> RunSummary:
     started = time.perf_counter()
     spec = pipeline.spec
     concurrency = options.concurrency or spec.run.concurrency
-    db_path = folder_of(pipeline, options) / "decisions.sqlite"
-    summary = RunSummary(run_id=options.run_id, pipeline=spec.pipeline, flow_run_id=flow_run.get_id(), decisions_path=str(db_path))
-    store = DecisionStore(db_path)
-    store.start_run(options.run_id, spec.pipeline, spec.version, summary.flow_run_id, spec_hash(pipeline))
+    summary = RunSummary(run_id=options.run_id, pipeline=spec.pipeline, flow_run_id=flow_run.get_id(), decisions_path=str(store.path))
     summary.notes.extend(local.notes)
     budget = open_budget(pipeline, store, options.run_id)
     cache = open_cache(pipeline, options)
@@ -89,11 +148,8 @@ async def _process(pipeline: LoadedPipeline, options: RunOptions, base_urls: dic
             cache.close()
         summary.budget_skipped = budget.skipped
         summary.duration_s = time.perf_counter() - started
-        store.finish_run(options.run_id, summary.as_json())
-    try:
-        await publish_summary(summary, store.overview(options.run_id))
-    finally:
-        store.close()
+    store.finish_run(options.run_id, summary.as_json())  # only a run that got here is finished: others can be resumed
+    await publish_summary(summary, store.overview(options.run_id))
     return summary
 
 
@@ -127,9 +183,9 @@ def run_pipeline(pipeline: LoadedPipeline, options: RunOptions) -> RunSummary:
     """Compile and run ``pipeline`` against Prefect's ephemeral API or ``PREFECT_API_URL``.
 
     Raises :class:`~steadyflow.flows.batch.ResumeError` before anything runs when
-    ``options.resume`` names a run that cannot be continued.
+    ``options.resume`` names a run that cannot be continued, and the exceptions of
+    :data:`OPERATIONAL` when the run stops on one (one line each; the run can be resumed).
     """
     if options.resume:
         check_resume(pipeline, options)
-    summary: RunSummary = asyncio.run(build_flow(pipeline, options)())  # type: ignore[arg-type]  # async flow returns a coroutine
-    return summary
+    return asyncio.run(execute(pipeline, options))

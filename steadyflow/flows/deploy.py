@@ -14,10 +14,11 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Failed
 from prefect.types.entrypoint import EntrypointType
 
 from steadyflow.flows.batch import RunOptions
-from steadyflow.flows.compiler import build_flow
+from steadyflow.flows.compiler import OPERATIONAL, execute
 from steadyflow.spec.loader import load_pipeline
 
 
@@ -30,11 +31,14 @@ def _run_name() -> str:
 async def pipeline_run(
     pipeline_file: str, input: str | None = None, output: str | None = None, overrides: list[str] | None = None,
     concurrency: int | None = None, no_cache: bool = False,
-) -> dict[str, Any]:
+) -> Any:
     """Run a pipeline file once (the pipeline itself runs as a subflow named after it); returns its summary."""
     pipeline = load_pipeline(pipeline_file, overrides or [])
     options = RunOptions(input=input, output=output, concurrency=concurrency, no_cache=no_cache, overrides=overrides or [])
-    summary = await build_flow(pipeline, options)()  # type: ignore[misc]  # async flow returns a coroutine
+    try:
+        summary = await execute(pipeline, options)
+    except OPERATIONAL as exc:  # one line in the flow run's state, not a traceback in the worker's log
+        return Failed(message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     result: dict[str, Any] = summary.as_json()
     return result
 

@@ -13,7 +13,9 @@ Every sink can be resumed exactly once after a crash (see ``flows/batch.py``):
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from steadyflow.spec.models import FileSink, SqlSink
+from steadyflow.audit.store import Mark
 from steadyflow.stages.document import Document
 
 
@@ -50,64 +52,112 @@ def _flatten(row: dict[str, Any]) -> dict[str, Any]:
 class RowSink(Protocol):
     """What the batch needs of a sink."""
 
-    def write(self, rows: list[dict[str, Any]]) -> int:
-        """Write rows durably; return the mark to record with them (0 where marks are not used)."""
+    def write(self, rows: list[dict[str, Any]]) -> Mark:
+        """Write rows durably; return the mark to record with them ((0, '') where marks are not used)."""
 
     def close(self) -> None:
         """Release the file or connection."""
 
 
-class FileRows:
-    """Appends rows to a JSONL or CSV file, durably (flush + fsync) per batch of rows."""
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
-    def __init__(self, path: Path, kind: str, resume_at: int | None = None) -> None:
+
+def _neutral(value: Any) -> Any:
+    """A CSV cell that a spreadsheet would read as a formula gets a leading quote (as trusted CSV exports do)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+class FileRows:
+    """Appends rows to a JSONL or CSV file, durably (flush + fsync) per batch of rows.
+
+    It keeps a running SHA-256 of what the file holds, recorded with each mark, so a
+    resume can prove the file is still the one this run wrote before cutting it back.
+    """
+
+    def __init__(self, path: Path, kind: str, resume_at: Mark | None = None) -> None:
         self.path, self.kind = path, kind
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._fields: list[str] | None = None
-        if resume_at is None or not path.exists():
-            self._handle: IO[bytes] = path.open("wb")
-        else:
-            self._handle = path.open("r+b")
-            self._handle.truncate(resume_at)  # drop rows written after the last recorded mark
-            self._handle.seek(resume_at)
-            if kind == "csv" and resume_at > 0:
-                with path.open(newline="", encoding="utf-8") as handle:
-                    self._fields = next(csv.reader(handle), None)
+        self._digest = hashlib.sha256()
+        self._broken: OSError | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if resume_at is None or not path.exists():
+                self._handle: IO[bytes] = path.open("wb")
+            else:
+                self._handle = path.open("r+b")
+                self._resume(*resume_at)
+        except OSError as exc:
+            raise SinkWriteError(path, exc) from None
+
+    def _resume(self, length: int, digest: str) -> None:
+        size = os.fstat(self._handle.fileno()).st_size
+        self._handle.seek(0)
+        remaining = length
+        while remaining > 0 and (block := self._handle.read(min(remaining, 1 << 20))):
+            self._digest.update(block)
+            remaining -= len(block)
+        if size < length or (digest and self._digest.hexdigest() != digest):
+            self._handle.close()
+            raise SinkError(f"{self.path} changed since this run wrote it (another run or an edit); resuming would lose "
+                            "data: start a new run, or restore the file")
+        self._handle.truncate(length)  # drop rows written after the last recorded mark
+        self._handle.seek(length)
+        if self.kind == "csv" and length > 0:
+            with self.path.open(newline="", encoding="utf-8") as handle:
+                self._fields = next(csv.reader(handle), None)
 
     def _encode(self, rows: list[dict[str, Any]]) -> bytes:
         if self.kind != "csv":
-            return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+            return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8", "surrogatepass")
         text = io.StringIO()
-        flat_rows = [_flatten(row) if "outputs" in row else row for row in rows]
+        flat_rows = [{k: _neutral(v) for k, v in (_flatten(row) if "outputs" in row else row).items()} for row in rows]
         if self._fields is None and flat_rows:
             self._fields = list(flat_rows[0])
-            csv.writer(text).writerow(self._fields)
+            csv.writer(text).writerow([_neutral(name) for name in self._fields])
         writer = csv.DictWriter(text, fieldnames=self._fields or [], extrasaction="ignore")
         writer.writerows(flat_rows)
-        return text.getvalue().encode("utf-8")
+        return text.getvalue().encode("utf-8", "surrogatepass")
 
-    def write(self, rows: list[dict[str, Any]]) -> int:
-        """Append rows and make them durable; return the file's new length."""
+    def write(self, rows: list[dict[str, Any]]) -> Mark:
+        """Append rows and make them durable; return the file's new length and digest."""
+        if self._broken is not None:  # after a failed write the tail is unknown: only a resume may continue
+            raise SinkWriteError(self.path, self._broken)
         if rows:
-            self._handle.write(self._encode(rows))
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-        return self._handle.tell()
+            data = self._encode(rows)
+            try:
+                self._handle.write(data)
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+            except OSError as exc:
+                self._broken = exc
+                raise SinkWriteError(self.path, exc) from None
+            self._digest.update(data)
+        return self._handle.tell(), self._digest.hexdigest()
 
     def close(self) -> None:
-        """Close the file."""
-        self._handle.close()
+        """Close the file (a failed flush of unmarked rows loses nothing: a resume writes them again)."""
+        with contextlib.suppress(OSError):
+            self._handle.close()
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class SinkError(Exception):
-    """A sink cannot be opened (missing environment variable, unreachable database)."""
+    """A sink cannot be opened (missing environment variable, unreachable database, owned by another run)."""
+
+
+class SinkWriteError(OSError):
+    """Writing a sink failed (disk full, read-only folder); what was marked is safe, a resume continues."""
+
+    def __init__(self, where: Path | str, exc: OSError | None = None, message: str = "") -> None:
+        super().__init__(exc.errno if exc else None, exc.strerror if exc else message, str(where))
 
 
 def expand_url(url: str, base_dir: Path) -> str:
-    """Fill ``${NAME}`` from the environment; make a relative SQLite path relative to ``base_dir``."""
+    """Fill ``${NAME}`` from the environment; make a relative SQLite path relative to ``base_dir`` (the output folder)."""
     missing = [name for name in _ENV.findall(url) if name not in os.environ]
     if missing:
         raise SinkError(f"sink url needs the environment variable {missing[0]}, which is not set")
@@ -125,13 +175,21 @@ def shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of an expanded SQLite URL (None for other databases and ``:memory:``)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == prefix + ":memory:":
+        return None
+    return Path(url[len(prefix):].split("?", 1)[0])
+
+
 class SqlRows:
     """Rows of one table in a SQL database; (run_id, doc_id) is the key, duplicates are ignored."""
 
     def __init__(self, url: str, table: str, run_id: str, quarantine: bool = False) -> None:
         import sqlalchemy as sa
 
-        self.run_id = run_id
+        self.run_id, self.shown = run_id, f"{shown_url(url)} table {table}"
         self.engine = sa.create_engine(url, pool_pre_ping=True)
         meta = sa.MetaData()
         columns: list[Any] = [
@@ -146,10 +204,28 @@ class SqlRows:
                         sa.Column("outputs", sa.JSON, nullable=False)]
         columns.append(sa.Column("written_at", sa.Float, nullable=False))
         self.table = sa.Table(table, meta, *columns)
+        self._lock: Any = None
         try:
             meta.create_all(self.engine)
+            self._lock_table(table)
         except sa.exc.OperationalError as exc:
+            self.engine.dispose()
             raise SinkError(f"cannot open sink {shown_url(url)}: {str(exc.orig).strip().splitlines()[0]}") from None
+
+    def _lock_table(self, table: str) -> None:
+        """On PostgreSQL, one run at a time per table: a session advisory lock, released when the run's connection ends."""
+        if self.engine.dialect.name != "postgresql":
+            return  # a SQLite file is locked like a folder (see open_sinks)
+        import sqlalchemy as sa
+
+        key = int.from_bytes(hashlib.sha256(f"steadyflow:{table}".encode()).digest()[:8], "big", signed=True)
+        connection = self.engine.connect()
+        if not connection.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+            connection.close()
+            self.engine.dispose()
+            raise SinkError(f"{self.shown} is in use by another run; wait for it to finish")
+        connection.commit()
+        self._lock = connection
 
     def _insert(self, values: list[dict[str, Any]]) -> Any:
         dialect = self.engine.dialect.name
@@ -161,15 +237,20 @@ class SqlRows:
 
         return sqlite_insert(self.table).values(values).on_conflict_do_nothing()
 
-    def write(self, rows: list[dict[str, Any]]) -> int:
+    def write(self, rows: list[dict[str, Any]]) -> Mark:
         """Insert rows in one transaction; a row this run already wrote is left as it is."""
+        import sqlalchemy as sa
+
         if rows:
             now = time.time()
             values = [{"run_id": self.run_id, "doc_id": row["id"], "written_at": now,
                        **{k: v for k, v in row.items() if k != "id"}} for row in rows]
-            with self.engine.begin() as connection:
-                connection.execute(self._insert(values))
-        return 0
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(self._insert(values))
+            except sa.exc.OperationalError as exc:
+                raise SinkWriteError(self.shown, message=str(exc.orig).strip().splitlines()[0]) from None
+        return 0, ""
 
     def written_ids(self) -> set[str]:
         """Documents of this run already in the table."""
@@ -180,21 +261,8 @@ class SqlRows:
             return {row[0] for row in connection.execute(query)}
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Release the table's lock and close the connection pool."""
+        if self._lock is not None:
+            with contextlib.suppress(Exception):
+                self._lock.close()
         self.engine.dispose()
-
-
-def open_sinks(
-    spec: FileSink | SqlSink, folder: Path, base_dir: Path, run_id: str, marks: dict[str, int] | None
-) -> tuple[RowSink, RowSink, str, str]:
-    """(outputs, quarantine, where outputs go, where quarantine goes); ``marks`` resume file sinks."""
-    if isinstance(spec, SqlSink):
-        url = expand_url(spec.url, base_dir)
-        outputs = SqlRows(url, spec.table, run_id)
-        quarantine = SqlRows(url, f"{spec.table}_quarantine", run_id, quarantine=True)
-        return outputs, quarantine, f"{shown_url(url)} table {spec.table}", f"{shown_url(url)} table {spec.table}_quarantine"
-    path, quarantine_path = folder / Path(spec.path).name, folder / "quarantine.jsonl"
-    resume = marks is not None
-    out = FileRows(path, spec.kind, (marks or {}).get("outputs", 0) if resume else None)
-    held = FileRows(quarantine_path, "jsonl", (marks or {}).get("quarantine", 0) if resume else None)
-    return out, held, str(path), str(quarantine_path)

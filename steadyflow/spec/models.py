@@ -8,9 +8,10 @@ does a rule name a known field) live in :mod:`steadyflow.spec.checks`.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
+from pydantic import Discriminator, Field, SecretStr, Tag, ValidationInfo, field_validator, model_validator
 
 from steadyflow.spec.base import Strict
 from steadyflow.spec.resilience import BreakerSpec, BudgetSpec, CacheRung, RouteSpec
@@ -75,11 +76,37 @@ class TableSource(Strict):
 Source = Annotated[FilesSource | TableSource, Field(discriminator="kind")]
 
 
+RUN_FILES = ("decisions.sqlite", "decisions.sqlite-wal", "decisions.sqlite-shm", "decisions.sqlite-journal",
+             "quarantine.jsonl", ".steadyflow.lock")
+"""Files a run keeps in its output folder: no sink may be written over them."""
+
+
+def _leaves_folder(path: str) -> bool:
+    """True for an absolute path or one that climbs out with ``..``."""
+    return path.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", path) is not None or ".." in re.split(r"[/\\]", path)
+
+
 class FileSink(Strict):
-    """Outputs as a JSONL or CSV file, one row per document; quarantine.jsonl beside it."""
+    """Outputs as a JSONL or CSV file, one row per document; quarantine.jsonl beside it.
+
+    ``path`` is inside the output folder (``--output``, else ``run.output``, else the path's
+    own folder next to the pipeline file). A path that leaves it (absolute, or with ``..``)
+    is refused unless ``outside_output: true`` says so explicitly.
+    """
 
     kind: Literal["jsonl", "csv"]
-    path: str
+    outside_output: bool = Field(False, description="allow a path outside the output folder (absolute or with '..')")
+    path: str = Field(min_length=1)
+
+    @field_validator("path")
+    @classmethod
+    def _inside_output(cls, value: str, info: ValidationInfo) -> str:
+        if Path(value).name in RUN_FILES:
+            raise ValueError(f"'{Path(value).name}' is a file the run keeps for itself; give the sink another name")
+        if _leaves_folder(value) and not info.data.get("outside_output"):
+            raise ValueError(f"sink path '{value}' leaves the output folder; set run.output to choose the folder "
+                             "and give a file name here, or add outside_output: true")
+        return value
 
 
 class SqlSink(Strict):
@@ -90,17 +117,25 @@ class SqlSink(Strict):
     """
 
     kind: Literal["sql"]
-    url: str = Field(description="e.g. sqlite:///out/tickets.sqlite or postgresql+psycopg://user:${PGPASSWORD}@host/db")
+    outside_output: bool = Field(False, description="allow a SQLite file outside the output folder (absolute or with '..')")
+    url: str = Field(description="e.g. sqlite:///tickets.sqlite (in the output folder) or postgresql+psycopg://user:${PGPASSWORD}@host/db")
     table: str = Field("outputs", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
 
     @field_validator("url")
     @classmethod
-    def _known_database(cls, value: str) -> str:
+    def _known_database(cls, value: str, info: ValidationInfo) -> str:
         scheme = value.split(":", 1)[0].split("+", 1)[0]
         if scheme not in ("sqlite", "postgresql"):
             raise ValueError(f"'{scheme}' databases are not supported; use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
         if "://" not in value:
-            raise ValueError("expected a SQLAlchemy URL such as sqlite:///out/outputs.sqlite")
+            raise ValueError("expected a SQLAlchemy URL such as sqlite:///outputs.sqlite")
+        if scheme == "sqlite":
+            path = value.split(":///", 1)[1] if ":///" in value else ""
+            if Path(path).name in RUN_FILES:
+                raise ValueError(f"'{Path(path).name}' is a file the run keeps for itself; give the database another name")
+            if path and path != ":memory:" and _leaves_folder(path) and not info.data.get("outside_output"):
+                raise ValueError(f"SQLite file '{path}' is outside the output folder; give a file name "
+                                 "(it goes into the output folder), or add outside_output: true")
         return value
 
 
@@ -284,6 +319,9 @@ Stage = Annotated[AiStage | RulesStage, Field(discriminator="kind")]
 class RunSettings(Strict):
     """How a run is executed; every value can be overridden from the CLI."""
 
+    output: str | None = Field(
+        None, description="folder of outputs, quarantine and decisions.sqlite, relative to this file; --output replaces it"
+    )
     concurrency: int = Field(8, ge=1, le=1024, description="documents in flight per model")
     chunk_size: int = Field(50, ge=1, le=100_000, description="documents per Prefect task")
     cache_path: str | None = Field(None, description="SQLite file of the output cache; default: <user cache>/steadyflow/outputs.sqlite")

@@ -20,13 +20,13 @@ def test_resume_sets_aside_unfinished_records_and_keeps_their_cost(tmp_path: Pat
     store.start_run("r1", "p", "1", None, "hash")
     # d1 finished both stages and was written; d2 finished stage one when the run was killed
     store.add([record("d1", "extract", 0.01), record("d1", "triage", 0.02), record("d2", "extract", 0.04)])
-    store.complete("r1", [("d1", False)], {"outputs": 120, "quarantine": 0})
-    assert store.completed_ids("r1") == {"d1"} and store.marks("r1") == {"outputs": 120, "quarantine": 0}
+    store.complete("r1", [("d1", False)], {"outputs": (120, "ab"), "quarantine": (0, "")})
+    assert store.completed_ids("r1") == {store.key("d1")} and store.marks("r1") == {"outputs": (120, "ab"), "quarantine": (0, "")}
     assert store.supersede_unfinished("r1") == (0.04, 120)
-    assert {(r["doc_id"], r["stage_id"]) for r in store.records("r1")} == {("d1", "extract"), ("d1", "triage")}
+    assert {(r["doc_id"], r["stage_id"]) for r in store.records("r1")} == {(store.key("d1"), "extract"), (store.key("d1"), "triage")}
     # the resumed run does d2 again; spend and the report count both attempts
     store.add([record("d2", "extract", 0.04), record("d2", "triage", 0.02)])
-    store.complete("r1", [("d2", False)], {"outputs": 240, "quarantine": 0})
+    store.complete("r1", [("d2", False)], {"outputs": (240, "cd"), "quarantine": (0, "")})
     usd, tokens = store.run_spend("r1")
     assert round(usd, 6) == 0.13 and tokens == 5 * 120  # four records and one interrupted attempt
     assert round(store.pipeline_spend("p", 0)[0], 6) == 0.13

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from steadyflow.io.sinks import FileRows, SinkError, SqlRows, expand_url, open_sinks, shown_url
+from steadyflow.audit.store import DecisionStore
+from steadyflow.io.outputs import open_sinks
+from steadyflow.io.sinks import FileRows, SinkError, SqlRows, expand_url, shown_url
 from steadyflow.spec.models import FileSink, SqlSink
 
 
@@ -39,7 +41,7 @@ def test_resume_cuts_the_file_back_to_the_last_mark(tmp_path: Path, kind: str) -
     assert ids == ["d0", "d1", "d2", "d3"]
 
 
-def test_a_fresh_run_replaces_an_old_file(tmp_path: Path) -> None:
+def test_a_file_sink_replaces_an_old_file_only_when_asked(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     path.write_text('{"id": "old"}\n')
     sink = FileRows(path, "jsonl")
@@ -98,11 +100,10 @@ def test_unreachable_database_is_one_clear_error(tmp_path: Path) -> None:
 
     spec = SqlSink(kind="sql", url=f"postgresql+psycopg://nobody:pw@127.0.0.1:{free_port()}/x")
     with pytest.raises(SinkError, match=r"cannot open sink postgresql\+psycopg://nobody:\*\*\*@127.0.0.1"):
-        open_sinks(spec, tmp_path, tmp_path, "r", None)
+        open_sinks(spec, tmp_path, tmp_path, "r", DecisionStore(tmp_path / "decisions.sqlite"), None)
 
 
 def test_file_sink_paths(tmp_path: Path) -> None:
-    out, held, where, held_where = open_sinks(FileSink(kind="csv", path="x/tickets.csv"), tmp_path, tmp_path, "r", None)
-    out.close()
-    held.close()
-    assert where == str(tmp_path / "tickets.csv") and held_where == str(tmp_path / "quarantine.jsonl")
+    sinks = open_sinks(FileSink(kind="csv", path="x/tickets.csv"), tmp_path, tmp_path, "r", DecisionStore(tmp_path / "d.sqlite"), None)
+    sinks.close()
+    assert sinks.output_path == str(tmp_path / "tickets.csv") and sinks.quarantine_path == str(tmp_path / "quarantine.jsonl")

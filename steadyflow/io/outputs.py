@@ -1,0 +1,168 @@
+"""Where a run writes, and the rules that keep runs from destroying each other's data.
+
+* The **output folder** is ``--output``, else the pipeline's ``run.output``, else the
+  folder of the file sink's path (next to the pipeline file). It holds the run's own
+  files (``decisions.sqlite``, ``quarantine.jsonl``, the lock), which no sink may name.
+* One run at a time owns a folder (see :mod:`steadyflow.io.lock`), and a SQLite or
+  PostgreSQL sink outside it.
+* A new run never truncates a file another run still needs: a sink file that belongs to
+  an unfinished run, or to no run recorded in the folder, is refused unless the user says
+  ``--overwrite``. A resume checks the file is still the one it wrote (length and SHA-256).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from steadyflow.audit.store import DecisionStore, Mark
+from steadyflow.io.lock import RunLock
+from steadyflow.io.sinks import FileRows, RowSink, SinkError, SqlRows, expand_url, shown_url, sqlite_file
+from steadyflow.spec.models import RUN_FILES, FileSink, Pipeline, SqlSink
+
+STORE_NAME = "decisions.sqlite"
+QUARANTINE_NAME = "quarantine.jsonl"
+
+
+def output_folder(spec: Pipeline, base_dir: Path, output: str | None) -> Path:
+    """The folder of outputs, quarantine and decisions.sqlite."""
+    if output:
+        return Path(output)
+    if spec.run.output:
+        return base_dir / spec.run.output
+    if isinstance(spec.sink, FileSink) and not spec.sink.outside_output:
+        return (base_dir / spec.sink.path).parent
+    return base_dir / "out"
+
+
+def sink_spec(spec: Pipeline) -> FileSink | SqlSink:
+    """The pipeline's sink, or a JSONL file named after the pipeline."""
+    return spec.sink or FileSink(kind="jsonl", path=f"{spec.pipeline}.jsonl")
+
+
+def _file_sink_path(spec: FileSink, folder: Path, base_dir: Path) -> Path:
+    if spec.outside_output:
+        return base_dir / spec.path  # an absolute path stays as it is
+    return folder / Path(spec.path).name
+
+
+def _check_not_run_file(path: Path, folder: Path) -> None:
+    resolved = path.resolve()
+    for name in RUN_FILES:
+        if resolved == (folder / name).resolve():
+            raise SinkError(f"sink {path} would overwrite the run's own {name}; give the sink another name")
+
+
+@dataclass
+class OpenSinks:
+    """The run's outputs and quarantine, where they go, and the locks held for sinks outside the folder."""
+
+    outputs: RowSink
+    quarantine: RowSink
+    output_path: str
+    quarantine_path: str
+    locks: list[RunLock] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close both sinks and release their locks."""
+        for sink in (self.outputs, self.quarantine):
+            sink.close()
+        for lock in self.locks:
+            lock.release()
+
+
+def _refusal(path: Path, store: DecisionStore, run_id: str, resume: bool, overwrite: bool) -> str | None:
+    """Why this run may not write the file sink at ``path`` (see the module docstring), or None."""
+    owner = store.sink_owner(path)
+    if resume:
+        if path.exists() and owner not in (None, run_id):
+            return f"{path} was replaced by run {owner} since this run wrote it; resuming would lose its data: start a new run"
+        return None
+    if overwrite or not path.exists() or path.stat().st_size == 0:
+        return None
+    if owner is None:
+        return (f"{path} exists and was not written by a run recorded in {store.path}; "
+                "move it away, choose another --output, or pass --overwrite")
+    info = store.run_info(owner)
+    if owner != run_id and info is not None and info["finished_at"] is None:
+        return (f"{path} holds the outputs of run {owner}, which did not finish; resume it with --resume {owner}, "
+                "choose another --output, or pass --overwrite to discard them")
+    return None
+
+
+def check_file_sinks(spec: FileSink | SqlSink, folder: Path, base_dir: Path, run_id: str, resume: bool, overwrite: bool) -> None:
+    """Raise :class:`SinkError` now if opening the file sinks would be refused (before a slow start-up); writes nothing."""
+    if isinstance(spec, SqlSink):
+        return  # rows keyed by run: a table is never truncated
+    targets = [_file_sink_path(spec, folder, base_dir), folder / QUARANTINE_NAME]
+    _check_not_run_file(targets[0], folder)
+    store_path = folder / STORE_NAME
+    if not store_path.is_file():
+        if not overwrite and not resume and (taken := [t for t in targets if t.exists() and t.stat().st_size > 0]):
+            raise SinkError(f"{taken[0]} exists and was not written by a run recorded in {store_path}; "
+                            "move it away, choose another --output, or pass --overwrite")
+        return
+    store = DecisionStore(store_path, readonly=True)
+    try:
+        for target in targets:
+            if (why := _refusal(target, store, run_id, resume, overwrite)) is not None:
+                raise SinkError(why)
+    finally:
+        store.close()
+
+
+def _claim(path: Path, store: DecisionStore, run_id: str, resume: bool, overwrite: bool) -> None:
+    if (why := _refusal(path, store, run_id, resume, overwrite)) is not None:
+        raise SinkError(why)
+    store.claim_sink(path, run_id)
+
+
+def _open_sql(spec: SqlSink, folder: Path, run_id: str, store: DecisionStore) -> OpenSinks:
+    url = expand_url(spec.url, folder)
+    locks: list[RunLock] = []
+    database = sqlite_file(url)
+    if database is not None:
+        _check_not_run_file(database, folder)
+        if database.resolve() == store.path.resolve():
+            raise SinkError(f"sink {database} is the run's decisions store; give the sink another database")
+        if database.resolve().parent != folder.resolve():  # inside the folder, the folder's lock covers it
+            locks.append(RunLock(database.with_name(database.name + ".lock"), f"sink {database}").acquire(run_id))
+    try:
+        outputs = SqlRows(url, spec.table, run_id)
+        quarantine = SqlRows(url, f"{spec.table}_quarantine", run_id, quarantine=True)
+    except SinkError:
+        for lock in locks:
+            lock.release()
+        raise
+    where = shown_url(url)
+    return OpenSinks(outputs, quarantine, f"{where} table {spec.table}", f"{where} table {spec.table}_quarantine", locks)
+
+
+def open_sinks(
+    spec: FileSink | SqlSink, folder: Path, base_dir: Path, run_id: str, store: DecisionStore,
+    marks: dict[str, Mark] | None, overwrite: bool = False,
+) -> OpenSinks:
+    """Open a run's sinks; ``marks`` (a resume) cut file sinks back to what the run recorded."""
+    quarantine_path = folder / QUARANTINE_NAME
+    resume = marks is not None
+    if isinstance(spec, SqlSink):
+        return _open_sql(spec, folder, run_id, store)
+    path = _file_sink_path(spec, folder, base_dir)
+    _check_not_run_file(path, folder)
+    locks: list[RunLock] = []
+    if spec.outside_output and path.resolve().parent != folder.resolve():
+        locks.append(RunLock(path.with_name(path.name + ".lock"), f"sink {path}").acquire(run_id))
+    try:
+        for target in (path, quarantine_path):
+            _claim(target, store, run_id, resume, overwrite)
+        out = FileRows(path, spec.kind, (marks or {}).get("outputs", (0, "")) if resume else None)
+        try:
+            held = FileRows(quarantine_path, "jsonl", (marks or {}).get("quarantine", (0, "")) if resume else None)
+        except BaseException:
+            out.close()
+            raise
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
+    return OpenSinks(out, held, str(path), str(quarantine_path), locks)
