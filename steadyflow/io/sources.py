@@ -1,220 +1,162 @@
 """Read documents lazily from a folder glob, a JSONL file or a CSV file.
 
-A document that cannot be read is still yielded, with ``load_error`` set, so
-that it is quarantined with its reason instead of stopping the batch.
+Every entry of a source becomes exactly one Document, in a stable order (resume relies on it),
+one at a time. One that cannot be read is still yielded, with ``load_error`` set, so that it is
+quarantined with its reason instead of stopping the batch or vanishing: undecodable or malformed
+content, anything over a bound of ``ReadLimits`` (file size, record size, JSON depth, integer
+digits, PDF time, memory and text), and, in folders, entries that are not regular files (FIFOs,
+sockets, devices, directories named like documents) or whose path leads out of the input folder
+through a symlink. Such entries are never opened. Ids are unique (see ``steadyflow.io.ids``).
 """
 
 from __future__ import annotations
 
-import csv
-import email
-import email.policy
-import glob
-import io
-import json
+import os
+import re
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
+from steadyflow.io.files import open_regular, read_bounded
+from steadyflow.io.formats import Refused, decode, from_eml, from_json, html_text
+from steadyflow.io.ids import clean_id, unique
+from steadyflow.io.limits import LIMITS, ReadLimits, printable
+from steadyflow.io.pdf import PDF_MAX_PAGES, PdfExtractor
+from steadyflow.io.tables import table_count, table_documents, table_ids
 from steadyflow.spec.models import FilesSource, TableSource
 from steadyflow.stages.document import Document
 
+__all__ = ["FILE_TYPES", "LIMITS", "PDF_MAX_PAGES", "ReadLimits", "count_documents", "html_text", "read_documents", "read_file", "source_for"]
+
 FILE_TYPES = (".txt", ".md", ".json", ".eml", ".html", ".htm", ".pdf")
-PDF_MAX_PAGES = 500
-"""Pages read from one PDF; a longer one is quarantined rather than read for minutes."""
+_MAGIC = re.compile(r"[*?[]")
 
 
-class _TextOfHtml(HTMLParser):
-    """Visible text of an HTML page: no script, style or template content, nothing executed or fetched."""
-
-    _HIDDEN = frozenset({"script", "style", "template", "noscript", "head"})
-    _BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "title", "pre", "blockquote"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title = ""
-        self._hidden = 0
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._hidden += tag in self._HIDDEN
-        self._in_title = self._in_title or tag == "title"
-        if tag in self._BLOCKS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        self._hidden -= tag in self._HIDDEN and self._hidden > 0
-        self._in_title = self._in_title and tag != "title"
-        if tag in self._BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title += data
-        elif not self._hidden:
-            self.parts.append(data)
+def _from_pdf(doc_id: str, raw: bytes, source: str, name: str, pdf: PdfExtractor) -> Document:
+    result = pdf.extract(raw)
+    pages = {"pages": result.pages} if result.pages else {}
+    if result.error:
+        return Document(doc_id, "", source, fields=pages, load_error=result.error)
+    if not result.text.strip():
+        return Document(doc_id, "", source, fields=pages, load_error="PDF has no text layer (scanned? OCR it first)")
+    fields = {"filename": name, **pages}
+    if result.replaced:
+        fields["replaced_characters"] = result.replaced
+    return Document(doc_id, result.text, source, fields=fields)
 
 
-def html_text(markup: str) -> tuple[str, str]:
-    """(title, visible text) of an HTML document; blank lines collapsed."""
-    parser = _TextOfHtml()
-    parser.feed(markup)
-    parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    return " ".join(parser.title.split()), "\n".join(line for line in lines if line)
-
-
-def _from_pdf(doc_id: str, raw: bytes, source: str) -> Document:
-    from pypdf import PdfReader
-
-    try:
-        reader = PdfReader(io.BytesIO(raw))
-        if reader.is_encrypted:
-            return Document(doc_id, "", source, load_error="encrypted PDF")
-        if len(reader.pages) > PDF_MAX_PAGES:
-            return Document(doc_id, "", source, load_error=f"PDF has {len(reader.pages)} pages > {PDF_MAX_PAGES}")
-        text = "\n".join(page.extract_text() or "" for page in reader.pages)
-    except Exception as exc:
-        # pypdf raises a zoo of types on damaged or hostile files (KeyError, zlib.error, struct.error...);
-        # every one means "cannot read this document": it is quarantined with the type, never a crashed batch
-        return Document(doc_id, "", source, load_error=f"unreadable PDF: {type(exc).__name__}")
-    pages = len(reader.pages)
-    if not text.strip():
-        return Document(doc_id, "", source, fields={"pages": pages}, load_error="PDF has no text layer (scanned? OCR it first)")
-    return Document(doc_id, text, source, fields={"filename": Path(source).name, "pages": pages})
-
-
-def _decode(raw: bytes) -> tuple[str, str | None]:
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError as exc:
-        return "", f"undecodable: not valid UTF-8 (byte {exc.start})"
-
-
-def _from_json(doc_id: str, text: str, source: str) -> Document:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return Document(doc_id, "", source, load_error=f"invalid JSON: line {exc.lineno} column {exc.colno}")
-    if not isinstance(value, dict):
-        return Document(doc_id, "", source, load_error="JSON document is not an object")
-    body = value.get("text", value.get("body"))
-    return Document(doc_id, str(body) if body is not None else json.dumps(value, ensure_ascii=False), source, fields=value)
-
-
-def _from_eml(doc_id: str, raw: bytes, source: str) -> Document:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    fields = {k: str(message.get(k, "")) for k in ("subject", "from", "to", "date")}
-    part = message.get_body(preferencelist=("plain", "html")) if hasattr(message, "get_body") else None
-    try:
-        body = part.get_content() if part is not None else ""
-    except (LookupError, UnicodeDecodeError):
-        return Document(doc_id, "", source, fields=fields, load_error="undecodable: e-mail body charset")
-    text = f"Subject: {fields['subject']}\n\n{body}".strip()
-    return Document(doc_id, text, source, fields={**fields, "body": body})
-
-
-def read_file(path: Path, doc_id: str) -> Document:
-    """One document from one file; never raises for bad content."""
-    source = str(path)
-    suffix = path.suffix.lower()
-    if suffix not in FILE_TYPES:
-        return Document(doc_id, "", source, load_error=f"unsupported file type '{suffix or path.name}'")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return Document(doc_id, "", source, load_error=f"unreadable: {exc.strerror}")
+def _parse(raw: bytes, suffix: str, doc_id: str, source: str, name: str, limits: ReadLimits, pdf: PdfExtractor) -> Document:
     if suffix == ".eml":
-        return _from_eml(doc_id, raw, source)
+        return from_eml(doc_id, raw, source)
     if suffix == ".pdf":
-        return _from_pdf(doc_id, raw, source)
-    text, error = _decode(raw)
-    if error:
-        return Document(doc_id, "", source, load_error=error)
+        return _from_pdf(doc_id, raw, source, name, pdf)
     if suffix == ".json":
-        return _from_json(doc_id, text, source)
+        return from_json(doc_id, raw, source, limits)
+    text = decode(raw)
     if suffix in (".html", ".htm"):
         title, body = html_text(text)
-        return Document(doc_id, body, source, fields={"filename": path.name, "title": title})
-    return Document(doc_id, text, source, fields={"filename": path.name})
+        return Document(doc_id, body, source, fields={"filename": name, "title": title})
+    return Document(doc_id, text, source, fields={"filename": name})
 
 
-def _table_doc(row: dict[str, Any], number: int, spec: TableSource, source: str) -> Document:
-    doc_id = str(row.get(spec.id_field, "") or "") if spec.id_field else ""
-    text = row.get(spec.text_field)
-    doc_id = doc_id or f"{spec.kind}-{number}"
-    if text is None:
-        return Document(doc_id, "", source, fields=row, load_error=f"no '{spec.text_field}' field")
-    return Document(doc_id, str(text), source, fields=row)
+def _read(path: Path, opened: str, doc_id: str, limits: ReadLimits, pdf: PdfExtractor, follow: bool = True) -> Document:
+    source, name, suffix = printable(str(path)), printable(path.name), path.suffix.lower()
+    try:
+        fd = open_regular(opened, follow)  # before the type check: a FIFO is reported as a FIFO
+        try:
+            if suffix not in FILE_TYPES:
+                kind = f"'{printable(suffix[:16])}'" if suffix else "(no extension)"
+                raise Refused(f"unsupported file type {kind}")
+            raw = read_bounded(fd, limits.file_bytes)
+        finally:
+            os.close(fd)
+        return _parse(raw, suffix, doc_id, source, name, limits, pdf)
+    except Refused as exc:
+        return Document(doc_id, "", source, load_error=exc.reason)
+    except Exception as exc:
+        # a parser bug on hostile bytes (html.parser, email...) is this document's failure, not the batch's
+        return Document(doc_id, "", source, load_error=f"unreadable: {type(exc).__name__}")
 
 
-def _read_table(spec: TableSource, path: Path) -> Iterator[Document]:
-    source = str(path)
-    if spec.kind == "csv":
-        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-            for number, record in enumerate(csv.DictReader(handle), start=1):
-                yield _table_doc(dict(record), number, spec, f"{source}:{number + 1}")  # +1: the header line
-        return
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            text, error = _decode(raw)
-            row: Any = None
-            try:
-                row = json.loads(text) if not error else None
-            except json.JSONDecodeError:
-                error = "invalid JSON line"
-                row = None
-            if not isinstance(row, dict):
-                yield Document(f"{spec.kind}-{number}", "", f"{source}:{number}", load_error=error or "line is not a JSON object")
-                continue
-            yield _table_doc(row, number, spec, f"{source}:{number}")
+def read_file(path: Path, doc_id: str, limits: ReadLimits = LIMITS, pdf: PdfExtractor | None = None) -> Document:
+    """One document from one file; never raises for bad content, never opens a FIFO or device.
+
+    ``pdf`` is a running extractor to reuse; without one, a PDF starts (and stops) its own worker.
+    """
+    if pdf is not None:
+        return _read(path, str(path), doc_id, limits, pdf)
+    with PdfExtractor(limits) as own:
+        return _read(path, str(path), doc_id, limits, own)
 
 
-def _unique(docs: Iterator[Document]) -> Iterator[Document]:
-    """Make ids unique so no document is dropped or written twice under one id."""
-    seen: dict[str, int] = {}
-    for doc in docs:
-        if doc.id in seen:
-            seen[doc.id] += 1
-            doc.id = f"{doc.id}~{seen[doc.id]}"
-        else:
-            seen[doc.id] = 1
-        yield doc
+def _split(pattern: str) -> tuple[Path, Path]:
+    """(the folder a pattern reads from: its leading components without wildcards, the rest)."""
+    parts = Path(pattern).parts
+    cut = next((i for i, part in enumerate(parts) if _MAGIC.search(part)), len(parts) - 1)
+    return Path(*parts[:cut]) if cut > 0 else Path("."), Path(*parts[cut:])
 
 
-def _paths(pattern: str) -> list[Path]:
-    # the sorted path list (not the documents) is held: ~100 bytes per file
-    return sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def read_documents(spec: FilesSource | TableSource, base_dir: Path) -> Iterator[Document]:
+def _listed(path: Path, root_real: str) -> bool:
+    """Whether a match is an entry of the source (a folder is structure, not an entry)."""
+    if path.suffix.lower() in FILE_TYPES or not path.is_dir():
+        return True
+    # a linked folder is not walked; one that leads out of the input folder is reported, not skipped
+    return path.is_symlink() and not _inside(os.path.realpath(path), root_real)
+
+
+def _entries(pattern: str) -> tuple[Path, list[Path]]:
+    """(root, the sorted entries a folder pattern matches): held as paths, ~100 bytes each."""
+    root, rest = _split(pattern)
+    if not rest.parts:
+        return root, []
+    # pathlib's ** does not walk into linked folders (glob.glob's does: a link to / made it walk the
+    # whole machine); like glob.glob, wildcards skip hidden names unless the pattern names them
+    hidden_ok = any(part.startswith(".") for part in rest.parts)
+    root_real = os.path.realpath(root)
+    found = (p for p in root.glob(str(rest)) if hidden_ok or not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return root, sorted(p for p in found if _listed(p, root_real))
+
+
+def _entry_id(path: Path, root: Path) -> str:
+    return clean_id(os.path.relpath(path, root), "unnamed")
+
+
+def _folder(root: Path, entries: list[Path], limits: ReadLimits) -> Iterator[Document]:
+    root_real = os.path.realpath(root)
+    with PdfExtractor(limits) as pdf:
+        for path in entries:
+            doc_id, real = _entry_id(path, root), os.path.realpath(path)
+            if not _inside(real, root_real):
+                yield Document(doc_id, "", printable(str(path)), load_error="symlink leaves the input folder")
+            else:
+                # the resolved path is opened without following links: a link swapped in after the check fails
+                yield _read(path, real, doc_id, limits, pdf, follow=False)
+
+
+def _path_of(spec: FilesSource | TableSource, base_dir: Path) -> str:
+    return spec.path if Path(spec.path).is_absolute() else str(base_dir / spec.path)
+
+
+def read_documents(spec: FilesSource | TableSource, base_dir: Path, limits: ReadLimits = LIMITS) -> Iterator[Document]:
     """Yield every document of a source, in a stable order (resume relies on it), one at a time."""
-    pattern = spec.path if Path(spec.path).is_absolute() else str(base_dir / spec.path)
+    path = _path_of(spec, base_dir)
     if isinstance(spec, TableSource):
-        yield from _unique(_read_table(spec, Path(pattern)))
+        table = Path(path)
+        yield from unique(table_documents(spec, table, limits), table_ids(spec, table, limits))
         return
-    prefix = pattern.split("*", 1)[0] if "*" in pattern else pattern
-    root = Path(prefix) if prefix.endswith(("/", "\\")) else Path(prefix).parent
-    yield from _unique(read_file(p, str(p.relative_to(root)) if p.is_relative_to(root) else p.name) for p in _paths(pattern))
+    root, entries = _entries(path)
+    yield from unique(_folder(root, entries, limits), (_entry_id(p, root) for p in entries))
 
 
-def count_documents(spec: FilesSource | TableSource, base_dir: Path) -> int:
-    """How many documents a source has, without parsing them (for progress and ETA)."""
-    pattern = spec.path if Path(spec.path).is_absolute() else str(base_dir / spec.path)
-    if isinstance(spec, FilesSource):
-        return len(_paths(pattern))
-    path = Path(pattern)
-    if not path.is_file():
-        return 0
-    if spec.kind == "csv":
-        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-            return max(0, sum(1 for _ in csv.reader(handle)) - 1)
-    with path.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
+def count_documents(spec: FilesSource | TableSource, base_dir: Path, limits: ReadLimits = LIMITS) -> int:
+    """How many documents ``read_documents`` yields, without parsing them (for progress and ETA)."""
+    path = _path_of(spec, base_dir)
+    if isinstance(spec, TableSource):
+        return table_count(spec, Path(path), limits)
+    return len(_entries(path)[1])
 
 
 def source_for(path: str) -> FilesSource | TableSource:

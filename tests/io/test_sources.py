@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from steadyflow.io.pdf import PdfExtractor
 from steadyflow.io.sources import count_documents, html_text, read_documents, read_file, source_for
 
 
@@ -78,15 +81,22 @@ def test_counting_matches_reading(tmp_path: Path) -> None:
         assert count_documents(spec, Path.cwd()) == len(list(read_documents(spec, Path.cwd())))
 
 
+@pytest.fixture(scope="module")
+def pdf() -> Iterator[PdfExtractor]:
+    """One extraction worker for every example (starting one costs more than a small PDF)."""
+    with PdfExtractor() as extractor:
+        yield extractor
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=2000))
-def test_any_bytes_as_a_pdf_never_raise(data: bytes) -> None:
+def test_any_bytes_as_a_pdf_never_raise(pdf: PdfExtractor, data: bytes) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "x.pdf"
         path.write_bytes(b"%PDF-1.4\n" + data)
-        doc = read_file(path, "x.pdf")
+        doc = read_file(path, "x.pdf", pdf=pdf)
         assert doc.load_error is not None or isinstance(doc.text, str)
 
 
