@@ -8,8 +8,38 @@ or model text.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from pydantic import ValidationError
+
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_MAX_ERRORS = 5
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """'category: literal_error; summary: missing': field paths and error types, safe for a record.
+
+    ``str(exc)`` echoes each wrong value (``input_value=...``), i.e. model output that may quote the
+    document. The path of an unexpected key is the model's text too, so it is ``(extra key)``, and
+    any path part that is no plain field name (a dict key of a Python output class) is ``?``.
+    """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    parts = []
+    for err in errors[:_MAX_ERRORS]:
+        loc = [str(p) if isinstance(p, int) or _FIELD_NAME.fullmatch(str(p)) else "?" for p in err["loc"]]
+        if err["type"] == "extra_forbidden" and loc:
+            loc[-1] = "(extra key)"
+        parts.append(f"{'.'.join(loc) or '(root)'}: {err['type']}")
+    if len(errors) > _MAX_ERRORS:
+        parts.append(f"and {len(errors) - _MAX_ERRORS} more")
+    return "; ".join(parts)
+
+
+def error_type(exc: BaseException) -> str:
+    """What a record may say about an unexpected exception: its type's name, never its message."""
+    return type(exc).__name__
 
 
 def text_hash(text: str) -> str:

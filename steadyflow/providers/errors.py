@@ -13,8 +13,7 @@ import aiohttp
 import openai
 from pydantic import ValidationError
 
-from steadyflow.audit.records import Attempt
-from steadyflow.spec.errors import validation_summary
+from steadyflow.audit.records import Attempt, validation_summary
 
 
 class ErrorKind(StrEnum):

@@ -21,7 +21,7 @@ from steadyflow.spec.resilience import CacheRung
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import CacheContext, OutputCache
 from steadyflow.stages.document import Document, check_input, stage_text
-from steadyflow.stages.ladder import LadderResult, Sandwich, walk
+from steadyflow.stages.ladder import LadderResult, Sandwich, internal_reason, walk
 from steadyflow.stages.routing import route
 from steadyflow.stages.rules import RulesFailed, extract
 from steadyflow.validators.base import Context
@@ -83,40 +83,55 @@ class Engine:
         )
 
     async def _run_one(self, stage: CompiledStage, doc: Document) -> DecisionRecord:
+        """One document through one stage; never raises, so one document can never stop the batch.
+
+        Whatever goes wrong for this document (a bug, a RecursionError or MemoryError from a hostile
+        document, a library error) quarantines it with the error's type and where it happened, and
+        is recorded like any other outcome. The exception's text is never kept: it may quote the document.
+        """
         started = time.perf_counter()
-        text = stage_text(doc, stage.spec.input) or ""
-        reason = check_input(doc, stage.spec.input)
-        if reason is not None:
-            result = LadderResult(None, "quarantined", reason=reason)
-        elif isinstance(stage.spec, RulesStage):
-            result = _rules_stage(stage, text)
-        else:
-            result = await self._ai_stage(stage, doc, text)
-        if result.output is not None:
-            doc.outputs[stage.id] = result.output.model_dump(mode="json")
+        text = ""
+        try:
+            text = stage_text(doc, stage.spec.input) or ""
+            result = await self._decide(stage, doc, text)
+            output = result.output.model_dump(mode="json") if result.output is not None else None
+        except Exception as exc:
+            result, output = LadderResult(None, "quarantined", reason=internal_reason(f"stage '{stage.id}' at {_origin(exc)}", exc)), None
+        if output is not None:
+            doc.outputs[stage.id] = output
             doc.rungs[stage.id] = result.label or result.status
             doc.review = doc.review or result.review
         else:
             doc.quarantined = (stage.id, result.reason or "no output")
         return self._record(stage, doc, text, result, started)
 
+    async def _decide(self, stage: CompiledStage, doc: Document, text: str) -> LadderResult:
+        reason = check_input(doc, stage.spec.input)
+        if reason is not None:
+            return LadderResult(None, "quarantined", reason=reason)
+        if isinstance(stage.spec, RulesStage):
+            return _rules_stage(stage, text)
+        return await self._ai_stage(stage, doc, text)
+
     async def _ai_stage(self, stage: CompiledStage, doc: Document, text: str) -> LadderResult:
         spec = stage.spec
         if stage.prompt is None or not isinstance(spec, AiStage):  # compile_stages guarantees both
             raise TypeError(f"stage {stage.id} is not a compiled ai stage")
-        prepared = prepare(spec.input, text)
+        # everything a prompt can render is redacted (text, id, fields, earlier outputs: see validators/inputs.py);
+        # the prompt, the checks and the rules rung read only these; originals come back, where the pipeline
+        # allows it, only after every check
+        prepared = prepare(spec.input, text, doc.id, doc.fields, doc.outputs)
         if prepared.quarantine is not None:
             return LadderResult(None, "quarantined", reason=prepared.quarantine, verdicts=prepared.verdicts)
-        # the prompt sees the redacted text; placeholders are restored (if allowed) only after every check
-        variables: dict[str, Any] = {"text": prepared.text, "doc": doc.fields, "id": doc.id, "outputs": doc.outputs}
+        variables: dict[str, Any] = {"text": prepared.text, "doc": prepared.fields, "id": prepared.doc_id, "outputs": prepared.outputs}
         try:
-            user = stage.prompt.render(variables)
+            user = prepared.scrub(stage.prompt.render(variables))  # a value a template joined from parts is hidden too
         except jinja2.TemplateError as exc:
             return LadderResult(None, "quarantined", reason=f"prompt cannot be rendered for this document: {type(exc).__name__}")
         messages = [{"role": "system", "content": stage.prompt.system}, {"role": "user", "content": user}]
         run = {"id": self.run_id, "pipeline": self.pipeline.spec.pipeline, "version": self.pipeline.spec.version, "stage": stage.id}
-        context = Context(prepared.text, doc.id, doc.fields, run, prepared.pii, prepared.injection)
-        sandwich = Sandwich(text, messages, self.clients, self.checks[stage.id], context, self.budget)
+        context = Context(prepared.text, prepared.doc_id, prepared.fields, run, prepared.pii, prepared.injection)
+        sandwich = Sandwich(prepared.text, messages, self.clients, self.checks[stage.id], context, self.budget)
         if spec.deadline_s is not None:
             sandwich.deadline = time.monotonic() + spec.deadline_s
         if spec.route is not None:
@@ -144,6 +159,7 @@ class Engine:
 
 
 def _rules_stage(stage: CompiledStage, text: str) -> LadderResult:
+    """A ``rules`` stage: its rules, then its default; a failing rule is a recorded attempt, never an exception."""
     spec = stage.spec
     if not isinstance(spec, RulesStage):
         raise TypeError("not a rules stage")
@@ -151,9 +167,27 @@ def _rules_stage(stage: CompiledStage, text: str) -> LadderResult:
     try:
         return LadderResult(extract(stage.rules[0], stage.output_model, text), "rules", 0, "rules", attempts=[attempt])
     except RulesFailed as exc:
-        attempt.error_kind, attempt.error = "rules_failed", str(exc)
+        attempt.error_kind, attempt.error = "rules_failed", str(exc)  # built from field names only
+    except Exception as exc:
+        attempt.error_kind, attempt.error = "rules_error", internal_reason("rules", exc)
     if spec.default is not None:
         default = Attempt(rung=1, kind="default")
         output = stage.output_model.model_validate(spec.default)
         return LadderResult(output, "default", 1, "default", review=spec.review, attempts=[attempt, default])
     return LadderResult(None, "quarantined", reason="rules gave no valid output and there is no default", attempts=[attempt])
+
+
+def _origin(exc: BaseException) -> str:
+    """Where ``exc`` was raised, as ``module.function``: the innermost frame of steadyflow, else the innermost.
+
+    A code location, never a value: frames are read for their module and function names only.
+    """
+    found, innermost = "", ""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = f"{tb.tb_frame.f_globals.get('__name__', '?')}.{tb.tb_frame.f_code.co_name}"
+        innermost = name
+        if name.startswith("steadyflow."):
+            found = name
+        tb = tb.tb_next
+    return found or innermost or "?"

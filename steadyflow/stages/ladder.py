@@ -18,18 +18,18 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from steadyflow.audit.records import Attempt, Verdict
+from steadyflow.audit.records import Attempt, Verdict, error_type, validation_summary
 from steadyflow.providers.errors import TRANSIENT, ErrorKind, ModelCallError
 from steadyflow.providers.openai_compat import OpenAICompatClient
 from steadyflow.spec.loader import CompiledStage
-from steadyflow.spec.models import AiStage, DefaultRung, ModelRung, RulesRung
+from steadyflow.spec.models import AiStage, DefaultRung, ModelRung, RulesRung, Rung
 from steadyflow.spec.resilience import CacheRung
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import CacheContext
 from steadyflow.stages.routing import Route
 from steadyflow.stages.rules import RulesFailed, extract
 from steadyflow.validators.base import Context
-from steadyflow.validators.runner import CURRENT, CheckRun, StageChecks
+from steadyflow.validators.runner import CURRENT, CheckCrashed, CheckRun, StageChecks
 
 MAX_RETRY_WAIT_S = 30.0
 
@@ -114,24 +114,40 @@ def _skip(rung: ModelRung, index: int, sandwich: Sandwich) -> Attempt | None:
     return Attempt(rung=index, kind="model", model=rung.model, error_kind=ErrorKind.DEADLINE.value, error="document deadline passed")
 
 
+def internal_reason(where: str, exc: BaseException) -> str:
+    """The reason recorded for a bug or a resource error while a document ran: where, and the type only.
+
+    Never ``str(exc)``: an exception's text may quote the document (a ValidationError's
+    ``input_value``, a KeyError's key, a parser's excerpt).
+    """
+    return f"internal error in {where}: {error_type(exc)}"
+
+
 def _rules_rung(index: int, stage: CompiledStage, text: str) -> tuple[BaseModel | None, Attempt]:
+    """The rules rung; never raises: a failure is a recorded attempt and the ladder goes on to its default."""
     started = time.perf_counter()
     attempt = Attempt(rung=index, kind="rules")
+    output: BaseModel | None = None
     try:
-        output: BaseModel | None = extract(stage.rules[index], stage.output_model, text)
+        output = extract(stage.rules[index], stage.output_model, text)
     except RulesFailed as exc:
-        output, attempt.error_kind, attempt.error = None, "rules_failed", str(exc)
+        attempt.error_kind, attempt.error = "rules_failed", str(exc)  # built from field names only
+    except Exception as exc:  # a pattern that trips on a hostile text must still leave the default its turn
+        attempt.error_kind, attempt.error = "rules_error", internal_reason("rules", exc)
     attempt.latency_ms = round((time.perf_counter() - started) * 1000, 3)
     return output, attempt
 
 
 def _default_rung(index: int, rung: DefaultRung, stage: CompiledStage) -> tuple[BaseModel | None, Attempt]:
+    """The safe default; never raises (it was checked at load time, this keeps the ladder's promise anyway)."""
     attempt = Attempt(rung=index, kind="default")
     try:
         return stage.output_model.model_validate(rung.default), attempt
-    except ValidationError:  # checked at load time; kept so the ladder can never raise
-        attempt.error_kind, attempt.error = "invalid_default", "default does not fit the output schema"
-        return None, attempt
+    except ValidationError as exc:
+        attempt.error_kind, attempt.error = "invalid_default", f"default does not fit the output schema: {validation_summary(exc)}"
+    except Exception as exc:
+        attempt.error_kind, attempt.error = "invalid_default", internal_reason("default", exc)
+    return None, attempt
 
 
 @dataclass
@@ -139,7 +155,9 @@ class Sandwich:
     """What the ladder needs besides the stage: the texts, the model clients and the checks."""
 
     text: str
-    """The document's text, for the rules rung (it never leaves the process)."""
+    """The text the rules rung reads: the one the model saw (redacted, if the stage redacts), so that
+    the rules cannot copy into an output what the model was never shown; placeholders are restored
+    afterwards, for the ``restore_pii`` fields only, as for model outputs."""
     messages: list[dict[str, str]]
     clients: Mapping[str, OpenAICompatClient]
     checks: StageChecks
@@ -151,63 +169,97 @@ class Sandwich:
     route: Route | None = None
 
 
+@dataclass
+class _Trail:
+    """What the ladder has done so far for one document: kept whatever happens next."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    def result(self, output: BaseModel | None, status: str, index: int | None = None, label: str | None = None,
+               model: str | None = None, review: bool = False, reason: str | None = None) -> LadderResult:
+        return LadderResult(output, status, index, label, model, review, reason, self.attempts, self.verdicts)
+
+
+async def _try_rung(
+    rung: Rung, index: int, stage: CompiledStage, sandwich: Sandwich, response_model: type[BaseModel], trail: _Trail
+) -> tuple[BaseModel | None, str, str, str | None]:
+    """Run one rung: (output or None, label, status, model). Its attempts and verdicts go on ``trail``."""
+    if isinstance(rung, ModelRung):
+        skipped = _skip(rung, index, sandwich)
+        if skipped is not None:
+            trail.attempts.append(skipped)
+            return None, f"model:{rung.model}", "validated", rung.model
+        run = CheckRun(sandwich.context, index)
+        token = CURRENT.set(run)
+        try:
+            output, made = await _model_rung(rung, index, sandwich, response_model)
+        finally:
+            CURRENT.reset(token)
+        trail.attempts += made
+        trail.verdicts += run.verdicts
+        if run.crashed is not None:  # a check raised while instructor parsed: the call is paid for, recorded above
+            raise run.crashed
+        return output, f"model:{rung.model}", "validated", rung.model
+    if isinstance(rung, CacheRung):
+        if sandwich.cache is None:
+            return None, f"cache:{rung.cache}", "cached", None
+        output, attempt = sandwich.cache.lookup(rung, index, stage.output_model)
+        trail.attempts.append(attempt)
+        return output, f"cache:{rung.cache}", "cached", None
+    if isinstance(rung, RulesRung):
+        output, attempt = _rules_rung(index, stage, sandwich.text)
+        trail.attempts.append(attempt)
+        return output, "rules", "rules", None
+    output, attempt = _default_rung(index, rung, stage)
+    trail.attempts.append(attempt)
+    return output, "default", "default", None
+
+
 async def walk(stage: CompiledStage, sandwich: Sandwich) -> LadderResult:
-    """Try each rung of an AI stage's ladder in order; never raises for a model failure.
+    """Try each rung of an AI stage's ladder in order; never raises.
 
     Every output, the default's included, goes through the stage's checks: a
     failure escalates to the next rung, or quarantines the document, as its
     ``on_fail`` says. A default that fails a check quarantines the document, so
-    no output ever leaves the declared rules.
+    no output ever leaves the declared rules. A check that raises, or any other
+    bug or resource error on the way, quarantines the document with the error's
+    type and where it happened, keeping the attempts (and their cost) made so far.
     """
     spec = stage.spec
     if not isinstance(spec, AiStage):
         raise TypeError("walk() runs the ladder of an ai stage")
-    attempts: list[Attempt] = []
-    verdicts: list[Verdict] = []
-    response_model = sandwich.checks.response_model(stage.output_model)
+    trail = _Trail()
     entry = sandwich.route.entry if sandwich.route else 0
     for index, rung in enumerate(spec.ladder):
-        output: BaseModel | None
-        if isinstance(rung, ModelRung):
-            if index < entry:
-                continue  # routed past: this document starts lower on the ladder
-            skipped = _skip(rung, index, sandwich)
-            if skipped is not None:
-                attempts.append(skipped)
+        if isinstance(rung, ModelRung) and index < entry:
+            continue  # routed past: this document starts lower on the ladder
+        where = f"ladder rung {index} ({_kind(rung)})"
+        try:
+            response_model = sandwich.checks.response_model(stage.output_model)
+            output, label, status, model = await _try_rung(rung, index, stage, sandwich, response_model, trail)
+            if output is None:
                 continue
-            run = CheckRun(sandwich.context, index)
-            token = CURRENT.set(run)
-            try:
-                output, made = await _model_rung(rung, index, sandwich, response_model)
-            finally:
-                CURRENT.reset(token)
-            attempts += made
-            verdicts += run.verdicts
-            label, status, model = f"model:{rung.model}", "validated", rung.model
-        elif isinstance(rung, CacheRung):
-            if sandwich.cache is None:
-                continue
-            output, attempt = sandwich.cache.lookup(rung, index, stage.output_model)
-            attempts.append(attempt)
-            label, status, model = f"cache:{rung.cache}", "cached", None
-        elif isinstance(rung, RulesRung):
-            output, attempt = _rules_rung(index, stage, sandwich.text)
-            attempts.append(attempt)
-            label, status, model = "rules", "rules", None
-        else:
-            output, attempt = _default_rung(index, rung, stage)
-            attempts.append(attempt)
-            label, status, model = "default", "default", None
-        if output is None:
-            continue
-        applied = sandwich.checks.apply(output, sandwich.context, index, stage.output_model)
-        verdicts += applied.verdicts
-        review = isinstance(rung, DefaultRung) and rung.review
-        if applied.outcome == "accept" and applied.output is not None:
-            if isinstance(rung, ModelRung) and sandwich.cache is not None:
+            applied = sandwich.checks.apply(output, sandwich.context, index, stage.output_model)
+            trail.verdicts += applied.verdicts
+            if applied.outcome == "accept" and applied.output is not None and isinstance(rung, ModelRung) and sandwich.cache is not None:
                 sandwich.cache.store(sandwich.clients[rung.model], applied.output)
-            return LadderResult(applied.output, status, index, label, model, review, attempts=attempts, verdicts=verdicts)
+        except CheckCrashed as crash:
+            trail.verdicts.append(crash.verdict)
+            return trail.result(None, "quarantined", index, reason=crash.reason)
+        except Exception as exc:  # a bug or a resource error for this document: quarantine it, the batch goes on
+            return trail.result(None, "quarantined", index, reason=internal_reason(where, exc))
+        if applied.outcome == "accept" and applied.output is not None:
+            return trail.result(applied.output, status, index, label, model, isinstance(rung, DefaultRung) and rung.review)
         if applied.outcome == "quarantine" or isinstance(rung, DefaultRung):
             # nothing below the default: a default that breaks a rule is no answer at all
-            return LadderResult(None, "quarantined", index, label, reason=applied.reason, attempts=attempts, verdicts=verdicts)
-    return LadderResult(None, "quarantined", reason="every rung of the ladder failed", attempts=attempts, verdicts=verdicts)
+            return trail.result(None, "quarantined", index, label, reason=applied.reason)
+    return trail.result(None, "quarantined", reason="every rung of the ladder failed")
+
+
+def _kind(rung: Rung) -> str:
+    if isinstance(rung, ModelRung):
+        return f"model {rung.model}"
+    if isinstance(rung, CacheRung):
+        return "cache"
+    return "rules" if isinstance(rung, RulesRung) else "default"

@@ -40,9 +40,13 @@ def _apply(rule: FieldRule, text: str) -> Any:
             match = None
         if match is not None:
             try:
-                return match.group(rule.group).strip()
+                value = match.group(rule.group)
             except (IndexError, regex.error):
-                return match.group(0).strip()
+                value = match.group(0)
+            # a group that did not take part in the match (``(?:by (\w+)|acquired)``) is None: no value,
+            # so the keywords and the default get their turn
+            if isinstance(value, str) and value.strip():
+                return value.strip()
     if rule.keywords:
         best, best_hits = None, 0
         for value, words in rule.keywords.items():

@@ -19,8 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from steadyflow.audit.records import Verdict
-from steadyflow.spec.errors import validation_summary
+from steadyflow.audit.records import Verdict, validation_summary
 from steadyflow.spec.validation import (
     BannedCheck,
     CheckSpec,
@@ -45,6 +44,20 @@ class UnknownCheck(Exception):
     """A ``check:`` name that is neither built in nor registered by a plugin."""
 
 
+class CheckCrashed(Exception):
+    """A check raised instead of giving a finding: no output can be vouched for, the document is quarantined.
+
+    Carries the check's name and the exception's type only: an exception's text may quote the
+    document or the output (a ValidationError echoes ``input_value``), so it is never kept.
+    """
+
+    def __init__(self, check: CompiledCheck, error: BaseException, rung: int | None = None, took: float = 0.0) -> None:
+        self.check, self.error_type = check.name, type(error).__name__
+        self.reason = f"internal error in check '{check.name}': {self.error_type}"
+        super().__init__(self.reason)
+        self.verdict = Verdict(check.name, check.layer, False, "quarantine", f"check raised {self.error_type}", rung, took)
+
+
 @dataclass
 class CheckRun:
     """What the checks inside instructor's parsing need: the document's context and where verdicts go."""
@@ -52,6 +65,8 @@ class CheckRun:
     context: Context
     rung: int
     verdicts: list[Verdict] = field(default_factory=list)
+    crashed: CheckCrashed | None = None
+    """A check that raised while instructor parsed: the ladder quarantines the document after the call."""
 
 
 #: Set by the ladder around each model call; every document runs in its own asyncio task, so this is per document.
@@ -92,13 +107,20 @@ def _plugin_run(function: Plugin, params: dict[str, Any], output: dict[str, Any]
     return function(params, output, context)
 
 
-def run_check(check: CompiledCheck, output: dict[str, Any], context: Context) -> tuple[Finding, float]:
-    """Run one check; a check that raises fails (with the exception's type, never its text)."""
+def run_check(check: CompiledCheck, output: dict[str, Any], context: Context, rung: int | None = None) -> tuple[Finding, float]:
+    """Run one check; raise :class:`CheckCrashed` (type only, never the text) if it raises.
+
+    A check that raises is no verdict: treating it as a failure would let ``on_fail: noop`` or
+    ``filter`` accept an output nobody checked, and a RecursionError or MemoryError from a hostile
+    document is no judgement on the output. The ladder quarantines the document and the batch goes on.
+    """
     started = time.perf_counter()
     try:
         finding = check.run(output, context)
-    except Exception as exc:  # a plugin's bug or a library error must not crash the batch
-        finding = Finding(False, f"check {check.name} raised {type(exc).__name__}")
+    except Exception as exc:  # a plugin's bug, a library error, a hostile document's RecursionError
+        raise CheckCrashed(check, exc, rung, round((time.perf_counter() - started) * 1000, 3)) from None
+    if not isinstance(finding, Finding):  # a plugin returned something else: a bug, not a verdict
+        raise CheckCrashed(check, TypeError(), rung)
     return finding, round((time.perf_counter() - started) * 1000, 3)
 
 
@@ -133,7 +155,7 @@ class StageChecks:
         data = output.model_dump(mode="json")
         verdicts: list[Verdict] = []
         for check in self.checks:
-            finding, took = run_check(check, data, context)
+            finding, took = run_check(check, data, context, rung)
             if finding.passed:
                 verdicts.append(Verdict(check.name, check.layer, True, "pass", rung=rung, duration_ms=took))
                 continue
@@ -171,7 +193,12 @@ def _with_checks(base: type[BaseModel], reask: list[CompiledCheck]) -> type[Base
             data = self.model_dump(mode="json")
             failures = []
             for check in reask:
-                finding, took = run_check(check, data, current.context)
+                try:
+                    finding, took = run_check(check, data, current.context, current.rung)
+                except CheckCrashed as crash:
+                    # raised here it would reach instructor, which would call it a failed model call
+                    current.crashed = current.crashed or crash
+                    return self
                 if not finding.passed:
                     current.verdicts.append(Verdict(check.name, check.layer, False, "reask", finding.message, current.rung, took))
                     failures.append(finding.message)

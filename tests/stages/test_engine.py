@@ -23,6 +23,8 @@ def _run(chaos: ChaosServer, docs: list[Document], *overrides: str) -> list:
 
 
 def test_validated_output_and_its_record(chaos: ChaosServer) -> None:
+    # scripted: the endpoint's random answer depends on the prompt's text, and the prompt file is example content
+    chaos.script.append({"content": {"category": "billing", "priority": "medium", "summary": "Refund of an invoice"}})
     doc = Document("d1", "Subject: refund\n\nPlease refund my invoice, jane@example.com", "mem")
     [record] = _run(chaos, [doc])
     assert record.status == "validated" and record.rung_label == "model:small"
