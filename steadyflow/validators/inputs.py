@@ -74,13 +74,14 @@ def prepare(spec: InputSpec, text: str, doc_id: str = "", fields: dict[str, Any]
 
 def _redact(prepared: PreparedInput, redactor: Redactor) -> None:
     """Redact text, id, fields and outputs of ``prepared`` in place, into one placeholder map."""
-    # the text first and alone: its placeholders are numbered as before, so cache keys stay stable
-    text = redactor.text(prepared.text)
     values: list[str] = []
     _strings(prepared.fields, values)
     _strings(prepared.outputs, values)
     unique = list(dict.fromkeys(values))
-    doc_id, *redacted = redactor.many([prepared.doc_id, *unique], [id_view(prepared.doc_id), *unique])
+    # one presidio call for all of it (spaCy's pass is the cost); the text comes first, so its placeholders
+    # are numbered as when it was redacted alone
+    text, doc_id, *redacted = redactor.many([prepared.text, prepared.doc_id, *unique],
+                                            [prepared.text, id_view(prepared.doc_id), *unique])
     # a value presidio found in one place is hidden in every other place too
     mapping = {value: redactor.scrub(new) for value, new in zip(unique, redacted, strict=True)}
     prepared.text, prepared.doc_id = redactor.scrub(text), redactor.scrub(doc_id)
