@@ -7,6 +7,7 @@ them, so ``validate``, ``schema`` and ``--help`` start fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -133,6 +134,8 @@ def run(
     from steadyflow.flows.settings import prefect_defaults
 
     prefect_defaults()
+    if quiet or as_json:  # Prefect's INFO lines are progress too; warnings and errors still show (a user's setting wins)
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from steadyflow.cli.progress import BarProgress
     from steadyflow.flows.batch import ResumeError, check_outputs, check_resume
     from steadyflow.flows.compiler import RunOptions, run_pipeline

@@ -56,9 +56,14 @@ def _check_sql(url: str) -> None:
     outputs.write([row(1), row(2)])
     outputs.write([row(2), row(3)])  # d2 again: a resumed run writing a chunk a second time
     held.write([{"id": "bad", "source": "x.pdf", "stage": "triage", "reason": "encrypted PDF"}])
+    if url.startswith("postgresql"):  # one run at a time per table on a server
+        with pytest.raises(SinkError, match="is in use by another run"):
+            SqlRows(url, "tickets", "run2")
+    written = outputs.written_ids()
+    outputs.close()
     other_run = SqlRows(url, "tickets", "run2")
     other_run.write([row(1)])
-    assert outputs.written_ids() == {"d1", "d2", "d3"} and other_run.written_ids() == {"d1"}
+    assert written == {"d1", "d2", "d3"} and other_run.written_ids() == {"d1"}
     engine = sa.create_engine(url)
     with engine.connect() as connection:
         got = connection.execute(sa.text("SELECT doc_id, outputs FROM tickets WHERE run_id = 'run1' ORDER BY doc_id")).fetchall()
@@ -68,7 +73,7 @@ def _check_sql(url: str) -> None:
     first = got[0][1] if isinstance(got[0][1], dict) else json.loads(got[0][1])
     assert first["triage"]["tags"] == ["a", "b"]
     assert reason == "encrypted PDF"
-    for sink in (outputs, held, other_run):
+    for sink in (held, other_run):
         sink.close()
 
 
