@@ -14,9 +14,9 @@ from pydantic import BaseModel, ValidationError
 
 from steadyflow.spec.errors import Problem, SpecError, did_you_mean, format_path
 from steadyflow.spec.errors_map import validation_problems
-from steadyflow.spec.loader import CompiledStage, read_text
-from steadyflow.spec.models import AiStage, DefaultRung, ModelRung, Pipeline, RulesRung, RulesSpec
-from steadyflow.spec.output_schema import compile_output, import_model
+from steadyflow.spec.loader import CompiledStage, ConfinedReadError, read_confined
+from steadyflow.spec.models import AiStage, DefaultRung, FieldSpec, ModelRung, Pipeline, RulesRung, RulesSpec
+from steadyflow.spec.output_schema import compile_output, field_name_problem, import_model, pattern_problem
 from steadyflow.spec.prompt import Prompt, check_template, make_prompt
 from steadyflow.spec.validation_checks import check_validators
 from steadyflow.spec.yaml_positions import Path as DataPath
@@ -62,8 +62,10 @@ def _load_rules(ref: str | RulesSpec, model: type[BaseModel], pos: Positions, at
         return ref, _check_rules(ref, model, pos, at)
     file = base / ref
     try:
-        data, file_pos = load_yaml(read_text(file, str(file)), str(file))
+        data, file_pos = load_yaml(read_confined(base, ref), str(file))
         rules = RulesSpec.model_validate(data)
+    except ConfinedReadError as exc:
+        return None, [pos.problem(at, f"rules file '{ref}' {exc}")]
     except SpecError as exc:
         return None, [pos.problem(at, f"rules file '{ref}' is invalid"), *exc.problems]
     except ValidationError as exc:
@@ -79,16 +81,29 @@ def _check_default(value: dict[str, Any], model: type[BaseModel], pos: Positions
     return []
 
 
-def _output_model(stage: Any, pos: Positions, at: DataPath) -> tuple[type[BaseModel] | None, list[Problem]]:
+def _field_problems(fields: dict[str, FieldSpec], pos: Positions, at: DataPath) -> list[Problem]:
+    """Names pydantic cannot take and patterns its regex engine cannot run, at every level of nesting."""
+    problems = []
+    for name, fspec in fields.items():
+        message = field_name_problem(name)
+        if message is not None:
+            problems.append(pos.problem((*at, name), message, key=True))
+        if fspec.pattern is not None and (message := pattern_problem(fspec.pattern)) is not None:
+            problems.append(pos.problem((*at, name, "pattern"), message))
+        if fspec.items is not None:
+            problems += _field_problems({"items": fspec.items}, pos, (*at, name))
+        if fspec.fields:
+            problems += _field_problems(fspec.fields, pos, (*at, name, "fields"))
+    return problems
+
+
+def _output_model(stage: Any, pos: Positions, at: DataPath, import_code: bool) -> tuple[type[BaseModel] | None, list[Problem]]:
     try:
         if stage.output_model:
-            return import_model(stage.output_model), []
-        for name, fspec in (stage.output or {}).items():
-            if fspec.pattern is not None:
-                try:
-                    regex.compile(fspec.pattern)
-                except regex.error as exc:
-                    return None, [pos.problem((*at, "output", name, "pattern"), f"pattern does not compile: {exc}")]
+            return (import_model(stage.output_model), []) if import_code else (None, [])
+        problems = _field_problems(stage.output or {}, pos, (*at, "output"))
+        if problems:
+            return None, problems
         return compile_output(stage.output or {}, stage.id), []
     except ValueError as exc:
         where = (*at, "output_model") if stage.output_model else (*at, "output")
@@ -100,9 +115,9 @@ def _load_prompt(stage: AiStage, pos: Positions, at: DataPath, base: Path) -> tu
     if spec.file is not None:
         file = base / spec.file
         try:
-            text = read_text(file, str(file))
-        except SpecError:
-            return None, [pos.problem((*at, "prompt", "file"), f"prompt file '{spec.file}' not found")]
+            text = read_confined(base, spec.file)
+        except ConfinedReadError as exc:
+            return None, [pos.problem((*at, "prompt", "file"), f"prompt file '{spec.file}' {exc}")]
         shown, line_offset = str(file), 0
     else:
         text = spec.template or ""
@@ -166,8 +181,12 @@ def check_models(spec: Pipeline, pos: Positions) -> list[Problem]:
     return problems
 
 
-def compile_stages(spec: Pipeline, data: dict[str, Any], pos: Positions, base: Path) -> list[CompiledStage]:
-    """Check every stage against the rest of the file and compile it."""
+def compile_stages(spec: Pipeline, data: dict[str, Any], pos: Positions, base: Path, *, import_code: bool = True) -> list[CompiledStage]:
+    """Check every stage against the rest of the file and compile it.
+
+    With ``import_code=False`` no ``output_model`` is imported (``validate --no-plugins``):
+    such stages are checked for their shape only and left out of the result.
+    """
     problems: list[Problem] = check_models(spec, pos)
     compiled: list[CompiledStage] = []
     seen: set[str] = set()
@@ -176,7 +195,7 @@ def compile_stages(spec: Pipeline, data: dict[str, Any], pos: Positions, base: P
         if stage.id in seen:
             problems.append(pos.problem((*at, "id"), f"duplicate stage id '{stage.id}'"))
         seen.add(stage.id)
-        model, found = _output_model(stage, pos, at)
+        model, found = _output_model(stage, pos, at, import_code)
         problems += found
         if model is None:
             continue

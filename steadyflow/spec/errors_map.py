@@ -117,8 +117,11 @@ def validation_problems(exc: ValidationError, data: Any, positions: Positions) -
         message, at_key = _message(dict(err), path, value, data)
         by_path.setdefault(path, []).append((message, at_key, err["type"]))
     problems = []
+    # every proper prefix of a located path, once: testing each path against all others was quadratic
+    # (2,000 stages with a problem each took seconds here)
+    prefixes = {other[:end] for other in by_path for end in range(len(other))}
     for path, items in by_path.items():
-        deeper = any(other[: len(path)] == path and len(other) > len(path) for other in by_path)
+        deeper = path in prefixes
         specific = [it for it in items if it[2] not in _TYPE_WORDS]
         if deeper and not specific:
             continue  # a union branch that did not apply; the deeper error explains it

@@ -6,7 +6,8 @@ import importlib
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic_core import SchemaError
 
 from steadyflow.spec.models import FieldSpec
 
@@ -42,10 +43,39 @@ def _python_type(name: str, spec: FieldSpec, owner: str) -> Any:
     raise ValueError(f"unknown field type {spec.type!r}")
 
 
+def field_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an output field, or None.
+
+    pydantic turns ``_x`` into a private attribute (the field silently disappears)
+    and ``model_config``, ``model_dump``, ``json``... collide with its own members.
+    """
+    if name.startswith("_"):
+        return f"output field '{name}' starts with '_', which pydantic treats as private: rename it, e.g. '{name.lstrip('_') or 'value'}'"
+    if name.startswith("model_") or hasattr(BaseModel, name):
+        return f"output field '{name}' is a reserved name of pydantic models: rename it, e.g. '{name}_value'"
+    return None
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why the validator's regex engine (pydantic's Rust regex: linear time, no look-around or backreferences) refuses ``pattern``."""
+    try:
+        TypeAdapter(Annotated[str, Field(pattern=pattern)])
+    except SchemaError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-1].removeprefix("error: ") if lines else "invalid"
+        if "not supported" in reason:
+            return f"pattern uses a construct the output validator's regex engine does not support (Rust regex): {reason}"
+        return f"pattern does not compile: {reason}"
+    return None
+
+
 def compile_output(fields: dict[str, FieldSpec], name: str) -> type[BaseModel]:
     """Build a pydantic model class from declared fields (recursively for objects)."""
     definitions: dict[str, Any] = {}
     for field_name, spec in fields.items():
+        problem = field_name_problem(field_name)
+        if problem is not None:  # checks.py reports it with a position; this keeps other callers safe
+            raise ValueError(problem)
         annotation = _python_type(field_name, spec, name)
         if spec.optional:
             definitions[field_name] = (annotation | None, Field(None, description=spec.description))

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from dataclasses import replace as replace_field
 from typing import Any
 
 import yaml
@@ -62,10 +64,63 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
             container[key] = value
 
 
-def interpolate_env(data: Any, positions: Positions, env: Mapping[str, str] | None = None) -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; a missing VAR is a problem."""
+ENV_FIELDS: tuple[Path, ...] = (
+    ("models", "*", "api_key"),
+    ("models", "*", "base_url"),
+    ("models", "*", "model"),
+    ("sink", "url"),
+)
+"""The only values where ``${VAR}`` is expanded ('*' matches any key). Anywhere else a
+secret could travel on (a prompt sent to a model, a record), so it is refused there.
+Audit or telemetry URLs join this list when they exist."""
+
+_ESCAPED = "$${"
+_ANY_REF = re.compile(r"\$\$\{|\$\{")
+_ENV_OR_ESCAPE = re.compile(r"\$\$\{|" + _ENV.pattern)
+_MIN_SCRUBBED = 4
+"""Shorter expanded values are scrubbed only from problems about their own field (a bare 'a' is everywhere)."""
+
+
+def _env_field(path: Path) -> bool:
+    return any(len(path) == len(p) and all(w == "*" or w == k for w, k in zip(p, path, strict=True)) for p in ENV_FIELDS)
+
+
+def _env_fields_text() -> str:
+    return ", ".join(".".join(str(k) for k in p) for p in ENV_FIELDS)
+
+
+@dataclass
+class Expanded:
+    """One expanded ``${VAR}``: where, which variable, and its value (only ever used to keep it out of messages)."""
+
+    path: Path
+    name: str
+    value: str = field(repr=False)
+
+
+def interpolate_env(data: Any, positions: Positions, env: Mapping[str, str] | None = None) -> tuple[Any, list[Expanded]]:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in :data:`ENV_FIELDS`; ``$${`` is a literal ``${`` anywhere.
+
+    Returns the data and what was expanded. A missing VAR, or a ``${`` outside
+    :data:`ENV_FIELDS`, is a problem.
+    """
     environ = os.environ if env is None else env
     problems: list[Problem] = []
+    expanded: list[Expanded] = []
+
+    def replace(path: Path) -> Callable[[re.Match[str]], str]:
+        def one(match: re.Match[str]) -> str:
+            if match.group(0) == _ESCAPED:
+                return "${"
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                expanded.append(Expanded(path, name, environ[name]))
+                return environ[name]
+            if default is not None:
+                return default
+            problems.append(positions.problem(path, f"environment variable {name} is not set (write ${{{name}:-}} to make it optional)"))
+            return ""
+        return one
 
     def walk(value: Any, path: Path) -> Any:
         if isinstance(value, dict):
@@ -74,19 +129,28 @@ def interpolate_env(data: Any, positions: Positions, env: Mapping[str, str] | No
             return [walk(v, (*path, i)) for i, v in enumerate(value)]
         if not isinstance(value, str) or "${" not in value:
             return value
-
-        def replace(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in environ:
-                return environ[name]
-            if default is not None:
-                return default
-            problems.append(positions.problem(path, f"environment variable {name} is not set (write ${{{name}:-}} to make it optional)"))
-            return ""
-
-        return _ENV.sub(replace, value)
+        if _env_field(path):
+            return _ENV_OR_ESCAPE.sub(replace(path), value)
+        if any(m.group(0) != _ESCAPED for m in _ANY_REF.finditer(value)):
+            problems.append(positions.problem(path, f"environment variables are expanded only in {_env_fields_text()}; "
+                                                    "write $${X} for a literal ${X}"))
+            return value
+        return value.replace(_ESCAPED, "${")
 
     result = walk(data, ())
     if problems:
         raise SpecError(problems)
-    return result
+    return result, expanded
+
+
+def scrub(problems: list[Problem], expanded: list[Expanded]) -> list[Problem]:
+    """Replace every expanded value in ``problems`` by its ``${VAR}``: a secret is never echoed in an error."""
+    out = []
+    for problem in problems:
+        message = problem.message
+        for item in sorted(expanded, key=lambda e: -len(e.value)):
+            own = problem.where == format_path(item.path)
+            if item.value and (own or len(item.value) >= _MIN_SCRUBBED) and item.value in message:
+                message = message.replace(item.value, f"${{{item.name}}}")
+        out.append(replace_field(problem, message=message))
+    return out

@@ -26,8 +26,22 @@ def load_plugins(pipeline: LoadedPipeline) -> list[Problem]:
     return problems
 
 
-def plugin_problems(pipeline: LoadedPipeline) -> list[Problem]:
-    """Load plugins, then one problem per ``check:`` that is neither built in nor registered."""
+def names_code(pipeline: LoadedPipeline) -> bool:
+    """Whether the pipeline names Python code: plugin modules, plugin checks or an ``output_model``."""
+    return bool(pipeline.spec.plugins) or any(
+        stage.output_model or (isinstance(stage, AiStage) and any(isinstance(c, PluginCheck) for c in stage.validate_))
+        for stage in pipeline.spec.stages
+    )
+
+
+def plugin_problems(pipeline: LoadedPipeline, *, import_plugins: bool = True) -> list[Problem]:
+    """Load plugins, then one problem per ``check:`` that is neither built in nor registered.
+
+    ``import_plugins=False`` imports nothing (plugins are code and run when imported):
+    plugin checks are then not verified at all, so none is reported as unknown.
+    """
+    if not import_plugins:
+        return []
     problems = load_plugins(pipeline)
     for i, stage in enumerate(pipeline.spec.stages):
         if not isinstance(stage, AiStage):
