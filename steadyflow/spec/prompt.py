@@ -15,7 +15,8 @@ from typing import Any
 
 import jinja2
 from jinja2 import meta
-from jinja2.sandbox import SandboxedEnvironment
+
+from steadyflow.spec.template_bounds import BoundedEnvironment, render_bounded, static_problem
 
 PROMPT_VARIABLES = frozenset({"text", "doc", "id", "outputs"})
 DEFAULT_SYSTEM = (
@@ -33,8 +34,8 @@ class Prompt:
     version: str
 
     def render(self, context: dict[str, Any]) -> str:
-        """Render the user message for one document."""
-        return _compile(self.template).render(**context)
+        """Render the user message for one document; a template too costly for it raises ``jinja2.TemplateError``."""
+        return render_bounded(_compile(self.template), context)
 
 
 def make_prompt(template: str, system: str | None) -> Prompt:
@@ -44,8 +45,9 @@ def make_prompt(template: str, system: str | None) -> Prompt:
     return Prompt(template=template, system=system_text, version=digest)
 
 
-def _environment() -> SandboxedEnvironment:
-    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+def _environment() -> BoundedEnvironment:
+    # bounded: a template runs once per document, so it must never take unbounded time or memory
+    return BoundedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
 @lru_cache(maxsize=256)
@@ -65,4 +67,4 @@ def check_template(template: str) -> tuple[int, str] | None:
         allowed = ", ".join(sorted(PROMPT_VARIABLES))
         line = template[: max(template.find(unknown[0]), 0)].count("\n") + 1
         return line, f"prompt uses unknown variable '{unknown[0]}' (available: {allowed})"
-    return None
+    return static_problem(ast)
