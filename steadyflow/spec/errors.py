@@ -24,9 +24,20 @@ class Problem:
     where: str
     message: str
 
+    def __post_init__(self) -> None:
+        # one problem, one line: a key or value from the file may hold newlines or control characters
+        for name in ("path", "where", "message"):
+            object.__setattr__(self, name, _one_line(getattr(self, name)))
+
     def __str__(self) -> str:
         where = f" {self.where}:" if self.where else ""
         return f"{self.path}:{self.line}:{self.col}:{where} {self.message}"
+
+
+def _one_line(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class SpecError(Exception):
