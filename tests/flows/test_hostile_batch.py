@@ -216,7 +216,7 @@ def test_soak_hostile_documents_faults_kills_and_a_second_run(prefect_env: dict[
         second = subprocess.run(cmd, cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=120)
         assert last.poll() is None, "the resumed run ended before the second run started: the test proves nothing"
         server.config.latency_ms, server.config.faults = 20, faults
-        stdout, stderr = last.communicate(timeout=600)
+        _, stderr = last.communicate(timeout=600)
     finally:
         server.stop()
     assert second.returncode == 2 and "is in use by run" in second.stderr and "Traceback" not in second.stderr
