@@ -29,6 +29,7 @@ from steadyflow.chaos.server import ChaosConfig, ChaosServer
 from steadyflow.flows.batch import RunOptions, run_batch
 from steadyflow.flows.summary import RunSummary
 from steadyflow.io.lock import folder_lock
+from steadyflow.io.sources import count_documents, source_for
 from steadyflow.spec.loader import load_pipeline
 from steadyflow.stages.document import Document
 from steadyflow.stages.engine import Engine
@@ -151,6 +152,30 @@ def test_any_folder_ends_with_every_entry_exactly_once(faulty_endpoint: ChaosSer
         assert summary.documents == len(entries)
         with sqlite3.connect(out / "decisions.sqlite") as db:
             assert db.execute("SELECT COUNT(DISTINCT doc_id) FROM decisions").fetchone()[0] == len(entries)
+
+
+_lines = st.lists(st.one_of(
+    st.builds(lambda i, t: json.dumps({"id": i, "text": t}), st.sampled_from(["x", "x", "x~2", "", " x", "0"]), st.text(max_size=40)),
+    st.sampled_from([deep_json(3000), '{"id": 1, "text": ' + "9" * 5000 + "}", '{"text": "\\ud800"}', "[1, 2]", "not json", ""]),
+    st.binary(max_size=80).map(lambda b: b.decode("latin-1")),
+), min_size=1, max_size=15)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(lines=_lines, kind=st.sampled_from(["jsonl", "csv"]))
+def test_any_table_ends_with_every_record_exactly_once(faulty_endpoint: ChaosServer, lines: list[str], kind: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        table, out = base / f"in.{kind}", base / "out"
+        body = "\n".join(lines) if kind == "jsonl" else "id,text\n" + "\n".join(lines)
+        table.write_bytes(body.encode("utf-8", "surrogatepass"))
+        expected = count_documents(source_for(str(table)), base)
+        pipeline_file = base / "p.yaml"
+        pipeline_file.write_text(PIPELINE.format(base_url=faulty_endpoint.base_url, timeout_s=5, sink="jsonl"))
+        summary = _batch(pipeline_file, table, out)
+        outputs, held = _accounted(out, "jsonl")
+        assert len(outputs) + len(held) == expected == summary.documents
+        assert len(set(outputs + held)) == expected  # ids made unique never collide
 
 
 # ---- soak: the CLI on a real Prefect server ---------------------------------------------------
