@@ -209,6 +209,10 @@ class DecisionStore:
     def sink_owner(self, path: Path) -> str | None:
         """The run that last wrote the file sink at ``path``, if a run of this store did."""
         row = self._db.execute("SELECT run_id FROM sink_files WHERE path = ?", (str(path.resolve()),)).fetchone()
+        if row is None and self._db.execute("SELECT COUNT(*) FROM sink_files").fetchone()[0] == 0:
+            # a store from before sink ownership was kept: its newest run that wrote sinks is the best owner we know
+            row = self._db.execute("SELECT m.run_id FROM sink_marks m JOIN runs r USING (run_id) "
+                                   "ORDER BY r.started_at DESC LIMIT 1").fetchone()
         return str(row[0]) if row else None
 
     def supersede_unfinished(self, run_id: str) -> tuple[float, int]:

@@ -164,3 +164,19 @@ def test_a_read_only_store_is_checked_and_never_written(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not a steadyflow decisions store"):
         DecisionStore(other, readonly=True)
     assert other.read_bytes() == before
+
+
+def test_a_store_from_before_sink_ownership_still_knows_who_wrote_the_sink(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = DecisionStore(tmp_path / "decisions.sqlite")
+    store.start_run("old", "p", "1", None)
+    store.complete("old", [("d1", False)], {"outputs": (10, ""), "quarantine": (0, "")})
+    store.finish_run("old", {})
+    store.close()
+    with sqlite3.connect(tmp_path / "decisions.sqlite") as connection:
+        connection.execute("DROP TABLE sink_files")  # as an earlier version left it
+    (tmp_path / "out.jsonl").write_text('{"id": "d1"}\n')
+    store = DecisionStore(tmp_path / "decisions.sqlite")
+    store.start_run("new", "p", "1", None)
+    _open(tmp_path, store, "new").close()  # type: ignore[attr-defined]  # the old finished run's file makes way
