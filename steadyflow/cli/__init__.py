@@ -255,7 +255,7 @@ def operational_message(exc: BaseException) -> str:
     """One line for an error of the machine, not of the pipeline: what failed and where, never a document."""
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
-        return f"cannot write: {where}{exc.strerror or type(exc).__name__}"
+        return f"{where}{exc.strerror or type(exc).__name__}"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -100,12 +101,21 @@ def chaos_serve(
         raise typer.Exit(EXIT_INVALID) from None
     server = ChaosServer(config, host=host, port=port)
     if script is not None:
-        server.script.extend(json.loads(line) for line in script.read_text().splitlines() if line.strip())
+        try:
+            server.script.extend(json.loads(line) for line in script.read_text().splitlines() if line.strip())
+        except (OSError, ValueError) as exc:
+            typer.echo(f"--script {script}: {getattr(exc, 'strerror', None) or 'not JSONL (one JSON object per line)'}", err=True)
+            raise typer.Exit(EXIT_INVALID) from None
 
     async def serve() -> None:
         await server.start_async()
         typer.echo(f"chaos endpoint on {server.base_url} (faults: {rates or 'none'})", err=True)
         await asyncio.Event().wait()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+    except OSError as exc:  # a busy port, an address that is not ours: one line, not asyncio's traceback
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own message repeats the address
+        typer.echo(f"cannot listen on {host}:{port}: {reason}; --port 0 picks a free port", err=True)
+        raise typer.Exit(1) from None
