@@ -107,7 +107,7 @@ def test_local_only_settings_on_another_provider_are_refused(tmp_path: Path) -> 
         load_pipeline(file)
     lines = [str(p) for p in caught.value.problems]
     assert any(":3:" in line and "'model_path' applies to provider 'local' only" in line for line in lines), lines
-    assert any("'context_tokens' applies to provider 'local' only" in line for line in lines), lines
+    assert not any("context_tokens" in line for line in lines), lines  # any endpoint may declare its context (issue 12)
 
 
 def test_schema_covers_the_dsl() -> None:
@@ -140,3 +140,10 @@ def test_loader_only_ever_raises_its_own_error_on_arbitrary_structures(value: ob
 
     with contextlib.suppress(SpecError):
         parse_spec(yaml.safe_dump(value), "fuzz.yaml")
+
+
+def test_did_you_mean_never_suggests_the_word_itself() -> None:
+    from steadyflow.spec.errors import did_you_mean
+
+    assert did_you_mean("field", ["field", "fields"]) == " (did you mean 'fields'?)"
+    assert did_you_mean("field", ["field"]) == ""

@@ -108,3 +108,36 @@ def test_the_rules_rung_output_is_restored_only_for_restore_pii_fields(tmp_path:
     assert record.status == "rules"
     assert doc.outputs["s"]["summary"].startswith(f"{IN_TEXT[0]}, {IN_TEXT[1]}")
     assert [v.check for v in record.verdicts][-1] == "restore_pii"
+
+
+GROUNDED = """
+pipeline: grounded
+models:
+  m: {{provider: openai, base_url: "{url}", timeout_s: 2}}
+stages:
+  - id: s
+    kind: ai
+    input: {{redact_pii: [PERSON], restore_pii: [buyer]}}
+    prompt: {{template: "Who buys? {{{{ text }}}}"}}
+    output:
+      buyer: {{type: string, optional: true}}
+    validate:
+      - {{layer: semantic, check: grounded, fields: [buyer], on_fail: filter}}
+    ladder:
+      - {{model: m, reasks: 0, retries: 0}}
+      - rules:
+          fields:
+            buyer: {{regex: 'acquired by ([^,.]+)'}}
+"""
+
+
+def test_a_name_the_rules_find_is_grounded_in_the_same_text_and_restored(tmp_path: Path, chaos: ChaosServer) -> None:
+    # issue 12: the rules read the raw text and the grounding check the redacted one, so it nulled every name they found
+    chaos.script.append({"fault": "http_500"})
+    file = tmp_path / "p.yaml"
+    file.write_text(GROUNDED.format(url=chaos.base_url))
+    doc = Document("d1", "The shop was acquired by Robert Miller, the report says.", "mem")
+    [record] = run_stage(load_pipeline(file), "s", [doc])
+    assert record.status == "rules"
+    assert [v.passed for v in record.verdicts if v.check == "grounded"] == [True]
+    assert doc.outputs["s"]["buyer"] == "Robert Miller"
