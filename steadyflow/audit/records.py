@@ -113,6 +113,9 @@ class DecisionRecord:
     reason: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     latency_ms: float = 0.0
+    """The document's own time in this stage: from when its work started (it had a slot) to its end."""
+    queue_ms: float = 0.0
+    """Time the document waited for a concurrency slot before its work started (apart from ``latency_ms``)."""
     verdicts: list[Verdict] = field(default_factory=list)
     route: dict[str, Any] | None = None
     """The routing decision: estimator, score, complexity class, entry rung."""

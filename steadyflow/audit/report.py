@@ -1,4 +1,4 @@
-"""True cost of a run: tokens and USD by stage, model and rung, failures and re-asks included."""
+"""True cost of a run: tokens and USD by stage, model and rung, failures and re-asks included; why documents fell."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from steadyflow.audit import reasons
 from steadyflow.audit.store import DecisionStore
 
 
@@ -72,6 +73,7 @@ def run_cost(store: DecisionStore, run_id: str) -> dict[str, Any]:
         "documents": len({r["doc_id"] for r in records}),
         "lines": [asdict(line) for line in rows],
         "outcomes": {stage: dict(counts) for stage, counts in outcomes.items()},
+        "fallback_reasons": reasons.nest(reasons.count(records)),
         "total": {
             "usd": round(total_usd, 6), "usd_failed": round(sum(line.usd_failed for line in rows), 6),
             "tokens_in": sum(line.tokens_in for line in rows), "tokens_out": sum(line.tokens_out for line in rows),

@@ -16,11 +16,13 @@ import secrets
 import sqlite3
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from steadyflow.audit import reasons
 from steadyflow.audit.records import DecisionRecord
 
 _SCHEMA = """
@@ -57,6 +59,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     created_at REAL NOT NULL,
     verdicts TEXT NOT NULL DEFAULT '[]',
     route TEXT,
+    queue_ms REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, doc_id, stage_id)
 );
 CREATE TABLE IF NOT EXISTS completed (
@@ -103,7 +106,7 @@ Mark = tuple[int, str]
 
 _COLUMNS = (
     "run_id, doc_id, stage_id, pipeline, pipeline_version, input_hash, prompt_version, status, rung, rung_label, model, "
-    "parameters, review, reason, attempts, n_attempts, tokens_in, tokens_out, cost_usd, latency_ms, created_at, verdicts, route"
+    "parameters, review, reason, attempts, n_attempts, tokens_in, tokens_out, cost_usd, latency_ms, created_at, verdicts, route, queue_ms"
 )
 
 
@@ -145,6 +148,8 @@ class DecisionStore:
             self._db.execute("ALTER TABLE decisions ADD COLUMN verdicts TEXT NOT NULL DEFAULT '[]'")
         if "route" not in columns:
             self._db.execute("ALTER TABLE decisions ADD COLUMN route TEXT")
+        if "queue_ms" not in columns:  # before it, latency_ms held the wait for a slot too: old rows keep that meaning
+            self._db.execute("ALTER TABLE decisions ADD COLUMN queue_ms REAL NOT NULL DEFAULT 0")
         if "spec_hash" not in {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}:
             self._db.execute("ALTER TABLE runs ADD COLUMN spec_hash TEXT")
         if "digest" not in {row[1] for row in self._db.execute("PRAGMA table_info(sink_marks)")}:
@@ -260,14 +265,14 @@ class DecisionStore:
                 r.run_id, self.key(r.doc_id), r.stage_id, r.pipeline, r.pipeline_version, r.input_hash, r.prompt_version,
                 r.status, r.rung, r.rung_label, r.model, json.dumps(r.parameters), int(r.review), r.reason,
                 json.dumps(r.attempts_json()), len(r.attempts), r.tokens_in, r.tokens_out, r.cost_usd,
-                r.latency_ms, time.time(), json.dumps(r.verdicts_json()), json.dumps(r.route) if r.route else None,
+                r.latency_ms, time.time(), json.dumps(r.verdicts_json()), json.dumps(r.route) if r.route else None, r.queue_ms,
             )
             for r in records
         ]
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
-                f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES ({','.join('?' * 23)})", rows
+                f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES ({','.join('?' * 24)})", rows
             )
 
     def records(self, run_id: str) -> list[dict[str, Any]]:
@@ -306,7 +311,7 @@ class DecisionStore:
         return float(row[0]) + usd, int(row[1]) + tokens
 
     def overview(self, run_id: str) -> dict[str, Any]:
-        """Totals of a run computed in SQL (flat memory at any size): outcomes, cost, latency, failed checks."""
+        """Totals of a run computed in SQL (flat memory at any size): outcomes, cost, latency and queueing, failed checks, fallback reasons."""
         ended = "CASE WHEN status = 'quarantined' THEN 'quarantined' ELSE COALESCE(rung_label, status) END"
         by_rung: dict[str, dict[str, int]] = {}
         for stage, label, count in self._db.execute(
@@ -319,13 +324,6 @@ class DecisionStore:
         cost = self._db.execute(
             "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0) FROM decisions WHERE run_id = ?", (run_id,)
         ).fetchone()
-        per_doc = "SELECT SUM(latency_ms) AS ms FROM decisions WHERE run_id = ? GROUP BY doc_id"
-        n = self._db.execute(f"SELECT COUNT(*) FROM ({per_doc})", (run_id,)).fetchone()[0]
-        latency = {}
-        for name, q in (("p50", 0.50), ("p95", 0.95)):
-            row = self._db.execute(f"SELECT ms FROM ({per_doc}) ORDER BY ms LIMIT 1 OFFSET ?", (run_id, max(0, int(q * n + 0.5) - 1)))
-            value = row.fetchone()
-            latency[name] = round(value[0], 1) if value else None
         checks = self._db.execute(
             "SELECT json_extract(v.value, '$.check'), json_extract(v.value, '$.action'), COUNT(*) "
             "FROM decisions, json_each(decisions.verdicts) AS v WHERE run_id = ? AND json_extract(v.value, '$.passed') = 0 "
@@ -334,9 +332,36 @@ class DecisionStore:
         )
         return {
             "documents": done[0], "quarantined": done[1], "outputs": done[0] - done[1], "by_rung": by_rung,
-            "cost_usd": round(cost[0], 6), "tokens": cost[1], "latency_ms": latency,
+            "cost_usd": round(cost[0], 6), "tokens": cost[1],
+            "latency_ms": self._percentiles(run_id, "latency_ms"), "queue_ms": self._percentiles(run_id, "queue_ms"),
             "failed_checks": {f"{check}:{action}": count for check, action, count in checks},
+            "fallback_reasons": reasons.nest(self.fallback_reasons(run_id)),
         }
+
+    def _percentiles(self, run_id: str, column: str) -> dict[str, float | None]:
+        """p50 and p95 over documents of ``column`` summed over a document's stages (its own time, or its queueing)."""
+        per_doc = f"SELECT SUM({column}) AS ms FROM decisions WHERE run_id = ? GROUP BY doc_id"
+        n = self._db.execute(f"SELECT COUNT(*) FROM ({per_doc})", (run_id,)).fetchone()[0]
+        out: dict[str, float | None] = {}
+        for name, q in (("p50", 0.50), ("p95", 0.95)):
+            row = self._db.execute(f"SELECT ms FROM ({per_doc}) ORDER BY ms LIMIT 1 OFFSET ?", (run_id, max(0, int(q * n + 0.5) - 1)))
+            value = row.fetchone()
+            out[name] = round(value[0], 1) if value else None
+        return out
+
+    def fallback_reasons(self, run_id: str) -> Counter[reasons.Key]:
+        """Why a run's documents fell down the ladder (see :mod:`steadyflow.audit.reasons`), streamed: flat memory.
+
+        SQL keeps only records that can have fallen (quarantined, several attempts, a failed check).
+        """
+        rows = self._db.execute(
+            "SELECT stage_id, status, rung, rung_label, reason, attempts, verdicts FROM decisions WHERE run_id = ? "
+            "AND (status = 'quarantined' OR n_attempts > 1 OR verdicts LIKE '%\"passed\": false%')", (run_id,),
+        )
+        keys = ("stage_id", "status", "rung", "rung_label", "reason")
+        return reasons.count(
+            {**dict(zip(keys, row[:5], strict=True)), "attempts": json.loads(row[5]), "verdicts": json.loads(row[6])} for row in rows
+        )
 
     def unfinished_runs(self, pipeline: str) -> list[str]:
         """Runs of ``pipeline`` that started and never finished, newest first (candidates for --resume)."""

@@ -21,18 +21,20 @@ def _md(text: str) -> str:
 
 
 def render_summary(summary: RunSummary, overview: dict[str, Any]) -> str:
-    """Markdown of a run: documents by rung, quarantined, cost, latency p50/p95, failing validators.
+    """Markdown of a run: documents by rung and why they fell, quarantined, cost, latency and queueing p50/p95, failing validators.
 
     ``overview`` is :meth:`DecisionStore.overview` for the run, so a resumed run shows all of it.
     """
-    latency = overview["latency_ms"]
+    latency, queue = overview["latency_ms"], overview["queue_ms"]
     lines = [
         f"# steadyflow run `{summary.run_id}`: {_md(summary.pipeline)}",
         "",
-        "| documents | outputs | quarantined | cost (USD) | tokens | latency p50 | latency p95 |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| documents | outputs | quarantined | cost (USD) | tokens | latency p50 | latency p95 | queued p50 | queued p95 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {overview['documents']} | {overview['outputs']} | {overview['quarantined']} | {overview['cost_usd']:.6f} | "
-        f"{overview['tokens']} | {_ms(latency['p50'])} | {_ms(latency['p95'])} |",
+        f"{overview['tokens']} | {_ms(latency['p50'])} | {_ms(latency['p95'])} | {_ms(queue['p50'])} | {_ms(queue['p95'])} |",
+        "",
+        "Latency is a document's own time over its stages; *queued* is the time it waited for a concurrency slot before.",
         "",
         "## Documents by rung",
         "",
@@ -41,6 +43,7 @@ def render_summary(summary: RunSummary, overview: dict[str, Any]) -> str:
     ]
     for stage, counts in overview["by_rung"].items():
         lines += [f"| {_md(stage)} | {_md(rung)} | {count} |" for rung, count in counts.items()]
+    lines += _reasons(overview["fallback_reasons"])
     lines += ["", "## Failing validators", ""]
     if overview["failed_checks"]:
         lines += ["| check:action | verdicts |", "|---|---:|"]
@@ -58,6 +61,19 @@ def render_summary(summary: RunSummary, overview: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _reasons(fallback: dict[str, dict[str, dict[str, dict[str, int]]]]) -> list[str]:
+    """Why documents fell down the ladder: per stage and rung ended on, the failures of the rungs above (top reasons)."""
+    lines = ["", "## Why documents fell down the ladder", ""]
+    if not fallback:
+        return [*lines, "No document fell below its first model rung, and none was quarantined."]
+    lines += ["| stage | ended at | failed rung | reason | documents |", "|---|---|---|---|---:|"]
+    for stage, by_ended in fallback.items():
+        for ended, by_source in by_ended.items():
+            lines += [f"| {_md(stage)} | {_md(ended)} | {_md(source)} | {_md(reason)} | {n} |"
+                      for source, reasons in by_source.items() for reason, n in reasons.items()]
+    return lines
+
+
 def one_line(summary: RunSummary, overview: dict[str, Any]) -> str:
     """The summary in one line: the artifact's description, shown on the flow run page's Artifacts tab."""
     rungs = "; ".join(f"{stage}: " + ", ".join(f"{rung} {n}" for rung, n in counts.items()) for stage, counts in overview["by_rung"].items())
@@ -69,7 +85,9 @@ def one_line(summary: RunSummary, overview: dict[str, Any]) -> str:
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f} ms"
+    if value is None:
+        return "-"
+    return f"{value / 1000:.1f} s" if value >= 10_000 else f"{value:.0f} ms"
 
 
 async def publish_summary(summary: RunSummary, overview: dict[str, Any]) -> None:

@@ -2,12 +2,48 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from steadyflow.audit import reasons
 from steadyflow.audit.records import DecisionRecord
 from steadyflow.stages.document import Document
+
+
+class Histogram:
+    """Percentiles in flat memory: counts in buckets 5% wide (a value is reported within 5%), from 0.1 ms up."""
+
+    _STEP = math.log(1.05)
+
+    def __init__(self) -> None:
+        self.counts: Counter[int] = Counter()
+        self.n = 0
+
+    def add(self, ms: float) -> None:
+        """Count one value (milliseconds)."""
+        self.counts[max(0, math.ceil(math.log(max(ms, 0.1) / 0.1) / self._STEP))] += 1
+        self.n += 1
+
+    def quantile(self, q: float) -> float | None:
+        """The upper edge of the bucket holding the ``q`` quantile, or None with no values."""
+        rank, seen = max(1, int(q * self.n + 0.5)), 0
+        for bucket in sorted(self.counts):
+            seen += self.counts[bucket]
+            if seen >= rank:
+                return round(0.1 * math.exp(bucket * self._STEP), 1)
+        return None
+
+    def percentiles(self) -> dict[str, float | None]:
+        """{'p50': ms, 'p95': ms}, as the artifact shows them."""
+        return {"p50": self.quantile(0.50), "p95": self.quantile(0.95)}
+
+
+def _stored(record: DecisionRecord) -> dict[str, Any]:
+    """A record in the form the store returns it, which :mod:`steadyflow.audit.reasons` reads."""
+    return {"stage_id": record.stage_id, "status": record.status, "rung": record.rung, "rung_label": record.rung_label,
+            "reason": record.reason, "attempts": record.attempts_json(), "verdicts": record.verdicts_json()}
 
 
 @dataclass
@@ -41,6 +77,14 @@ class RunSummary:
     """How often each model's circuit breaker opened."""
     checks: Counter[str] = field(default_factory=Counter)
     """Failed check verdicts by 'check:action' (e.g. 'pii:fix', 'rule:reask', 'injection:flag')."""
+    fallback_reasons: Counter[reasons.Key] = field(default_factory=Counter)
+    """Why documents fell down the ladder (see :mod:`steadyflow.audit.reasons`); nested in ``as_json``."""
+    latency_ms: Histogram = field(default_factory=lambda: Histogram())
+    """Documents' own time (every stage, without queueing): p50/p95 in ``as_json``."""
+    queue_ms: Histogram = field(default_factory=lambda: Histogram())
+    """Documents' time waiting for a concurrency slot: p50/p95 in ``as_json``."""
+    _timing: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+    """(own ms, queue ms) of documents not yet finished, summed over their stages; bounded by documents in flight."""
 
     def add_records(self, records: list[DecisionRecord]) -> None:
         """Count a batch of decision records."""
@@ -53,11 +97,18 @@ class RunSummary:
             self.cost_usd += record.cost_usd
             self.attempts += len(record.attempts)
             self.checks.update(f"{v.check}:{v.action}" for v in record.verdicts if not v.passed)
+            self.fallback_reasons.update(reasons.document_reasons(_stored(record)))
+            own, queued = self._timing.get(record.doc_id, (0.0, 0.0))
+            self._timing[record.doc_id] = (own + record.latency_ms, queued + record.queue_ms)
 
     def add_documents(self, docs: list[Document]) -> None:
         """Count a batch of finished documents."""
         for doc in docs:
             self.documents += 1
+            own, queued = self._timing.pop(doc.id, (None, None))
+            if own is not None and queued is not None:
+                self.latency_ms.add(own)
+                self.queue_ms.add(queued)
             if doc.quarantined is not None:
                 self.quarantined += 1
             else:
@@ -66,7 +117,9 @@ class RunSummary:
 
     def as_json(self) -> dict[str, Any]:
         """The summary as plain JSON types."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        data["fallback_reasons"] = reasons.nest(self.fallback_reasons)
+        data["latency_ms"], data["queue_ms"] = self.latency_ms.percentiles(), self.queue_ms.percentiles()
         data["by_rung"] = {stage: dict(counts) for stage, counts in self.by_rung.items()}
         data["checks"] = dict(sorted(self.checks.items()))
         data["tokens"] = {"input": self.tokens_in, "output": self.tokens_out, "total": self.tokens_in + self.tokens_out}
