@@ -7,6 +7,7 @@ codes, error types and field paths, so they are safe for decision records.
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 
 import aiohttp
@@ -34,6 +35,8 @@ class ErrorKind(StrEnum):
     """Not called: the run's or the pipeline's budget is spent."""
     DEADLINE = "deadline"
     """Not called: the document's deadline has passed."""
+    CONTEXT_OVERFLOW = "context_overflow"
+    """The prompt and the answer's max_tokens do not fit the model's context (counted before sending, or refused by the endpoint)."""
 
 
 TRANSIENT = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.EMPTY})
@@ -76,6 +79,44 @@ def _dropped_connection(exc: BaseException) -> bool:
     return False
 
 
+_CONTEXT_CODES = ("context_length_exceeded", "exceed_context_size")
+_CONTEXT_WORDS = re.compile(r"maximum context length|context (?:length|window|size)|exceeds? (?:the )?(?:available )?context", re.I)
+_NUMBER = r"(\d[\d,]*)"
+_CONTEXT_NUMBERS = {  # OpenAI, vLLM and llama-cpp-python word it this way
+    "context": re.compile(rf"maximum context length is {_NUMBER}", re.I),
+    "prompt": re.compile(rf"(?:{_NUMBER} in the messages|messages resulted in {_NUMBER} tokens)", re.I),
+    "completion": re.compile(rf"{_NUMBER} in the completion", re.I),
+}
+
+
+def _number(found: re.Match[str] | None) -> int | None:
+    if found is None:
+        return None
+    digits = next(g for g in found.groups() if g is not None)
+    return int(digits.replace(",", ""))
+
+
+def context_overflow(exc: openai.APIStatusError) -> ModelCallError | None:
+    """A 400 whose body says the prompt did not fit the context, as ``context_overflow`` with the token counts it gives.
+
+    Only the code and the numbers are read from the body: its text may quote the prompt.
+    """
+    body = exc.body if isinstance(exc.body, dict) else {}
+    code = f"{body.get('code') or ''} {body.get('type') or ''} {exc.code or ''}"
+    message = str(body.get("message") or exc.message or "")[:2000]  # bounded: the numbers are at its start
+    if not any(c in code for c in _CONTEXT_CODES) and not _CONTEXT_WORDS.search(message):
+        return None
+    context = _number(_CONTEXT_NUMBERS["context"].search(message))
+    prompt = _number(_CONTEXT_NUMBERS["prompt"].search(message))
+    completion = _number(_CONTEXT_NUMBERS["completion"].search(message))
+    if isinstance(body.get("n_ctx"), int) and isinstance(body.get("n_prompt_tokens"), int):  # llama.cpp's own server
+        context, prompt = body["n_ctx"], body["n_prompt_tokens"]
+    if context is None or prompt is None:
+        return ModelCallError(ErrorKind.CONTEXT_OVERFLOW, f"prompt exceeds context (HTTP {exc.status_code} from the endpoint)")
+    asked = f"{prompt} + max_tokens {completion}" if completion else f"{prompt}"
+    return ModelCallError(ErrorKind.CONTEXT_OVERFLOW, f"prompt exceeds context ({asked} > {context} tokens, said the endpoint)")
+
+
 def classify(exc: BaseException) -> ModelCallError:
     """Map any exception of a model call to a :class:`ModelCallError`."""
     if isinstance(exc, ModelCallError):
@@ -103,6 +144,8 @@ def classify(exc: BaseException) -> ModelCallError:
             return ModelCallError(ErrorKind.RATE_LIMITED, "HTTP 429", _retry_after(exc))
         if status >= 500:
             return ModelCallError(ErrorKind.SERVER_ERROR, f"HTTP {status}", _retry_after(exc))
+        if status in (400, 413, 422) and (overflow := context_overflow(exc)) is not None:
+            return overflow
         return ModelCallError(ErrorKind.CLIENT_ERROR, f"HTTP {status}")
     if isinstance(exc, ValidationError):
         return ModelCallError(ErrorKind.INVALID_OUTPUT, validation_summary(exc))

@@ -162,13 +162,18 @@ def _check_ladder(
     return problems
 
 
-_LOCAL_ONLY = ("model_path", "model_sha256", "context_tokens")
+_LOCAL_ONLY = ("model_path", "model_sha256")
 
 
 def check_models(spec: Pipeline, pos: Positions) -> list[Problem]:
-    """Settings that only mean something for one provider."""
+    """Settings that only mean something for one provider, and a context too small for the answer."""
     problems = []
     for name, model in spec.models.items():
+        if model.context_tokens is not None and model.max_tokens >= model.context_tokens:
+            message = f"max_tokens {model.max_tokens} leaves no room for a prompt in context_tokens {model.context_tokens}"
+            problems.append(pos.problem(("models", name, "max_tokens"), message))
+        if model.tokenizer is not None and not Path(model.tokenizer).expanduser().is_file():
+            problems.append(pos.problem(("models", name, "tokenizer"), f"tokenizer '{model.tokenizer}' is not a file (expected a GGUF file)"))
         if model.provider == "local":
             if model.mode not in (None, "json"):
                 message = "provider 'local' always uses mode 'json' with a schema grammar: remove 'mode'"

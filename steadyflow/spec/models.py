@@ -38,7 +38,15 @@ class ModelSpec(Strict):
     api_key: SecretStr | None = None
     model_path: str | None = Field(None, description="local provider: a GGUF file instead of the default")
     model_sha256: str | None = Field(None, description="local provider: refuse model_path unless its SHA-256 is this")
-    context_tokens: int | None = Field(None, ge=256, le=131_072, description="local provider: context window of the server (default 4096)")
+    context_tokens: int | None = Field(
+        None, ge=256, le=2_000_000,
+        description="context window in tokens: prompts that do not fit with max_tokens are not sent (see input.on_overflow); "
+                    "local: the server's context (default 4096); other providers: what the endpoint declares (default: unknown, no check)",
+    )
+    tokenizer: str | None = Field(
+        None, description="a GGUF file whose vocabulary counts this model's tokens (default: the local model's own; "
+                          "elsewhere an estimate of 1 token per 3 characters)",
+    )
     price: Price = Price()
     timeout_s: float = Field(30.0, gt=0, le=3600)
     max_tokens: int = Field(512, gt=0, le=200_000)
@@ -154,6 +162,10 @@ class InputSpec(Strict):
     )
     restore_pii: list[str] = Field(default_factory=list, description="output fields whose placeholders are restored to the original values")
     injection: Literal["flag", "quarantine", "off"] = Field("flag", description="prompt-injection signs: record them, quarantine, or ignore")
+    on_overflow: Literal["quarantine", "truncate"] = Field(
+        "quarantine", description="a prompt longer than a model rung's context (less its max_tokens): 'quarantine' skips the rung "
+                                  "(lower rungs still run, else the document is quarantined); 'truncate' cuts the document text to fit",
+    )
 
     @field_validator("injection", mode="before")
     @classmethod

@@ -129,9 +129,16 @@ class Engine:
         except jinja2.TemplateError as exc:
             return LadderResult(None, "quarantined", reason=f"prompt cannot be rendered for this document: {type(exc).__name__}")
         messages = [{"role": "system", "content": stage.prompt.system}, {"role": "user", "content": user}]
+        prompt = stage.prompt
+
+        def render(cut: str) -> list[dict[str, str]]:  # the same prompt around a shorter document (input.on_overflow: truncate)
+            user = prepared.scrub(prompt.render({**variables, "text": cut}))
+            return [{"role": "system", "content": prompt.system}, {"role": "user", "content": user}]
+
         run = {"id": self.run_id, "pipeline": self.pipeline.spec.pipeline, "version": self.pipeline.spec.version, "stage": stage.id}
         context = Context(prepared.text, prepared.doc_id, prepared.fields, run, prepared.pii, prepared.injection)
         sandwich = Sandwich(prepared.text, messages, self.clients, self.checks[stage.id], context, self.budget)
+        sandwich.render, sandwich.overflow = render, spec.input.on_overflow
         if spec.deadline_s is not None:
             sandwich.deadline = time.monotonic() + spec.deadline_s
         if spec.route is not None:

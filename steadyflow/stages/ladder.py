@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from steadyflow.audit.records import Attempt, Verdict, error_type, validation_summary
 from steadyflow.providers.errors import TRANSIENT, ErrorKind, ModelCallError
 from steadyflow.providers.openai_compat import OpenAICompatClient
+from steadyflow.providers.tokens import fit_for
 from steadyflow.spec.loader import CompiledStage
 from steadyflow.spec.models import AiStage, DefaultRung, ModelRung, RulesRung, Rung
 from steadyflow.spec.resilience import CacheRung
@@ -63,7 +64,7 @@ def _remaining(deadline: float | None) -> float | None:
 
 
 async def _model_rung(
-    rung: ModelRung, index: int, sandwich: Sandwich, model: type[BaseModel]
+    rung: ModelRung, index: int, sandwich: Sandwich, model: type[BaseModel], messages: list[dict[str, str]] | None = None
 ) -> tuple[BaseModel | None, list[Attempt]]:
     attempts: list[Attempt] = []
     client = sandwich.clients[rung.model]
@@ -77,7 +78,7 @@ async def _model_rung(
             attempts.append(late)
             return None, attempts
         try:
-            output, made = await client.generate(sandwich.messages, model, rung.reasks, index, timeout_s=left, gate=gate)
+            output, made = await client.generate(messages or sandwich.messages, model, rung.reasks, index, timeout_s=left, gate=gate)
         except ModelCallError as exc:
             _note_wait(exc.attempts, waited)
             attempts += exc.attempts
@@ -112,6 +113,27 @@ def _skip(rung: ModelRung, index: int, sandwich: Sandwich) -> Attempt | None:
     if left is None or left > 0:
         return None
     return Attempt(rung=index, kind="model", model=rung.model, error_kind=ErrorKind.DEADLINE.value, error="document deadline passed")
+
+
+async def _fit(
+    rung: ModelRung, index: int, sandwich: Sandwich, response_model: type[BaseModel], trail: _Trail
+) -> list[dict[str, str]] | None:
+    """The messages for this model rung, counted against its context: as rendered, cut to fit, or None (recorded, not sent).
+
+    Each model has its own context, so each rung is fitted on its own; no context declared, no check.
+    """
+    spec = sandwich.clients[rung.model].spec
+    render = sandwich.render if sandwich.overflow == "truncate" else None
+    fit = await fit_for(spec, response_model, sandwich.messages, sandwich.text, render)
+    if fit is None or fit.messages is sandwich.messages:
+        return sandwich.messages
+    if fit.messages is None:
+        kind = ErrorKind.CONTEXT_OVERFLOW.value
+        trail.attempts.append(Attempt(rung=index, kind="model", model=rung.model, error_kind=kind, error=fit.reason))
+        return None
+    note = f"document truncated to {fit.truncated_to} tokens to fit the context of {rung.model} ({fit.tokens} + {fit.max_tokens} <= {fit.context})"
+    trail.verdicts.append(Verdict(check="context", layer="input", passed=False, action="truncate", message=note, rung=index))
+    return fit.messages
 
 
 def internal_reason(where: str, exc: BaseException) -> str:
@@ -167,6 +189,10 @@ class Sandwich:
     """time.monotonic() after which model rungs are skipped."""
     cache: CacheContext | None = None
     route: Route | None = None
+    render: Callable[[str], list[dict[str, str]]] | None = None
+    """The prompt again around a shorter document text: how ``on_overflow: truncate`` cuts the document, not the instructions."""
+    overflow: str = "quarantine"
+    """The stage's ``input.on_overflow``: what a prompt too long for a model rung's context does."""
 
 
 @dataclass
@@ -190,10 +216,13 @@ async def _try_rung(
         if skipped is not None:
             trail.attempts.append(skipped)
             return None, f"model:{rung.model}", "validated", rung.model
+        messages = await _fit(rung, index, sandwich, response_model, trail)
+        if messages is None:  # does not fit this model's context: not sent, the ladder goes on
+            return None, f"model:{rung.model}", "validated", rung.model
         run = CheckRun(sandwich.context, index)
         token = CURRENT.set(run)
         try:
-            output, made = await _model_rung(rung, index, sandwich, response_model)
+            output, made = await _model_rung(rung, index, sandwich, response_model, messages)
         finally:
             CURRENT.reset(token)
         trail.attempts += made
@@ -254,6 +283,9 @@ async def walk(stage: CompiledStage, sandwich: Sandwich) -> LadderResult:
         if applied.outcome == "quarantine" or isinstance(rung, DefaultRung):
             # nothing below the default: a default that breaks a rule is no answer at all
             return trail.result(None, "quarantined", index, label, reason=applied.reason)
+    overflow = [a.error for a in trail.attempts if a.error_kind == ErrorKind.CONTEXT_OVERFLOW.value]
+    if overflow and len(overflow) == len(trail.attempts):  # no rung could even be asked: say why, not only that
+        return trail.result(None, "quarantined", reason=overflow[-1])
     return trail.result(None, "quarantined", reason="every rung of the ladder failed")
 
 
