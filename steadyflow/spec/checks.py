@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from steadyflow.spec.errors import Problem, SpecError, did_you_mean, format_path
 from steadyflow.spec.errors_map import validation_problems
 from steadyflow.spec.loader import CompiledStage, ConfinedReadError, read_confined
-from steadyflow.spec.models import AiStage, DefaultRung, FieldSpec, ModelRung, Pipeline, RulesRung, RulesSpec
+from steadyflow.spec.models import AiStage, DefaultRung, FieldRule, FieldSpec, ModelRung, Pipeline, RulesRung, RulesSpec
 from steadyflow.spec.output_schema import compile_output, field_name_problem, import_model, pattern_problem
 from steadyflow.spec.prompt import Prompt, check_template, make_prompt
 from steadyflow.spec.validation_checks import check_validators
@@ -37,23 +37,139 @@ def field_enums(model: type[BaseModel]) -> dict[str, list[Any]]:
     return out
 
 
+def _absent_because(items: Any, gid: int) -> str | bool | None:
+    """Why group ``gid`` may not take part in a match of the parsed sequence ``items``.
+
+    Returns None when the group is not in ``items``, False when it takes part in every match
+    of ``items``, else a reason. Conservative: constructs it does not know are assumed to
+    keep the group, so a reason is given only when a match without the group surely exists.
+    """
+    from re import _constants as c
+
+    for op, arg in items:
+        found: str | bool | None = None
+        if op is c.SUBPATTERN:
+            found = False if arg[0] == gid else _absent_because(arg[3], gid)
+        elif op is c.BRANCH:
+            branches = [_absent_because(alt, gid) for alt in arg[1]]
+            if any(b is not None for b in branches):
+                skipping = [alt for alt, b in zip(arg[1], branches, strict=True) if b is None]
+                found = f"does not take part when {_alternative(skipping[0])} matches" if skipping else \
+                    next((b for b in branches if isinstance(b, str)), False)
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            found = _absent_because(arg[2], gid)
+            if found is not None and arg[0] == 0:
+                found = "is optional (it sits in a part repeated zero or more times: ?, * or {0,n})"
+        elif op is c.ASSERT_NOT and _absent_because(arg[1], gid) is not None:
+            found = "never takes part (it is inside a negative lookaround)"
+        elif op is c.ASSERT:
+            found = _absent_because(arg[1], gid)
+        elif op is c.ATOMIC_GROUP:
+            found = _absent_because(arg, gid)
+        elif op is c.GROUPREF_EXISTS and any(_absent_because(p, gid) is not None for p in arg[1:] if p is not None):
+            found = "may not take part (it is inside a conditional (?(n)...|...))"
+        if found is not None:
+            return found
+    return None
+
+
+def _alternative(items: Any) -> str:
+    """An alternative of a pattern as its text when it is a plain word, else 'another alternative'."""
+    from re import _constants as c
+
+    if items and all(op is c.LITERAL for op, _ in items):
+        return repr("".join(chr(v) for _, v in items)[:40])
+    return "another alternative"
+
+
+def group_problem(source: str, group: int | str, explicit: bool) -> tuple[str, str | None]:
+    """Check a rule's capture group: ('group', message) for a group the pattern lacks,
+    ('optional', reason) for one that may not take part in a match, ('', None) when neither can be known.
+    """
+    import re
+
+    compiled = regex.compile(source)
+    if isinstance(group, str):
+        if group not in compiled.groupindex:
+            names = list(compiled.groupindex)
+            hint = did_you_mean(group, names) or (f" (its groups: {', '.join(names)})" if names else " (it has no named groups)")
+            return "group", f"the pattern has no group named '{group}'{hint}"
+        gid = compiled.groupindex[group]
+    else:
+        if group > compiled.groups and (explicit or compiled.groups > 0):
+            return "group", f"the pattern has {compiled.groups} capture group{'s' * (compiled.groups != 1)}: group {group} never matches"
+        gid = group
+    if gid == 0 or gid > compiled.groups:
+        return "", None  # the whole match (the default group 1 of a pattern without groups is the whole match)
+    try:
+        parsed = re._parser.parse(source)
+    except Exception:  # regex-only syntax: no analysis, no claim
+        return "", None
+    if parsed.state.groups - 1 != compiled.groups:
+        return "", None
+    reason = _absent_because(list(parsed), gid)
+    return ("optional", reason) if isinstance(reason, str) else ("", None)
+
+
+def _regex_problems(rule: FieldRule, required: bool, pos: Positions, at: DataPath) -> list[Problem]:
+    try:
+        regex.compile(rule.regex or "")
+    except regex.error as exc:
+        return [pos.problem((*at, "regex"), f"regex does not compile: {exc}")]
+    explicit = "group" in rule.model_fields_set
+    kind, message = group_problem(rule.regex or "", rule.group, explicit)
+    where = (*at, "group") if explicit else (*at, "regex")
+    if kind == "group":
+        return [pos.problem(where, f"group {rule.group!r}: {message}")]
+    if kind == "optional" and required and rule.default is None and not rule.keywords:
+        return [pos.problem(where, f"group {rule.group!r} {message}: add a default (or keywords) for when it does not")]
+    return []
+
+
+def _shape(prop: dict[str, Any], defs: dict[str, Any]) -> tuple[str, list[Any] | None]:
+    """('list' | 'object' | 'other', allowed values of the field or of its items)."""
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:  # an output_model's nested models and enums are $refs
+        ref = node.get("$ref", "")
+        return dict(defs.get(ref.rsplit("/", 1)[-1], {})) if ref.startswith("#/$defs/") else node
+
+    for option in map(resolve, [prop, *prop.get("anyOf", [])]):
+        if option.get("type") == "array":
+            items = resolve(option.get("items", {}))
+            return ("object" if items.get("type") == "object" else "list"), items.get("enum")
+        if option.get("type") == "object":
+            return "object", None
+    return "other", None
+
+
 def _check_rules(rules: RulesSpec, model: type[BaseModel], pos: Positions, prefix: DataPath) -> list[Problem]:
+    """Rules that can be known to give nothing or never fit: unknown fields, groups, value types, defaults."""
     problems = []
     enums = field_enums(model)
+    schema = model.model_json_schema()
+    props, defs = schema.get("properties", {}), schema.get("$defs", {})
     for name, rule in rules.fields.items():
         at = (*prefix, "fields", name)
         if name not in model.model_fields:
             problems.append(pos.problem(at, f"no output field '{name}'{did_you_mean(name, model.model_fields)}", key=True))
             continue
+        kind, item_enum = _shape(props.get(name, {}), defs)
+        allowed = enums.get(name) or item_enum
         for value in (rule.keywords or {}):
-            if name in enums and value not in [str(v) for v in enums[name]]:
-                hint = did_you_mean(value, [str(v) for v in enums[name]])
+            if allowed and value not in [str(v) for v in allowed]:
+                hint = did_you_mean(value, [str(v) for v in allowed])
                 problems.append(pos.problem((*at, "keywords", value), f"'{value}' is not a value of '{name}'{hint}", key=True))
-        if rule.regex is not None:
+        if kind == "object" and (rule.regex is not None or rule.keywords):
+            source = "regex" if rule.regex is not None else "keywords"
+            problems.append(pos.problem((*at, source), f"'{name}' holds objects, which a {source} cannot give: fill it with a default only"))
+        elif rule.regex is not None:
+            problems += _regex_problems(rule, model.model_fields[name].is_required(), pos, at)
+        if rule.default is not None:
             try:
-                regex.compile(rule.regex)
-            except regex.error as exc:
-                problems.append(pos.problem((*at, "regex"), f"regex does not compile: {exc}"))
+                model.model_validate({name: rule.default})
+            except ValidationError as exc:
+                problems += [pos.problem((*at, "default"), f"default does not fit '{name}': {err['msg']}")
+                             for err in exc.errors(include_url=False) if err["loc"] and err["loc"][0] == name][:1]
     return problems
 
 
