@@ -30,7 +30,7 @@ _CAUSES = {"reask", "escalate", "quarantine"}
 _NOT_FAILURES = {"cache_miss"}
 """An empty cache is the normal case, not a reason a document fell."""
 _HEX_ID = re.compile(r"\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b")
-_NUMBER = re.compile(r"(?<![A-Za-z_])(?<!HTTP )\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_])(?<!HTTP )\d+(?:\.\d+)?")
 _MAX_CHARS = 160
 
 Key = tuple[str, str, int, str, str]
