@@ -43,8 +43,8 @@ class Progress(Protocol):
     def start(self, total: int | None, skipped: int) -> None:
         """The batch starts: ``total`` documents (None if unknown), ``skipped`` done by an earlier attempt."""
 
-    def update(self, summary: RunSummary) -> None:
-        """A chunk finished."""
+    def update(self, summary: RunSummary, finished: int) -> None:
+        """A document finished: ``finished`` documents of this attempt went through every stage (or were quarantined)."""
 
 
 class ResumeError(Exception):
@@ -70,8 +70,15 @@ class RunOptions:
     progress: Progress | None = None
 
 
-StageRunner = Callable[[str, int, list[Document]], Awaitable[tuple[list[Document], list[DecisionRecord]]]]
-"""Runs one stage over one chunk: (stage id, chunk index, documents) -> (documents, records)."""
+OnRecord = Callable[[DecisionRecord], None]
+"""Called with each document's record as soon as its stage ends for it (it is stored at once)."""
+
+StageRunner = Callable[[str, int, list[Document], OnRecord], Awaitable[tuple[list[Document], list[DecisionRecord]]]]
+"""Runs one stage over one chunk: (stage id, chunk index, documents, on_record) -> (documents, records).
+
+A runner in this process calls ``on_record`` as each document ends; one in another process (Dask)
+cannot, and returns the chunk's records only: those not passed to ``on_record`` are stored then.
+"""
 
 
 def spec_hash(pipeline: LoadedPipeline) -> str:
@@ -164,6 +171,52 @@ def open_cache(pipeline: LoadedPipeline, options: RunOptions) -> OutputCache | N
     return OutputCache(pipeline.base_dir / path if path else cache_dir() / "outputs.sqlite")
 
 
+@dataclass
+class _Recorder:
+    """Stores each record as its document ends, so a crash keeps its record and its cost, and counts documents done.
+
+    Records of documents not yet completed are set aside on resume (:meth:`DecisionStore.supersede_unfinished`),
+    so storing them early keeps exactly-once intact.
+    """
+
+    store: DecisionStore
+    summary: RunSummary
+    progress: Progress | None
+    finished: int = 0
+    """Documents of this attempt through every stage (or quarantined), written to a sink or not yet."""
+
+    def add(self, records: list[DecisionRecord], last: bool) -> int:
+        """Store and count records of one stage; returns how many of their documents are now done."""
+        self.store.add(records)
+        self.summary.add_records(records)
+        done = sum(1 for r in records if last or r.status == "quarantined")
+        self.advance(done)
+        return done
+
+    def advance(self, done: int) -> None:
+        """``done`` more documents finished: tell the progress."""
+        if done > 0:
+            self.finished += done
+            if self.progress is not None:
+                self.progress.update(self.summary, self.finished)
+
+    async def stage(self, run_stage: StageRunner, stage_id: str, index: int, chunk: list[Document], last: bool) -> tuple[list[Document], int]:
+        """Run one stage over a chunk, storing records as they come; (documents, how many finished here)."""
+        seen: set[str] = set()
+        ended = 0
+
+        def on_record(record: DecisionRecord) -> None:
+            nonlocal ended
+            seen.add(record.doc_id)
+            ended += self.add([record], last)
+
+        chunk, records = await run_stage(stage_id, index, chunk, on_record)
+        rest = [r for r in records if r.doc_id not in seen]  # from another process (Dask): they come with the chunk
+        if rest:
+            ended += self.add(rest, last)
+        return chunk, ended
+
+
 async def run_batch(
     pipeline: LoadedPipeline, options: RunOptions, store: DecisionStore, summary: RunSummary, run_stage: StageRunner
 ) -> None:
@@ -190,18 +243,19 @@ async def run_batch(
         options.progress.start(count(), len(done))
     slots = asyncio.Semaphore(max(2, -(-2 * concurrency // chunk_size)))
 
+    recorder = _Recorder(store, summary, options.progress)
+
     async def handle(index: int, chunk: list[Document]) -> None:
         try:
-            for stage in pipeline.stages:
-                chunk, records = await run_stage(stage.id, index, chunk)
-                store.add(records)
-                summary.add_records(records)
+            ended = 0
+            for number, stage in enumerate(pipeline.stages):
+                chunk, done = await recorder.stage(run_stage, stage.id, index, chunk, last=number == len(pipeline.stages) - 1)
+                ended += done
             ok = sink.write([output_row(d) for d in chunk if d.quarantined is None])
             held = quarantine.write([quarantine_row(d) for d in chunk if d.quarantined is not None])
             store.complete(options.run_id, [(d.id, d.quarantined is not None) for d in chunk], {"outputs": ok, "quarantine": held})
             summary.add_documents(chunk)
-            if options.progress is not None:
-                options.progress.update(summary)
+            recorder.advance(len(chunk) - ended)  # documents no stage ran for (none today) still count as done
         finally:
             slots.release()
 

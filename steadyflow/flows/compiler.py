@@ -22,6 +22,7 @@ from steadyflow.audit.records import DecisionRecord
 from steadyflow.audit.store import DecisionStore, StoreError
 from steadyflow.flows.artifact import publish_summary
 from steadyflow.flows.batch import (
+    OnRecord,
     ResumeError,
     RunOptions,
     StageRunner,
@@ -154,9 +155,9 @@ async def _process_locked(
 
 
 def _local_runner(engine: Engine) -> StageRunner:
-    async def run(stage_id: str, index: int, docs: list[Document]) -> tuple[list[Document], list[DecisionRecord]]:
+    async def run(stage_id: str, index: int, docs: list[Document], on_record: OnRecord) -> tuple[list[Document], list[DecisionRecord]]:
         task = stage_task.with_options(task_run_name=f"{stage_id}[{index}]")
-        return docs, await task(quoted(engine), stage_id, quoted(docs))
+        return docs, await task(quoted(engine), stage_id, quoted(docs), quoted(on_record))
 
     return run
 
@@ -165,7 +166,8 @@ def _remote_runner(
     pipeline: LoadedPipeline, options: RunOptions, concurrency: int, base_urls: dict[str, str], model_ids: dict[str, str],
     budget: Budget, cache: OutputCache | None, summary: RunSummary,
 ) -> StageRunner:
-    async def run(stage_id: str, index: int, docs: list[Document]) -> tuple[list[Document], list[DecisionRecord]]:
+    async def run(stage_id: str, index: int, docs: list[Document], on_record: OnRecord) -> tuple[list[Document], list[DecisionRecord]]:
+        # a worker process cannot call back here: its records come back with the chunk (run_batch stores them then)
         job = RemoteJob(
             str(pipeline.path.resolve()), tuple(options.overrides), options.run_id, stage_id, concurrency, base_urls, model_ids,
             budget.usd + summary.cost_usd, budget.tokens + summary.tokens_in + summary.tokens_out,

@@ -9,6 +9,7 @@ and the run's budget is checked with what the run had spent when the chunk left)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -27,9 +28,11 @@ from steadyflow.stages.engine import Engine
 
 
 @task(name="stage", cache_policy=NONE, persist_result=False, retries=0)
-async def stage_task(engine: Engine, stage_id: str, docs: list[Document]) -> list[DecisionRecord]:
-    """Run one stage over a chunk in the flow's process (documents are updated in place)."""
-    return await engine.run_stage(stage_id, docs)
+async def stage_task(
+    engine: Engine, stage_id: str, docs: list[Document], on_record: Callable[[DecisionRecord], None] | None = None
+) -> list[DecisionRecord]:
+    """Run one stage over a chunk in the flow's process (documents are updated in place; ``on_record`` as each ends)."""
+    return await engine.run_stage(stage_id, docs, on_record)
 
 
 def quoted(value: Any) -> Any:

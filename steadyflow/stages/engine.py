@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ import jinja2
 from steadyflow.audit.records import Attempt, DecisionRecord, text_hash
 from steadyflow.providers.openai_compat import CLIENTS, OpenAICompatClient
 from steadyflow.spec.loader import CompiledStage, LoadedPipeline
-from steadyflow.spec.models import AiStage, RulesStage
+from steadyflow.spec.models import AiStage, ModelRung, RulesStage
 from steadyflow.spec.resilience import CacheRung
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import CacheContext, OutputCache
@@ -41,6 +42,8 @@ class Engine:
     checks: dict[str, StageChecks] = field(default_factory=dict)
     budget: Budget = field(default_factory=Budget)
     cache: OutputCache | None = None
+    slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    """Documents of a stage in flight at once, over every chunk sharing this engine (see :meth:`run_stage`)."""
 
     @classmethod
     def create(
@@ -82,8 +85,11 @@ class Engine:
             route=result.route,
         )
 
-    async def _run_one(self, stage: CompiledStage, doc: Document) -> DecisionRecord:
+    async def _run_one(self, stage: CompiledStage, doc: Document, queued_ms: float = 0.0) -> DecisionRecord:
         """One document through one stage; never raises, so one document can never stop the batch.
+
+        Its record's ``latency_ms`` is the time from here to its end; ``queued_ms``, the time it
+        waited for a slot before, is recorded apart as ``queue_ms``.
 
         Whatever goes wrong for this document (a bug, a RecursionError or MemoryError from a hostile
         document, a library error) quarantines it with the error's type and where it happened, and
@@ -103,7 +109,9 @@ class Engine:
             doc.review = doc.review or result.review
         else:
             doc.quarantined = (stage.id, result.reason or "no output")
-        return self._record(stage, doc, text, result, started)
+        record = self._record(stage, doc, text, result, started)
+        record.queue_ms = round(queued_ms, 2)
+        return record
 
     async def _decide(self, stage: CompiledStage, doc: Document, text: str) -> LadderResult:
         reason = check_input(doc, stage.spec.input)
@@ -158,11 +166,36 @@ class Engine:
             result.verdicts.append(verdict)
         return result
 
-    async def run_stage(self, stage_id: str, docs: list[Document]) -> list[DecisionRecord]:
-        """Run one stage over ``docs`` concurrently; quarantined documents are skipped."""
+    async def run_stage(
+        self, stage_id: str, docs: list[Document], on_record: Callable[[DecisionRecord], None] | None = None
+    ) -> list[DecisionRecord]:
+        """Run one stage over ``docs`` concurrently; quarantined documents are skipped.
+
+        ``on_record`` gets each record as soon as its document ends (so it can be stored at once).
+        A document starts only once it has one of the stage's slots: as many as its models serve
+        at once, so that it does not start its clock and then queue at a model for the others.
+        """
         stage = next(s for s in self.pipeline.stages if s.id == stage_id)
-        live = [d for d in docs if d.quarantined is None]
-        return list(await asyncio.gather(*(self._run_one(stage, d) for d in live)))
+        slots = self.slots.setdefault(stage_id, asyncio.Semaphore(self._stage_slots(stage)))
+
+        async def one(doc: Document) -> DecisionRecord:
+            queued = time.perf_counter()
+            async with slots:
+                record = await self._run_one(stage, doc, (time.perf_counter() - queued) * 1000)
+            if on_record is not None:
+                on_record(record)
+            return record
+
+        return list(await asyncio.gather(*(one(d) for d in docs if d.quarantined is None)))
+
+    def _stage_slots(self, stage: CompiledStage) -> int:
+        """The most requests any model of the stage's ladder serves at once (as its client bounds them), else the run's concurrency."""
+        if not isinstance(stage.spec, AiStage):
+            return self.concurrency
+        clients = [self.clients[r.model] for r in stage.spec.ladder if isinstance(r, ModelRung) and r.model in self.clients]
+        # the same bound as OpenAICompatClient's semaphore: a document with a slot finds its model free
+        limits = [min(self.concurrency, c.spec.max_concurrency or c.default_slots or self.concurrency) for c in clients]
+        return max(limits, default=self.concurrency)
 
 
 def _rules_stage(stage: CompiledStage, text: str) -> LadderResult:

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from steadyflow.audit.store import DecisionStore
 from steadyflow.chaos.server import ChaosConfig, ChaosServer
-from steadyflow.flows.batch import RunOptions, run_batch
+from steadyflow.flows.batch import OnRecord, RunOptions, run_batch
 from steadyflow.flows.summary import RunSummary
 from steadyflow.io.lock import folder_lock
 from steadyflow.io.sources import count_documents, source_for
@@ -100,8 +100,8 @@ def _batch(pipeline_file: Path, folder: Path, out: Path) -> RunSummary:
         summary = RunSummary(run_id=options.run_id, pipeline=pipeline.spec.pipeline)
         engine = Engine.create(pipeline, options.run_id, 8)
 
-        async def stage(stage_id: str, index: int, docs: list[Document]) -> tuple[list[Document], list]:
-            return docs, await engine.run_stage(stage_id, docs)
+        async def stage(stage_id: str, index: int, docs: list[Document], on_record: OnRecord) -> tuple[list[Document], list]:
+            return docs, await engine.run_stage(stage_id, docs, on_record)
 
         with folder_lock(out).acquire(options.run_id):
             store = DecisionStore(out / "decisions.sqlite")
