@@ -199,12 +199,31 @@ def _print_summary(data: dict[str, Any], as_json: bool) -> None:
                f"{data['quarantined']} quarantined, {data['review']} for review")
     for stage, counts in data["by_rung"].items():
         typer.echo(f"  {stage}: " + ", ".join(f"{rung} {n}" for rung, n in sorted(counts.items())))
+        _print_reasons(data.get("fallback_reasons", {}).get(stage, {}))
+    latency, queue = data.get("latency_ms") or {}, data.get("queue_ms") or {}
+    if latency.get("p50") is not None:
+        typer.echo(f"  latency per document p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])} "
+                   f"(own time; waiting for a slot: p50 {_ms(queue.get('p50'))}, p95 {_ms(queue.get('p95'))})")
     if data["checks"]:
         typer.echo("  checks failed: " + ", ".join(f"{name} {n}" for name, n in data["checks"].items()))
     typer.echo(f"  tokens {data['tokens']['total']}, cost ${data['cost_usd']:.6f}, {data['duration_s']:.1f}s")
     typer.echo(f"  outputs: {data['output_path']}\n  quarantine: {data['quarantine_path']}\n  decisions: {data['decisions_path']}")
     for note in data["notes"]:
         typer.echo(f"  note: {note}")
+
+
+def _print_reasons(by_ended: dict[str, dict[str, dict[str, int]]], indent: str = "    ") -> None:
+    """Why documents fell down the ladder, one line per rung they ended on (see steadyflow.audit.reasons)."""
+    from steadyflow.audit.reasons import one_line
+
+    for ended, by_source in by_ended.items():
+        typer.echo(f"{indent}{ended} <- {one_line(by_source)}")
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:.1f} s" if value >= 10_000 else f"{value:.0f} ms"
 
 
 @app.command()
@@ -249,6 +268,11 @@ def report(
     if total["usd_interrupted"] or total["tokens_interrupted"]:
         typer.echo(f"  of which ${total['usd_interrupted']:.6f} ({total['tokens_interrupted']} tokens) on attempts a crash interrupted "
                    "(their documents ran again after --resume; not in the lines above)")
+    if data["fallback_reasons"]:
+        typer.echo("why documents fell down the ladder (documents per reason):")
+        for stage, by_ended in data["fallback_reasons"].items():
+            typer.echo(f"  {stage}:")
+            _print_reasons(by_ended)
 
 
 def operational_message(exc: BaseException) -> str:
