@@ -1,4 +1,4 @@
-"""One document from the bytes of one file or record: text, JSON, e-mail, HTML.
+"""One document from the bytes of one file or record: text, JSON, HTML (e-mail: ``email_parse``).
 
 Every function here returns a Document, with ``load_error`` set when the bytes cannot be read,
 and never raises for bad content. Decoding is strict: invalid UTF-8 (or an e-mail part that does
@@ -9,9 +9,6 @@ byte order mark is dropped; line endings are kept as they are. Reasons never quo
 
 from __future__ import annotations
 
-import email
-import email.message
-import email.policy
 import json
 import re
 from html.parser import HTMLParser
@@ -115,49 +112,6 @@ def from_json(doc_id: str, raw: bytes, source: str, limits: ReadLimits) -> Docum
         return Document(doc_id, "", source, load_error="JSON document is not an object")
     body = value.get("text", value.get("body"))
     return Document(doc_id, str(body) if body is not None else json.dumps(value, ensure_ascii=False), source, fields=value)
-
-
-def _header(message: email.message.EmailMessage, name: str) -> str:
-    value = str(message.get(name, ""))
-    if has_surrogate(value):  # raw 8-bit bytes in a header: the email package keeps them as surrogates
-        try:
-            value = value.encode("utf-8", "surrogateescape").decode("utf-8")
-        except UnicodeError:
-            raise Refused(f"undecodable: e-mail header '{name}' is not UTF-8") from None
-    return value
-
-
-def _body(message: email.message.EmailMessage) -> str:
-    part = message.get_body(preferencelist=("plain", "html"))
-    if part is None:
-        return ""
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return payload.decode(charset)
-    except LookupError:
-        raise Refused("undecodable: e-mail body has an unknown charset") from None
-    except UnicodeDecodeError:
-        raise Refused("undecodable: e-mail body does not match its charset") from None
-
-
-def from_eml(doc_id: str, raw: bytes, source: str) -> Document:
-    """An e-mail: subject and plain (else HTML) body; headers as fields."""
-    try:
-        message = email.message_from_bytes(raw, policy=email.policy.default)
-        if not isinstance(message, email.message.EmailMessage):
-            raise Refused("unreadable e-mail")
-        fields = {name: _header(message, name) for name in ("subject", "from", "to", "date")}
-        body = _body(message)
-    except Refused as exc:
-        return Document(doc_id, "", source, load_error=exc.reason)
-    except Exception as exc:
-        # the email package raises assorted errors on malformed headers and MIME trees
-        return Document(doc_id, "", source, load_error=f"unreadable e-mail: {type(exc).__name__}")
-    text = f"Subject: {fields['subject']}\n\n{body}".strip()
-    return Document(doc_id, text, source, fields={**fields, "body": body})
 
 
 class _TextOfHtml(HTMLParser):

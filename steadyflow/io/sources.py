@@ -7,6 +7,10 @@ content, anything over a bound of ``ReadLimits`` (file size, record size, JSON d
 digits, PDF time, memory and text), and, in folders, entries that are not regular files (FIFOs,
 sockets, devices, directories named like documents) or whose path leads out of the input folder
 through a symlink. Such entries are never opened. Ids are unique (see ``steadyflow.io.ids``).
+
+How a file is parsed is the source's ``format``: ``auto`` goes by extension, and reads a ``.txt``
+that starts with e-mail headers as e-mail (``email_parse.looks_like_email``), so renaming a saved
+message does not change the document; any other format parses every file that way.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from steadyflow.io.email_parse import from_email, looks_like_email
 from steadyflow.io.files import open_regular, read_bounded
-from steadyflow.io.formats import Refused, decode, from_eml, from_json, html_text
+from steadyflow.io.formats import Refused, decode, from_json, html_text
 from steadyflow.io.ids import clean_id, unique
 from steadyflow.io.limits import LIMITS, ReadLimits, printable
 from steadyflow.io.pdf import PDF_MAX_PAGES, PdfExtractor
@@ -25,9 +30,13 @@ from steadyflow.io.tables import table_count, table_documents, table_ids
 from steadyflow.spec.models import FilesSource, TableSource
 from steadyflow.stages.document import Document
 
-__all__ = ["FILE_TYPES", "LIMITS", "PDF_MAX_PAGES", "ReadLimits", "count_documents", "html_text", "read_documents", "read_file", "source_for"]
+__all__ = ["AUTO", "FILE_TYPES", "LIMITS", "PDF_MAX_PAGES", "ReadLimits", "count_documents", "format_of", "html_text",
+           "read_documents", "read_file", "source_for"]
 
 FILE_TYPES = (".txt", ".md", ".json", ".eml", ".html", ".htm", ".pdf")
+_BY_EXTENSION = {".eml": "email", ".pdf": "pdf", ".json": "json", ".html": "html", ".htm": "html"}
+AUTO = FilesSource(kind="files", path="")
+"""The source a single file is read with unless told otherwise: ``format: auto``, default options."""
 _MAGIC = re.compile(r"[*?[]")
 
 
@@ -44,32 +53,43 @@ def _from_pdf(doc_id: str, raw: bytes, source: str, name: str, pdf: PdfExtractor
     return Document(doc_id, result.text, source, fields=fields)
 
 
-def _parse(raw: bytes, suffix: str, doc_id: str, source: str, name: str, limits: ReadLimits, pdf: PdfExtractor) -> Document:
-    if suffix == ".eml":
-        return from_eml(doc_id, raw, source)
-    if suffix == ".pdf":
+def format_of(spec: FilesSource, suffix: str, raw: bytes) -> str:
+    """How to parse a file: the source's format, or with ``auto`` its extension (a .txt is sniffed)."""
+    if spec.format != "auto":
+        return spec.format
+    if suffix == ".txt" and looks_like_email(raw):
+        return "email"
+    return _BY_EXTENSION.get(suffix, "text")
+
+
+def _parse(raw: bytes, suffix: str, doc_id: str, source: str, name: str, limits: ReadLimits, pdf: PdfExtractor,
+           spec: FilesSource) -> Document:
+    how = format_of(spec, suffix, raw)
+    if how == "email":
+        return from_email(doc_id, raw, source, spec, {"filename": name})
+    if how == "pdf":
         return _from_pdf(doc_id, raw, source, name, pdf)
-    if suffix == ".json":
+    if how == "json":
         return from_json(doc_id, raw, source, limits)
     text = decode(raw)
-    if suffix in (".html", ".htm"):
+    if how == "html":
         title, body = html_text(text)
         return Document(doc_id, body, source, fields={"filename": name, "title": title})
     return Document(doc_id, text, source, fields={"filename": name})
 
 
-def _read(path: Path, opened: str, doc_id: str, limits: ReadLimits, pdf: PdfExtractor, follow: bool = True) -> Document:
+def _read(path: Path, opened: str, doc_id: str, limits: ReadLimits, pdf: PdfExtractor, spec: FilesSource, follow: bool = True) -> Document:
     source, name, suffix = printable(str(path)), printable(path.name), path.suffix.lower()
     try:
         fd = open_regular(opened, follow)  # before the type check: a FIFO is reported as a FIFO
         try:
-            if suffix not in FILE_TYPES:
+            if spec.format == "auto" and suffix not in FILE_TYPES:
                 kind = f"'{printable(suffix[:16])}'" if suffix else "(no extension)"
                 raise Refused(f"unsupported file type {kind}")
             raw = read_bounded(fd, limits.file_bytes)
         finally:
             os.close(fd)
-        return _parse(raw, suffix, doc_id, source, name, limits, pdf)
+        return _parse(raw, suffix, doc_id, source, name, limits, pdf, spec)
     except Refused as exc:
         return Document(doc_id, "", source, load_error=exc.reason)
     except Exception as exc:
@@ -77,15 +97,17 @@ def _read(path: Path, opened: str, doc_id: str, limits: ReadLimits, pdf: PdfExtr
         return Document(doc_id, "", source, load_error=f"unreadable: {type(exc).__name__}")
 
 
-def read_file(path: Path, doc_id: str, limits: ReadLimits = LIMITS, pdf: PdfExtractor | None = None) -> Document:
+def read_file(path: Path, doc_id: str, limits: ReadLimits = LIMITS, pdf: PdfExtractor | None = None,
+              spec: FilesSource = AUTO) -> Document:
     """One document from one file; never raises for bad content, never opens a FIFO or device.
 
     ``pdf`` is a running extractor to reuse; without one, a PDF starts (and stops) its own worker.
+    ``spec`` says how to parse it (``format``, e-mail options); its ``path`` is not used.
     """
     if pdf is not None:
-        return _read(path, str(path), doc_id, limits, pdf)
+        return _read(path, str(path), doc_id, limits, pdf, spec)
     with PdfExtractor(limits) as own:
-        return _read(path, str(path), doc_id, limits, own)
+        return _read(path, str(path), doc_id, limits, own, spec)
 
 
 def _split(pattern: str) -> tuple[Path, Path]:
@@ -124,7 +146,7 @@ def _entry_id(path: Path, root: Path) -> str:
     return clean_id(os.path.relpath(path, root), "unnamed")
 
 
-def _folder(root: Path, entries: list[Path], limits: ReadLimits) -> Iterator[Document]:
+def _folder(root: Path, entries: list[Path], limits: ReadLimits, spec: FilesSource) -> Iterator[Document]:
     root_real = os.path.realpath(root)
     with PdfExtractor(limits) as pdf:
         for path in entries:
@@ -133,7 +155,7 @@ def _folder(root: Path, entries: list[Path], limits: ReadLimits) -> Iterator[Doc
                 yield Document(doc_id, "", printable(str(path)), load_error="symlink leaves the input folder")
             else:
                 # the resolved path is opened without following links: a link swapped in after the check fails
-                yield _read(path, real, doc_id, limits, pdf, follow=False)
+                yield _read(path, real, doc_id, limits, pdf, spec, follow=False)
 
 
 def _path_of(spec: FilesSource | TableSource, base_dir: Path) -> str:
@@ -148,7 +170,7 @@ def read_documents(spec: FilesSource | TableSource, base_dir: Path, limits: Read
         yield from unique(table_documents(spec, table, limits), table_ids(spec, table, limits))
         return
     root, entries = _entries(path)
-    yield from unique(_folder(root, entries, limits), (_entry_id(p, root) for p in entries))
+    yield from unique(_folder(root, entries, limits, spec), (_entry_id(p, root) for p in entries))
 
 
 def count_documents(spec: FilesSource | TableSource, base_dir: Path, limits: ReadLimits = LIMITS) -> int:

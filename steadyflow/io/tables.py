@@ -10,6 +10,11 @@ of a field, ``""`` inside is a quote, a record ends at an unquoted ``\\n``, ``\\
 CSV and JSONL are decoded strictly: a row that is not UTF-8 is quarantined, not changed (silent
 replacement characters would be processed as if the author wrote them). A UTF-8 byte order mark at
 the start of the file is dropped. Blank records are skipped, the same way when counting and reading.
+
+The ``text_field`` value is the text as it is (``format: text``), or parsed as a raw e-mail message
+or HTML (``format: email|html``); then the parsed text replaces the raw value in the fields too (a
+raw message with base64 attachments must not reach a prompt through ``doc``), and the fields the
+parser adds (headers, attachments, title) are added without overwriting the record's own columns.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from steadyflow.io.email_parse import from_email
 from steadyflow.io.files import open_regular
-from steadyflow.io.formats import Refused, decode, parse_json
+from steadyflow.io.formats import Refused, decode, html_text, parse_json
 from steadyflow.io.ids import clean_id
 from steadyflow.io.limits import ReadLimits, printable
 from steadyflow.spec.models import TableSource
@@ -137,7 +143,26 @@ def _row_doc(row: dict[str, Any], fallback: str, spec: TableSource, source: str)
     text = row.get(spec.text_field)
     if text is None:
         return Document(doc_id, "", source, fields=row, load_error=f"no '{printable(spec.text_field)}' field")
-    return Document(doc_id, str(text), source, fields=row)
+    if spec.format == "text":
+        return Document(doc_id, str(text), source, fields=row)
+    return _parsed_row(doc_id, str(text), row, spec, source)
+
+
+def _parsed_row(doc_id: str, raw: str, row: dict[str, Any], spec: TableSource, source: str) -> Document:
+    """A record whose text field holds a raw e-mail or HTML page (``format: email|html``)."""
+    columns = {name: value for name, value in row.items() if name != spec.text_field}
+    if spec.format == "email":
+        parsed = from_email(doc_id, raw.encode("utf-8"), source, spec)
+        if parsed.load_error:
+            return Document(doc_id, "", source, fields=columns, load_error=parsed.load_error)
+        text, added = parsed.text, parsed.fields
+    else:
+        try:
+            title, text = html_text(raw)
+        except Exception as exc:  # html.parser on hostile markup: this record's failure, not the table's
+            return Document(doc_id, "", source, fields=columns, load_error=f"unreadable HTML: {type(exc).__name__}")
+        added = {"title": title}
+    return Document(doc_id, text, source, fields={**added, **columns, spec.text_field: text})
 
 
 def _jsonl_doc(record: Record, spec: TableSource, source: str, limits: ReadLimits) -> Document:

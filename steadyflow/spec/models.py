@@ -65,20 +65,51 @@ class ModelSpec(Strict):
         return value.lower() if value else value
 
 
-class FilesSource(Strict):
-    """Every file a glob matches (.txt .md .json .eml .html .pdf); one document per file."""
+EMAIL_FIELDS = ("body", "attachments", "format", "filename")
+"""Fields an e-mail document always has: no header may be asked for under these names."""
+
+
+class ParseOptions(Strict):
+    """How a source parses e-mail (``format: email``, or a sniffed ``.txt``); see steadyflow.io.email_parse."""
+
+    headers: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,75}$")]] = Field(
+        default_factory=lambda: ["subject", "from", "to", "date"], max_length=50,
+        description="e-mail headers that become document fields (lower-case names); the text is always Subject + body")
+    attachments: Literal["names", "text"] = Field(
+        "names", description="names: list each attachment's name, type and size; text: also append text attachments' content")
+    quoted: Literal["keep", "strip"] = Field("keep", description="strip: drop '> ' lines and 'On ... wrote:' blocks of replies")
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: list[str]) -> list[str]:
+        names = [name.lower() for name in value]
+        taken = sorted(set(names) & set(EMAIL_FIELDS))
+        if taken:
+            raise ValueError(f"'{taken[0]}' is a field every e-mail document has; it cannot name a header")
+        return list(dict.fromkeys(names))
+
+
+class FilesSource(ParseOptions):
+    """Every file a glob matches (.txt .md .json .eml .html .pdf); one document per file.
+
+    ``format: auto`` chooses by extension (a ``.txt`` that starts with e-mail headers is read as
+    e-mail); any other format reads every matched file that way, whatever its extension.
+    """
 
     kind: Literal["files"]
     path: str
+    format: Literal["auto", "text", "email", "html", "pdf", "json"] = Field(
+        "auto", description="auto: by extension (.txt sniffed for e-mail headers); else every file is parsed this way")
 
 
-class TableSource(Strict):
-    """One document per JSONL line or CSV row."""
+class TableSource(ParseOptions):
+    """One document per JSONL line or CSV row; ``format`` says how to parse the ``text_field`` value."""
 
     kind: Literal["jsonl", "csv"]
     path: str
     text_field: str = "text"
     id_field: str | None = "id"
+    format: Literal["text", "email", "html"] = Field("text", description="how the text_field value is parsed (email: a raw message)")
 
 
 Source = Annotated[FilesSource | TableSource, Field(discriminator="kind")]
