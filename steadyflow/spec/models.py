@@ -74,7 +74,7 @@ class ParseOptions(Strict):
 
     headers: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,75}$")]] = Field(
         default_factory=lambda: ["subject", "from", "to", "date"], max_length=50,
-        description="e-mail headers that become document fields (lower-case names); the text is always Subject + body")
+        description="e-mail headers that become document fields (default: subject, from, to, date); the text is always Subject + body")
     attachments: Literal["names", "text"] = Field(
         "names", description="names: list each attachment's name, type and size; text: also append text attachments' content")
     quoted: Literal["keep", "strip"] = Field("keep", description="strip: drop '> ' lines and 'On ... wrote:' blocks of replies")
