@@ -25,7 +25,7 @@ from email.parser import BytesFeedParser
 from typing import Any
 
 from steadyflow.io.formats import Refused, html_text
-from steadyflow.io.limits import has_surrogate, printable, without_surrogates
+from steadyflow.io.limits import has_surrogate, printable
 from steadyflow.spec.models import ParseOptions
 from steadyflow.stages.document import Document
 
@@ -148,13 +148,15 @@ def _text_of(part: Message, what: str) -> str:
         raise Refused(f"undecodable: e-mail {what} has an unknown charset") from None
     except UnicodeDecodeError:
         raise Refused(f"undecodable: e-mail {what} does not match its charset") from None
+    if has_surrogate(text):  # UTF-7 can decode to one; no sink or provider client could encode it
+        raise Refused(f"undecodable: e-mail {what} decodes to a lone UTF-16 surrogate")
     return html_text(text)[1] if part.get_content_subtype() == "html" else text
 
 
 def _attachment(part: Message) -> dict[str, Any]:
-    name, _ = without_surrogates(printable(str(part.get_filename() or ""))[:255])
+    name = printable(str(part.get_filename() or ""))[:255]  # printable: no control characters or lone surrogates
     payload = part.get_payload(decode=True) if part.get_content_maintype() not in ("multipart", "message") else None
-    return {"name": name, "type": part.get_content_type(), "size": len(payload) if isinstance(payload, bytes) else None}
+    return {"name": name, "type": printable(part.get_content_type())[:255], "size": len(payload) if isinstance(payload, bytes) else None}
 
 
 Walked = list[tuple[Message, tuple[Message, ...]]]
@@ -167,7 +169,7 @@ def _attachments(parts: Walked, body: Message | None) -> list[Message]:
     found = []
     for part, ancestors in parts:
         kind = part.get_content_maintype()
-        if part is body or kind == "multipart" or any(a.get_content_maintype() == "message" for a in ancestors):
+        if part is body or kind == "multipart":  # an attached message (message/rfc822) is one attachment: not walked
             continue
         if kind == "text" and part.get_filename() is None and alternative is not None and alternative in ancestors:
             continue
@@ -248,6 +250,7 @@ def from_email(doc_id: str, raw: bytes, source: str, options: ParseOptions = DEF
         return Document(doc_id, "", source, load_error=f"unreadable e-mail: {type(exc).__name__}")
     if options.quoted == "strip":
         body = strip_quoted(body)
-    subject_line = subject if isinstance(subject, str) else " ".join(subject)
-    text = f"Subject: {subject_line}\n\n{body}{appended}".strip()
+    subject_line = (subject if isinstance(subject, str) else " ".join(subject)).strip()
+    # no subject, no "Subject:" line: a message with neither subject nor body is then empty, and quarantined as such
+    text = "\n\n".join(part for part in (f"Subject: {subject_line}" if subject_line else "", f"{body}{appended}".strip()) if part)
     return Document(doc_id, text, source, fields={**(extra or {}), **fields, "body": body, "format": "email"})

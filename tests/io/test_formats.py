@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -242,8 +242,12 @@ def test_source_options_are_checked() -> None:
     assert FilesSource(kind="files", path="x", headers=["From", "from"]).headers == ["from"]
 
 
+UTF7 = b"Content-Type: text/plain; charset=utf-7\n\n"
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=3000), st.sampled_from([b"", b"From: a@b\nDate: x\nMIME-Version: 1.0\n",
+@example(b"+2AA-", UTF7)  # UTF-7 decodes this to a lone surrogate, which no sink can write
+@given(st.binary(max_size=3000), st.sampled_from([b"", b"From: a@b\nDate: x\nMIME-Version: 1.0\n", UTF7,
                                                   b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n']))
 def test_email_parsing_never_raises_on_any_bytes(data: bytes, prefix: bytes) -> None:
     for options in (FilesSource(kind="files", path=""), FilesSource(kind="files", path="", attachments="text", quoted="strip")):
@@ -268,3 +272,20 @@ def test_many_slow_headers_stop_at_the_time_bound(tmp_path: Path) -> None:
     doc = from_email("x", raw, "x")
     assert time.monotonic() - started < PARSE_SECONDS + 1
     assert doc.load_error == f"e-mail took longer than {PARSE_SECONDS:g} s to parse"
+
+
+def test_no_subject_no_subject_line_and_an_attached_message_is_one_attachment() -> None:
+    from email.message import EmailMessage
+
+    inner = EmailMessage()
+    inner["From"], inner["Subject"] = "old@example.com", "FORWARDED-SUBJECT"
+    inner.set_content("FORWARDED-BODY")
+    outer = EmailMessage()
+    outer["From"], outer["Date"] = "a@b.c", "Mon, 2 Nov 2026 10:00:00 +0000"
+    outer.set_content("see below")
+    outer.add_attachment(inner)
+    doc = from_email("m", outer.as_bytes(), "m")
+    assert doc.text == "see below"
+    assert [a["type"] for a in doc.fields["attachments"]] == ["message/rfc822"]
+    empty = from_email("e", b"From: a@b.c\nDate: Mon, 2 Nov 2026\n\n\n", "e")
+    assert empty.load_error is None and empty.text == ""  # quarantined later as an empty document
