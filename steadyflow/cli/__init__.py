@@ -167,13 +167,30 @@ def run(
         typer.echo(f"{file}: {exc}", err=True)
         raise typer.Exit(1) from None
     except (OSError, StoreError) as exc:  # disk full, read-only folder: what was marked completed is safe
-        typer.echo(f"{file}: {operational_message(exc)}; completed documents are kept: fix it, then "
-                   f"steadyflow run {file} --resume {options.run_id}", err=True)
+        then = (f"completed documents are kept: fix it, then steadyflow run {file} --resume {options.run_id}"
+                if _registered(pipeline, options) else "nothing was written: fix it and run again")
+        typer.echo(f"{file}: {operational_message(exc)}; {then}", err=True)
         raise typer.Exit(1) from None
     finally:
         if bar is not None:
             bar.stop()
     _print_summary(summary.as_json(), as_json)
+
+
+def _registered(pipeline: LoadedPipeline, options: Any) -> bool:
+    """Whether the run got as far as its store (only then can it be resumed)."""
+    from steadyflow.audit.store import DecisionStore
+    from steadyflow.flows.batch import folder_of
+
+    db = folder_of(pipeline, options) / "decisions.sqlite"
+    try:
+        store = DecisionStore(db, readonly=True)
+    except StoreError:
+        return False
+    try:
+        return store.run_info(options.run_id) is not None
+    finally:
+        store.close()
 
 
 def _check_local_models(file: Path, pipeline: LoadedPipeline) -> None:

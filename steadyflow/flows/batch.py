@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from steadyflow.audit.records import DecisionRecord
-from steadyflow.audit.store import DecisionStore
+from steadyflow.audit.store import DecisionStore, StoreError
 from steadyflow.flows.summary import RunSummary
 from steadyflow.io.lock import probe
 from steadyflow.io.outputs import STORE_NAME, check_file_sinks, open_sinks, output_folder, sink_spec
@@ -205,12 +205,24 @@ class _Recorder:
         seen: set[str] = set()
         ended = 0
 
+        failure: list[StoreError] = []
+
         def on_record(record: DecisionRecord) -> None:
+            # runs inside the stage's Prefect task: a full disk must not raise there (Prefect would log a traceback);
+            # it is raised below, in the flow, and the chunk is not marked completed, so a resume does it again
             nonlocal ended
+            if failure:
+                return
             seen.add(record.doc_id)
-            ended += self.add([record], last)
+            try:
+                with self.store.writing():
+                    ended += self.add([record], last)
+            except StoreError as exc:
+                failure.append(exc)
 
         chunk, records = await run_stage(stage_id, index, chunk, on_record)
+        if failure:
+            raise failure[0]
         rest = [r for r in records if r.doc_id not in seen]  # from another process (Dask): they come with the chunk
         if rest:
             ended += self.add(rest, last)

@@ -11,6 +11,7 @@ per-document path. The batch itself (sources, sinks, resume) is
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -35,7 +36,7 @@ from steadyflow.flows.batch import (
 from steadyflow.flows.summary import RunSummary
 from steadyflow.flows.tasks import RemoteJob, quoted, remote_stage_task, stage_task
 from steadyflow.io.lock import LockedError, folder_lock
-from steadyflow.io.outputs import STORE_NAME
+from steadyflow.io.outputs import STORE_NAME, check_run_files
 from steadyflow.io.sinks import SinkError
 from steadyflow.providers.local_server import LocalEndpoints
 from steadyflow.spec.loader import LoadedPipeline
@@ -97,6 +98,17 @@ def _one_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+class _SkipFailedState(logging.Filter):
+    """Drops Prefect's log line of a flow run that an operational failure ended (its state keeps the message)."""
+
+    def __init__(self, failures: list[BaseException]) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.failures and record.getMessage().startswith("Finished in state Failed"))
+
+
 async def execute(pipeline: LoadedPipeline, options: RunOptions) -> RunSummary:
     """Run the pipeline's flow (in the caller's event loop; a subflow inside a running flow).
 
@@ -104,7 +116,14 @@ async def execute(pipeline: LoadedPipeline, options: RunOptions) -> RunSummary:
     printing a traceback; any other failure propagates as Prefect raises it.
     """
     failures: list[BaseException] = []
-    state = await build_flow(pipeline, options, failures)(return_state=True)
+    # the caller prints the one line; Prefect's own "Finished in state Failed(...)" would say it twice
+    logger = logging.getLogger("prefect.flow_runs")
+    quiet = _SkipFailedState(failures)
+    logger.addFilter(quiet)
+    try:
+        state = await build_flow(pipeline, options, failures)(return_state=True)
+    finally:
+        logger.removeFilter(quiet)
     if failures:
         raise failures[0]
     summary: RunSummary = await state.result()  # raises what the flow raised
@@ -114,7 +133,9 @@ async def execute(pipeline: LoadedPipeline, options: RunOptions) -> RunSummary:
 async def _process(pipeline: LoadedPipeline, options: RunOptions, base_urls: dict[str, str], local: LocalEndpoints) -> RunSummary:
     # one run at a time per output folder: its store, quarantine and sinks (released however the run ends)
     folder = folder_of(pipeline, options)
+    check_run_files(folder)
     with folder_lock(folder).acquire(options.run_id):
+        check_run_files(folder)  # again, now that no other run can change the folder
         store = DecisionStore(folder / STORE_NAME)
         try:
             with store.writing():

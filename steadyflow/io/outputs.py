@@ -46,6 +46,24 @@ def _file_sink_path(spec: FileSink, folder: Path, base_dir: Path) -> Path:
     return folder / Path(spec.path).name
 
 
+def check_run_files(folder: Path) -> None:
+    """Refuse an output folder whose own files are symbolic links.
+
+    A linked ``decisions.sqlite`` or ``quarantine.jsonl`` would let this run write into
+    another folder's store while that folder's run holds its own lock.
+    """
+    for name in RUN_FILES:
+        if (folder / name).is_symlink():
+            raise SinkError(f"{folder / name} is a symbolic link; a run does not write its own files through links "
+                            "(it could reach another run's): remove it")
+
+
+def _check_no_link(path: Path, spec: FileSink) -> None:
+    if path.is_symlink() and not spec.outside_output:
+        raise SinkError(f"{path} is a symbolic link; a sink is not written through links (it could reach another run's "
+                        "files): remove it, or name the real file with outside_output: true")
+
+
 def _check_not_run_file(path: Path, folder: Path) -> None:
     resolved = path.resolve()
     for name in RUN_FILES:
@@ -92,10 +110,12 @@ def _refusal(path: Path, store: DecisionStore, run_id: str, resume: bool, overwr
 
 def check_file_sinks(spec: FileSink | SqlSink, folder: Path, base_dir: Path, run_id: str, resume: bool, overwrite: bool) -> None:
     """Raise :class:`SinkError` now if opening the file sinks would be refused (before a slow start-up); writes nothing."""
+    check_run_files(folder)
     if isinstance(spec, SqlSink):
         return  # rows keyed by run: a table is never truncated
     targets = [_file_sink_path(spec, folder, base_dir), folder / QUARANTINE_NAME]
     _check_not_run_file(targets[0], folder)
+    _check_no_link(targets[0], spec)
     store_path = folder / STORE_NAME
     if not store_path.is_file():
         if not overwrite and not resume and (taken := [t for t in targets if t.exists() and t.stat().st_size > 0]):
@@ -125,8 +145,9 @@ def _open_sql(spec: SqlSink, folder: Path, run_id: str, store: DecisionStore) ->
         _check_not_run_file(database, folder)
         if database.resolve() == store.path.resolve():
             raise SinkError(f"sink {database} is the run's decisions store; give the sink another database")
-        if database.resolve().parent != folder.resolve():  # inside the folder, the folder's lock covers it
-            locks.append(RunLock(database.with_name(database.name + ".lock"), f"sink {database}").acquire(run_id))
+        real = database.resolve()
+        if real.parent != folder.resolve():  # inside the folder, the folder's lock covers it
+            locks.append(RunLock(real.with_name(real.name + ".lock"), f"sink {database}").acquire(run_id))
     try:
         outputs = SqlRows(url, spec.table, run_id)
         quarantine = SqlRows(url, f"{spec.table}_quarantine", run_id, quarantine=True)
@@ -148,10 +169,13 @@ def open_sinks(
     if isinstance(spec, SqlSink):
         return _open_sql(spec, folder, run_id, store)
     path = _file_sink_path(spec, folder, base_dir)
+    check_run_files(folder)
     _check_not_run_file(path, folder)
+    _check_no_link(path, spec)
     locks: list[RunLock] = []
-    if spec.outside_output and path.resolve().parent != folder.resolve():
-        locks.append(RunLock(path.with_name(path.name + ".lock"), f"sink {path}").acquire(run_id))
+    real = path.resolve()
+    if real.parent != folder.resolve():  # outside the folder (outside_output, maybe through a link): lock the real file
+        locks.append(RunLock(real.with_name(real.name + ".lock"), f"sink {path}").acquire(run_id))
     try:
         for target in (path, quarantine_path):
             _claim(target, store, run_id, resume, overwrite)

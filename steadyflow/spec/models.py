@@ -170,6 +170,8 @@ class SqlSink(Strict):
             raise ValueError("expected a SQLAlchemy URL such as sqlite:///outputs.sqlite")
         if scheme == "sqlite":
             path = value.split(":///", 1)[1] if ":///" in value else ""
+            if path.split("?", 1)[0] in ("", ":memory:"):
+                raise ValueError("an in-memory SQLite database is gone when the run ends; give a file, e.g. sqlite:///outputs.sqlite")
             if Path(path).name in RUN_FILES:
                 raise ValueError(f"'{Path(path).name}' is a file the run keeps for itself; give the database another name")
             if path and path != ":memory:" and _leaves_folder(path) and not info.data.get("outside_output"):

@@ -13,7 +13,7 @@ import pytest
 
 from steadyflow.audit.store import DecisionStore, StoreError
 from steadyflow.io.lock import LockedError, folder_lock, probe
-from steadyflow.io.outputs import open_sinks
+from steadyflow.io.outputs import check_run_files, open_sinks
 from steadyflow.io.sinks import FileRows, SinkError
 from steadyflow.spec import SpecError
 from steadyflow.spec.loader import parse_spec
@@ -122,6 +122,8 @@ sink: {sink}
     ("{kind: sql, url: 'sqlite:///decisions.sqlite'}", "a file the run keeps for itself"),
     ("{kind: sql, url: 'sqlite:////var/lib/app.sqlite'}", "outside the output folder"),
     ("{kind: sql, url: 'sqlite:///../app.sqlite'}", "outside the output folder"),
+    ("{kind: sql, url: 'sqlite://'}", "in-memory SQLite database is gone"),
+    ("{kind: sql, url: 'sqlite:///:memory:'}", "in-memory SQLite database is gone"),
 ])
 def test_validate_refuses_sinks_outside_the_folder_or_over_run_files(sink: str, message: str) -> None:
     problems = _problems(sink)
@@ -180,3 +182,37 @@ def test_a_store_from_before_sink_ownership_still_knows_who_wrote_the_sink(tmp_p
     store = DecisionStore(tmp_path / "decisions.sqlite")
     store.start_run("new", "p", "1", None)
     _open(tmp_path, store, "new").close()  # type: ignore[attr-defined]  # the old finished run's file makes way
+
+
+def test_sinks_and_stores_are_never_written_through_links(tmp_path: Path) -> None:
+    # another folder, whose run is live: a link must not let this run truncate or fill its files
+    other, folder = tmp_path / "other", tmp_path / "out"
+    other.mkdir()
+    folder.mkdir()
+    (other / "out.jsonl").write_text('{"id": "theirs"}\n')
+    (folder / "out.jsonl").symlink_to(other / "out.jsonl")
+    store = DecisionStore(folder / "decisions.sqlite")
+    with pytest.raises(SinkError, match="is a symbolic link"):
+        _open(folder, store, "r", overwrite=True)
+    assert (other / "out.jsonl").read_text() == '{"id": "theirs"}\n'
+    store.close()
+    (folder / "out.jsonl").unlink()
+    (folder / "decisions.sqlite").unlink()
+    DecisionStore(other / "decisions.sqlite").close()
+    (folder / "decisions.sqlite").symlink_to(other / "decisions.sqlite")
+    with pytest.raises(SinkError, match=r"decisions\.sqlite is a symbolic link"):
+        check_run_files(folder)
+
+
+def test_a_sink_outside_the_folder_is_locked_at_its_real_path(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (tmp_path / "alias").symlink_to(shared)
+    first = DecisionStore(tmp_path / "a" / "decisions.sqlite")
+    second = DecisionStore(tmp_path / "b" / "decisions.sqlite")
+    spec = FileSink(kind="jsonl", path=str(shared / "all.jsonl"), outside_output=True)
+    held = open_sinks(spec, tmp_path / "a", tmp_path, "a", first, None)
+    with pytest.raises(LockedError, match="is in use by run a"):
+        open_sinks(FileSink(kind="jsonl", path=str(tmp_path / "alias" / "all.jsonl"), outside_output=True),
+                   tmp_path / "b", tmp_path, "b", second, None, overwrite=True)
+    held.close()
