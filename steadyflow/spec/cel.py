@@ -19,9 +19,11 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import celpy
+import regex
 from celpy import InterpretedRunner
 from celpy.evaluation import Activation, Evaluator
 from lark import Token, Tree
@@ -84,6 +86,25 @@ class _BoundedRunner(InterpretedRunner):
 
 
 _ENV = celpy.Environment(runner_class=_BoundedRunner)
+MATCH_TIMEOUT_S = 0.2
+
+
+@lru_cache(maxsize=512)
+def _pattern(source: str) -> regex.Pattern[str]:
+    return regex.compile(source)
+
+
+def _matches(text: Any, pattern: Any) -> Any:
+    """CEL's ``matches`` with Python's ``regex`` (a superset of RE2's syntax) and a time limit.
+
+    celpy's own uses google-re2, whose C++ logging prints a bad pattern to stderr: with a
+    pattern built from a document (``input.text.matches(input.text)``) that is document text
+    in the logs. Here a bad or too costly pattern is an error value that names no text.
+    """
+    try:
+        return celpy.celtypes.BoolType(_pattern(str(pattern)).search(str(text), timeout=MATCH_TIMEOUT_S) is not None)
+    except (regex.error, TimeoutError, OverflowError, RecursionError) as exc:
+        return celpy.CELEvalError("matches: the pattern is invalid or too costly", type(exc), ())
 MAX_RULE_CHARS = 4000
 MAX_NESTING = 12
 MAX_TREE_DEPTH = 150
@@ -105,7 +126,7 @@ class CelRule:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._program = _ENV.program(_ENV.compile(source))
+        self._program = _ENV.program(_ENV.compile(source), functions={"matches": _matches})
 
     def evaluate(self, activation: dict[str, Any]) -> Any:
         """Evaluate against plain JSON-like data."""

@@ -60,11 +60,13 @@ def check_template(template: str) -> tuple[int, str] | None:
     env = _environment()
     try:
         ast = env.parse(template)
+        unknown = sorted(meta.find_undeclared_variables(ast) - PROMPT_VARIABLES)
+        if unknown:
+            allowed = ", ".join(sorted(PROMPT_VARIABLES))
+            line = template[: max(template.find(unknown[0]), 0)].count("\n") + 1
+            return line, f"prompt uses unknown variable '{unknown[0]}' (available: {allowed})"
+        return static_problem(ast)
     except jinja2.TemplateSyntaxError as exc:
         return exc.lineno or 1, f"prompt template does not parse: {exc.message}"
-    unknown = sorted(meta.find_undeclared_variables(ast) - PROMPT_VARIABLES)
-    if unknown:
-        allowed = ", ".join(sorted(PROMPT_VARIABLES))
-        line = template[: max(template.find(unknown[0]), 0)].count("\n") + 1
-        return line, f"prompt uses unknown variable '{unknown[0]}' (available: {allowed})"
-    return static_problem(ast)
+    except RecursionError:  # Jinja's parser and compiler recurse once per nested expression
+        return 1, "prompt template nests too deeply: simplify it"

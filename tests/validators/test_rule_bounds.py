@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from steadyflow.spec.validation import RuleCheck
 from steadyflow.validators.base import Context
 from steadyflow.validators.business import evaluate_rule, rule
@@ -26,3 +28,13 @@ def test_nested_macros_over_a_big_document_stop_with_a_reason() -> None:
 def test_the_same_rule_on_a_small_document_holds() -> None:
     source = "input.fields.xs.all(a, input.fields.xs.all(b, a + b >= 0))"
     assert evaluate_rule(source, {}, _context(10)) == (True, None)
+
+
+def test_a_pattern_built_from_a_document_never_prints_it(capfd: pytest.CaptureFixture[str]) -> None:
+    # celpy's matches() used google-re2, whose C++ log printed the bad pattern (document text) on stderr
+    secret = "Jane Doe SSN 123-45-6789 (?<=secret"
+    context = Context(secret, "d1", {}, {})
+    assert evaluate_rule("input.text.matches(input.text)", {}, context) == (False, None)
+    assert evaluate_rule("input.text.matches('(?<=Doe) SSN')", {}, context) == (True, None)  # look-behind works
+    captured = capfd.readouterr()
+    assert "123-45-6789" not in captured.err + captured.out
