@@ -43,15 +43,19 @@ class UniqueIds:
     """Gives each id once; a repeated id gets the first free ``id~N``."""
 
     def __init__(self, real_ids: Iterable[str]) -> None:
-        # only real ids shaped like a renamed one (ending in ~N) can clash with a renamed id
-        self._reserved = {_key(doc_id) for doc_id in real_ids if _RENAMED.search(doc_id)}
+        # real ids that a renamed or made id could take: ``x~2``, ``jsonl-7``, ``a\x0ab`` (callers pass those, or all)
+        self._reserved = {_key(doc_id) for doc_id in real_ids}
         self._given: set[int] = set()
         self._next: dict[int, int] = {}
 
-    def give(self, doc_id: str) -> str:
-        """``doc_id`` if it was not given yet, else the first ``doc_id~N`` that is free."""
+    def give(self, doc_id: str, made: bool = False) -> str:
+        """``doc_id`` if it is free, else the first ``doc_id~N`` that is.
+
+        A ``made`` id (a fallback, escaped or cut one) is not free when a real id of the
+        source is the same string: the document that really has that id keeps it.
+        """
         key = _key(doc_id)
-        if key not in self._given:
+        if key not in self._given and not (made and key in self._reserved):
             self._given.add(key)
             return doc_id
         number = self._next.get(key, 2)
@@ -67,8 +71,8 @@ class UniqueIds:
 
 
 def unique(docs: Iterable[Document], real_ids: Iterable[str]) -> Iterator[Document]:
-    """``docs`` with ids made unique; ``real_ids`` are every id the source holds (a first pass)."""
+    """``docs`` with ids made unique; ``real_ids`` are the source's own ids that could clash (a first pass)."""
     ids = UniqueIds(real_ids)
     for doc in docs:
-        doc.id = ids.give(doc.id)
+        doc.id = ids.give(doc.id, doc.id_made)
         yield doc

@@ -152,10 +152,12 @@ def _folder(root: Path, entries: list[Path], limits: ReadLimits, spec: FilesSour
         for path in entries:
             doc_id, real = _entry_id(path, root), os.path.realpath(path)
             if not _inside(real, root_real):
-                yield Document(doc_id, "", printable(str(path)), load_error="symlink leaves the input folder")
+                doc = Document(doc_id, "", printable(str(path)), load_error="symlink leaves the input folder")
             else:
                 # the resolved path is opened without following links: a link swapped in after the check fails
-                yield _read(path, real, doc_id, limits, pdf, spec, follow=False)
+                doc = _read(path, real, doc_id, limits, pdf, spec, follow=False)
+            doc.id_made = doc_id != os.path.relpath(path, root)
+            yield doc
 
 
 def _path_of(spec: FilesSource | TableSource, base_dir: Path) -> str:
@@ -170,7 +172,8 @@ def read_documents(spec: FilesSource | TableSource, base_dir: Path, limits: Read
         yield from unique(table_documents(spec, table, limits), table_ids(spec, table, limits))
         return
     root, entries = _entries(path)
-    yield from unique(_folder(root, entries, limits, spec), (_entry_id(p, root) for p in entries))
+    real = (os.path.relpath(p, root) for p in entries)  # a file name that needs escaping must not take a real one
+    yield from unique(_folder(root, entries, limits, spec), (name for name in real if clean_id(name, "unnamed") == name))
 
 
 def count_documents(spec: FilesSource | TableSource, base_dir: Path, limits: ReadLimits = LIMITS) -> int:

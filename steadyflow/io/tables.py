@@ -41,7 +41,7 @@ _CHUNK = 1 << 20
 _BOM = b"\xef\xbb\xbf"
 _FIELD_END = re.compile(rb"[,\r\n]")
 _START, _UNQUOTED, _QUOTED, _QUOTE, _CR = range(5)
-_MAY_CLASH = re.compile(rb"~|\\u007[eE]")
+_MAY_CLASH = re.compile(rb"~|\\u007[eE]|\\x|(?:jsonl|csv)-\d|unnamed")  # a renamed, escaped or fallback id's shape
 """A record whose id may end in ~N: a literal tilde, or one escaped in JSON."""
 
 
@@ -140,6 +140,12 @@ def _records(spec: TableSource, fd: int, limits: ReadLimits) -> Iterator[Record]
 def _row_doc(row: dict[str, Any], fallback: str, spec: TableSource, source: str) -> Document:
     value = row.get(spec.id_field) if spec.id_field else None
     doc_id = clean_id(None if value is None else str(value), fallback)
+    doc = _row_content(row, doc_id, spec, source)
+    doc.id_made = value is None or doc_id != str(value)
+    return doc
+
+
+def _row_content(row: dict[str, Any], doc_id: str, spec: TableSource, source: str) -> Document:
     text = row.get(spec.text_field)
     if text is None:
         return Document(doc_id, "", source, fields=row, load_error=f"no '{printable(spec.text_field)}' field")
@@ -173,9 +179,9 @@ def _jsonl_doc(record: Record, spec: TableSource, source: str, limits: ReadLimit
             raise Refused(f"line longer than {limits.record_bytes} bytes")
         row = parse_json(decode(data, " of the line"), limits)
     except Refused as exc:
-        return Document(fallback, "", where, load_error=exc.reason)
+        return Document(fallback, "", where, load_error=exc.reason, id_made=True)
     if not isinstance(row, dict):
-        return Document(fallback, "", where, load_error="line is not a JSON object")
+        return Document(fallback, "", where, load_error="line is not a JSON object", id_made=True)
     return _row_doc(row, fallback, spec, where)
 
 
@@ -201,7 +207,7 @@ def _csv_doc(number: int, record: Record, header: list[str] | str, spec: TableSo
             raise Refused(f"CSV header row unreadable: {header}")
         values = _csv_values(data, limits)
     except Refused as exc:
-        return Document(fallback, "", where, load_error=exc.reason)
+        return Document(fallback, "", where, load_error=exc.reason, id_made=True)
     row: dict[str, Any] = {name: None for name in header}  # a short row: missing cells are None, like csv.DictReader
     row.update(zip(header, values, strict=False))
     if len(values) > len(header):
@@ -254,7 +260,8 @@ def table_documents(spec: TableSource, path: Path, limits: ReadLimits) -> Iterat
 
 def table_ids(spec: TableSource, path: Path, limits: ReadLimits) -> Iterator[str]:
     """The ids of the records that may clash with a renamed id (``x~2``); a cheap first pass."""
-    return (doc.id for doc in _documents(spec, path, limits, lambda data: isinstance(data, bytes) and _MAY_CLASH.search(data) is not None))
+    docs = _documents(spec, path, limits, lambda data: isinstance(data, bytes) and _MAY_CLASH.search(data) is not None)
+    return (doc.id for doc in docs if not doc.id_made)
 
 
 def table_count(spec: TableSource, path: Path, limits: ReadLimits) -> int:

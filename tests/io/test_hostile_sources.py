@@ -199,10 +199,10 @@ def test_empty_huge_and_control_character_ids(tmp_path: Path) -> None:
     lines = tmp_path / "docs.jsonl"
     lines.write_text("".join(json.dumps({**row, "text": "t"}) + "\n" for row in rows))
     ids = [d.id for d in read_all(lines)]
-    assert ids[0] == "jsonl-1" and ids[1] == "jsonl-2" and ids[2] == "0"
+    assert ids[0] == "jsonl-1~2" and ids[1] == "jsonl-2" and ids[2] == "0"  # the row whose real id is jsonl-1 keeps it
     assert ids[3] != ids[4] and all(len(i) <= 200 for i in ids)
     assert ids[5] == "two\\x0alines\\x1b[31m"
-    assert ids[6] == "jsonl-1~2" and ids[7] == "jsonl-8"
+    assert ids[6] == "jsonl-1" and ids[7] == "jsonl-8"
 
 
 def test_file_names_with_bad_bytes_and_control_characters(tmp_path: Path) -> None:
@@ -270,3 +270,19 @@ def test_read_file_refuses_a_fifo_without_blocking(tmp_path: Path, name: str) ->
     os.mkfifo(tmp_path / name)
     doc = within(20, lambda: read_file(tmp_path / name, name))
     assert doc.load_error == "not a regular file: FIFO"
+
+
+def test_a_real_id_is_never_taken_by_a_made_one(tmp_path: Path) -> None:
+    # a fallback id (no id -> jsonl-N) or an escaped one (a newline -> \x0a) came first and took a real id
+    rows = [{"id": "", "text": "a"}, {"text": "b"}, {"id": "jsonl-2", "text": "c"}, {"id": "jsonl-2", "text": "d"},
+            {"id": "x\n", "text": "e"}, {"id": "x\\x0a", "text": "f"}]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = {doc.text: doc.id for doc in read_documents(source_for(str(tmp_path / "t.jsonl")), tmp_path)}
+    assert got["c"] == "jsonl-2" and got["f"] == "x\\x0a"  # the documents that really have these ids keep them
+    assert len(set(got.values())) == len(rows)
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "a\nb.txt").write_text("made")
+    (folder / "a\\x0ab.txt").write_text("real")
+    named = {doc.text: doc.id for doc in read_documents(source_for(str(folder)), tmp_path)}
+    assert named["real"] == "a\\x0ab.txt" and named["made"] != named["real"]
