@@ -21,6 +21,7 @@ import json
 import os
 import re
 import time
+import unicodedata
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -63,9 +64,15 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _neutral(value: Any) -> Any:
-    """A CSV cell that a spreadsheet would read as a formula gets a leading quote (as trusted CSV exports do)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
+    """A CSV cell that a spreadsheet would read as a formula gets a leading quote (as trusted CSV exports do).
+
+    Spreadsheets skip leading blanks (and a BOM) and read fullwidth signs as their ASCII
+    twins, so those are looked through before the first character is judged.
+    """
+    if isinstance(value, str):
+        head = unicodedata.normalize("NFKC", value[:8]).lstrip(" \u00a0\ufeff")
+        if head.startswith(_FORMULA_START) or value.startswith(_FORMULA_START):
+            return "'" + value
     return value
 
 

@@ -38,7 +38,22 @@ def analyzer() -> Any:
         "ner_model_configuration": {"labels_to_ignore": _NOT_PII},
     }
     engine = NlpEngineProvider(nlp_configuration=config).create_engine()
-    return AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+    analyzer = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+    analyzer.registry.add_recognizer(_intranet_email())
+    return analyzer
+
+
+def _intranet_email() -> Any:
+    """E-mail addresses on any domain: presidio's own recognizer drops those whose top-level domain is not public.
+
+    Support tickets are full of ``jdoe@acme.internal`` and ``ops@corp.local``; a redaction that
+    misses them sends them to the provider. Matches overlapping presidio's own are merged by
+    :func:`find` (the longer, then surer, finding wins).
+    """
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    pattern = Pattern("email on any domain", r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?![\w-])", 0.6)
+    return PatternRecognizer(supported_entity="EMAIL_ADDRESS", patterns=[pattern], name="IntranetEmailRecognizer")
 
 
 @dataclass(frozen=True)

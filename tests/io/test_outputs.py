@@ -147,12 +147,13 @@ def test_outside_output_is_an_explicit_choice(tmp_path: Path) -> None:
 def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path: Path) -> None:
     path = tmp_path / "out.csv"
     sink = FileRows(path, "csv")
-    hostile = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\t=1", "plain", "a=b"]
+    hostile = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\t=1", "plain", "a=b", " =1", "\ufeff=1", "\uff1d1"]
     sink.write([{"id": f"d{i}", "source": "s", "review": False, "rungs": {"t": "m"}, "outputs": {"t": {"v": v, "n": -5}}}
                 for i, v in enumerate(hostile)])
     sink.close()
     rows = list(csv.DictReader(path.open(newline="")))
-    assert [r["t.v"] for r in rows] == ["'=HYPERLINK(\"http://x\",\"y\")", "'+1+1", "'-2+3", "'@SUM(A1)", "'\t=1", "plain", "a=b"]
+    assert [r["t.v"] for r in rows] == ["'=HYPERLINK(\"http://x\",\"y\")", "'+1+1", "'-2+3", "'@SUM(A1)", "'\t=1", "plain", "a=b",
+                                        "' =1", "'\ufeff=1", "'\uff1d1"]
     assert rows[0]["t.n"] == "-5"  # numbers stay numbers
 
 

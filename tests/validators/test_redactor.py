@@ -42,3 +42,13 @@ def test_prepare_redacts_id_fields_and_outputs_with_the_text_numbered_first() ->
 def test_without_redaction_prepare_passes_values_through() -> None:
     prepared = prepare(InputSpec(), "x@example.com", "x@example.com.txt", {"f": "x@example.com"})
     assert (prepared.text, prepared.doc_id, prepared.fields, prepared.originals) == ("x@example.com", "x@example.com.txt", {"f": "x@example.com"}, {})
+
+
+def test_addresses_on_intranet_domains_are_redacted_too() -> None:
+    # presidio's own recognizer drops addresses whose top-level domain is not public: they reached the model
+    from steadyflow.validators.pii import redact
+
+    text = "write to jdoe@acme.internal, ops@corp.local or bob.smith@corp.example; a@b.com"
+    redaction = redact(text, ["EMAIL_ADDRESS"])
+    assert "@" not in redaction.text
+    assert sorted(redaction.originals.values()) == sorted(["jdoe@acme.internal", "ops@corp.local", "bob.smith@corp.example", "a@b.com"])
