@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from jinja2 import meta
+from jinja2 import meta, nodes
 
 from steadyflow.spec.template_bounds import BoundedEnvironment, render_bounded, static_problem
 
@@ -60,6 +60,9 @@ def check_template(template: str) -> tuple[int, str] | None:
     env = _environment()
     try:
         ast = env.parse(template)
+        for node in ast.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
+            # prompts are one file, versioned by its own hash: there is nothing to include
+            return node.lineno, "prompt templates cannot include, import or extend other templates: put the text in this one"
         unknown = sorted(meta.find_undeclared_variables(ast) - PROMPT_VARIABLES)
         if unknown:
             allowed = ", ".join(sorted(PROMPT_VARIABLES))

@@ -95,7 +95,10 @@ class _Builder:
         if depth > MAX_DEPTH:  # aliases can nest deeper than the text does
             raise SpecError([self._at(node, path[:4], f"nested more than {MAX_DEPTH} levels deep")])
         if record:
-            self.positions.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+            line, col = node.start_mark.line + 1, node.start_mark.column + 1
+            if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
+                line, col = line + 1, 1  # a block scalar's text starts on the line after its indicator
+            self.positions.values[path] = (line, col)
         if node.tag not in _PLAIN_TAGS and not isinstance(node, yaml.ScalarNode):
             # we build collections ourselves, so a tag such as !!python/object would be ignored: refuse it
             raise SpecError([self._at(node, path, f"unsafe or unknown YAML tag refused: {node.tag}")])
