@@ -36,9 +36,10 @@ def test_progress_bar_quiet_and_json(prefect_env: dict[str, str], chaos: ChaosSe
     quiet = _run(prefect_env, pipeline, docs, tmp_path / "b", "--quiet")
     assert "docs/s" not in quiet.stderr and "101 documents -> 100 outputs" in quiet.stdout
     assert "resume after a crash with --resume" in quiet.stderr
+    assert "| INFO " not in quiet.stderr  # issue 12: --quiet still printed Prefect's INFO lines
 
     as_json = _run(prefect_env, pipeline, docs, tmp_path / "c", "--json")
-    assert "docs/s" not in as_json.stderr
+    assert "docs/s" not in as_json.stderr and "| INFO " not in as_json.stderr
     [line] = as_json.stdout.strip().splitlines()  # stdout is exactly one JSON object
     summary = json.loads(line)
     assert summary["documents"] == 101 and summary["by_rung"] == {"triage": {"model:m": 100, "quarantined": 1}}
