@@ -32,6 +32,8 @@ endpoint's own refusal of one is classified as ``context_overflow`` (see
 from __future__ import annotations
 
 import asyncio
+import atexit
+import ctypes
 import json
 import math
 import threading
@@ -39,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -95,6 +97,22 @@ class EstimateCounter:
         return text[:max(end, 0)]
 
 
+_LOG_CALLBACK: list[Any] = []
+
+
+def _quiet_llama_log(llama_cpp: Any) -> None:
+    """Silence llama.cpp's log in this process (the model server is another process, with its own).
+
+    Loading a vocabulary alone warns "n_ctx_seq (512) > n_ctx_train (0)", and llama-cpp-python's
+    level table is one off from ggml's (WARN arrives as ERROR), so ``verbose=False`` prints it in the
+    middle of a run. Loading errors still surface, as exceptions.
+    """
+    if not _LOG_CALLBACK:
+        callback = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        _LOG_CALLBACK.append(callback)  # referenced for the life of the process: C keeps a pointer to it
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
 class VocabCounter:
     """Exact counts with a GGUF's own tokenizer and chat template (llama-cpp-python, vocabulary only)."""
 
@@ -104,7 +122,10 @@ class VocabCounter:
         import llama_cpp  # lazy: only pipelines with a local model or a configured tokenizer need it
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        _quiet_llama_log(llama_cpp)
         self._llama = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        # freed before the interpreter tears llama_cpp's module down: its __del__ then prints a traceback at exit
+        atexit.register(self._llama.close)
         self._lock = threading.Lock()  # one tokenization at a time per vocabulary: llama.cpp does not promise more
         template = self._llama.metadata.get("tokenizer.chat_template")
         self._formatter = None
