@@ -52,7 +52,9 @@ class _Shape:
 
 @lru_cache(maxsize=4096)
 def _keyword_pattern(word: str) -> regex.Pattern[str]:
-    return regex.compile(rf"(?<!\w){regex.escape(word)}(?!\w)", regex.IGNORECASE)
+    # whole words, any case; a phrase matches across any run of blanks or line breaks ("credit\ncard")
+    phrase = r"\s+".join(regex.escape(part) for part in word.split())
+    return regex.compile(rf"(?<!\w){phrase}(?!\w)", regex.IGNORECASE)
 
 
 @lru_cache(maxsize=1024)

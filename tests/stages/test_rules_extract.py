@@ -135,3 +135,13 @@ def test_extract_returns_a_valid_output_or_raises_rules_failed_within_its_time_l
         model.model_validate(output.model_dump())
     # each regex search and each keyword's count is bounded by the per-match limit; the rest is linear work
     assert time.perf_counter() - started < matches * MATCH_TIMEOUT_S + 2.0
+
+
+def test_keywords_match_whole_words_in_any_case_and_phrases_across_line_breaks() -> None:
+    model = _model(category={"enum": ["billing", "account", "technical"]})
+    rules = RulesSpec(fields={"category": FieldRule(keywords={"billing": ["credit card", "refund"], "account": ["password"],
+                                                                "technical": ["error"]})})
+    assert extract(rules, model, "My CREDIT\n   card was charged").model_dump() == {"category": "billing"}
+    assert extract(rules, model, "errors everywhere, no password").model_dump() == {"category": "account"}  # not inside 'errors'
+    # a tie keeps the value declared first
+    assert extract(rules, model, "password error").model_dump() == {"category": "account"}
