@@ -169,3 +169,44 @@ def stop(process: subprocess.Popen[Any], timeout_s: float = 60) -> None:
         process.wait(timeout_s)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+def batch_without_prefect(pipeline: Any, options: Any, concurrency: int = 8, stop_after_s: float | None = None) -> Any:
+    """One run of the batch as the flow runs it, without Prefect: the folder lock, the store, the engine as stage runner.
+
+    ``stop_after_s`` cuts the batch off after that long (a crash mid-run: the run is not finished).
+    """
+    import asyncio
+
+    from steadyflow.audit.store import DecisionStore
+    from steadyflow.flows.batch import run_batch
+    from steadyflow.flows.summary import RunSummary
+    from steadyflow.io.lock import folder_lock
+    from steadyflow.io.outputs import output_folder
+    from steadyflow.stages.engine import Engine
+
+    out = output_folder(pipeline.spec, pipeline.base_dir, options.output)
+
+    async def go() -> RunSummary:
+        summary = RunSummary(run_id=options.run_id, pipeline=pipeline.spec.pipeline)
+        engine = Engine.create(pipeline, options.run_id, concurrency)
+
+        async def stage(stage_id: str, index: int, docs: list[Any], on_record: Any) -> tuple[list[Any], list[Any]]:
+            return docs, await engine.run_stage(stage_id, docs, on_record)
+
+        with folder_lock(out).acquire(options.run_id):
+            store = DecisionStore(out / "decisions.sqlite")
+            try:
+                batch = run_batch(pipeline, options, store, summary, stage)
+                if stop_after_s is None:
+                    await batch
+                    store.finish_run(options.run_id, summary.as_json())
+                else:
+                    with pytest.raises(TimeoutError):
+                        await asyncio.wait_for(batch, stop_after_s)
+            finally:
+                store.close()
+                await engine.aclose()
+        return summary
+
+    return asyncio.run(go())

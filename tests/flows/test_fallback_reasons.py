@@ -7,7 +7,6 @@ document is quarantined by the input check.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,11 @@ from steadyflow.audit.store import DecisionStore
 from steadyflow.chaos.server import ChaosServer
 from steadyflow.cli import _print_summary, app
 from steadyflow.flows.artifact import render_summary
-from steadyflow.flows.batch import OnRecord, RunOptions, run_batch
+from steadyflow.flows.batch import RunOptions
 from steadyflow.flows.summary import RunSummary
-from steadyflow.io.lock import folder_lock
 from steadyflow.spec.loader import load_pipeline
 from steadyflow.stages.document import Document
-from steadyflow.stages.engine import Engine
+from tests.conftest import batch_without_prefect
 
 PIPELINE = """
 pipeline: reasons
@@ -67,24 +65,7 @@ def _run(tmp_path: Path, chaos: ChaosServer) -> tuple[RunSummary, Path, str]:
     out = tmp_path / "out"
     options = RunOptions(input=str(docs), output=str(out))
 
-    async def go() -> RunSummary:
-        summary = RunSummary(run_id=options.run_id, pipeline="reasons")
-        engine = Engine.create(pipeline, options.run_id, 2)
-
-        async def stage(stage_id: str, index: int, chunk: list[Document], on_record: OnRecord) -> tuple[list[Document], list[Any]]:
-            return chunk, await engine.run_stage(stage_id, chunk, on_record)
-
-        with folder_lock(out).acquire(options.run_id):
-            store = DecisionStore(out / "decisions.sqlite")
-            try:
-                await run_batch(pipeline, options, store, summary, stage)
-                store.finish_run(options.run_id, summary.as_json())
-            finally:
-                store.close()
-                await engine.aclose()
-        return summary
-
-    return asyncio.run(go()), out / "decisions.sqlite", options.run_id
+    return batch_without_prefect(pipeline, options, concurrency=2), out / "decisions.sqlite", options.run_id
 
 
 def test_reasons_with_counts_in_summary_report_and_artifact(tmp_path: Path, chaos: ChaosServer, capsys: Any) -> None:

@@ -7,7 +7,6 @@ with 30% faults, two kills, two resumes and a second run that is refused.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 import os
@@ -24,16 +23,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from steadyflow.audit.store import DecisionStore
 from steadyflow.chaos.server import ChaosConfig, ChaosServer
-from steadyflow.flows.batch import OnRecord, RunOptions, run_batch
+from steadyflow.flows.batch import RunOptions
 from steadyflow.flows.summary import RunSummary
-from steadyflow.io.lock import folder_lock
 from steadyflow.io.sources import count_documents, source_for
 from steadyflow.spec.loader import load_pipeline
-from steadyflow.stages.document import Document
-from steadyflow.stages.engine import Engine
-from tests.conftest import ROOT
+from tests.conftest import ROOT, batch_without_prefect
 from tests.flows.test_prefect import THIRTY_PERCENT
 from tests.io.hostile_files import bomb_pdf, deep_json, text_pdf
 
@@ -96,24 +91,8 @@ def _batch(pipeline_file: Path, folder: Path, out: Path) -> RunSummary:
     pipeline = load_pipeline(pipeline_file)
     options = RunOptions(input=str(folder), output=str(out))
 
-    async def go() -> RunSummary:
-        summary = RunSummary(run_id=options.run_id, pipeline=pipeline.spec.pipeline)
-        engine = Engine.create(pipeline, options.run_id, 8)
-
-        async def stage(stage_id: str, index: int, docs: list[Document], on_record: OnRecord) -> tuple[list[Document], list]:
-            return docs, await engine.run_stage(stage_id, docs, on_record)
-
-        with folder_lock(out).acquire(options.run_id):
-            store = DecisionStore(out / "decisions.sqlite")
-            try:
-                await run_batch(pipeline, options, store, summary, stage)
-                store.finish_run(options.run_id, summary.as_json())
-            finally:
-                store.close()
-                await engine.aclose()
-        return summary
-
-    return asyncio.run(go())
+    summary: RunSummary = batch_without_prefect(pipeline, options)
+    return summary
 
 
 def _accounted(out: Path, sink: str) -> tuple[list[str], list[str]]:

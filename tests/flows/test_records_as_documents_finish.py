@@ -6,24 +6,20 @@ Real HTTP to a chaos endpoint that takes 300 ms a call and serves one call at a 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from steadyflow.audit.store import DecisionStore
 from steadyflow.chaos.server import ChaosConfig, ChaosServer
-from steadyflow.flows.batch import OnRecord, RunOptions, run_batch
+from steadyflow.flows.batch import RunOptions
 from steadyflow.flows.summary import RunSummary
-from steadyflow.io.lock import folder_lock
 from steadyflow.spec.loader import LoadedPipeline, load_pipeline
 from steadyflow.stages.document import Document
-from steadyflow.stages.engine import Engine
-from tests.conftest import run_stage
+from tests.conftest import batch_without_prefect, run_stage
 
 LATENCY_MS = 300
 PIPELINE = """
@@ -90,29 +86,9 @@ class _Watch:
 
 
 def _batch(pipeline: LoadedPipeline, options: RunOptions, out: Path, stop_after_s: float | None = None) -> RunSummary:
-    async def go() -> RunSummary:
-        summary = RunSummary(run_id=options.run_id, pipeline="timing")
-        engine = Engine.create(pipeline, options.run_id, 8)
-
-        async def stage(stage_id: str, index: int, chunk: list[Document], on_record: OnRecord) -> tuple[list[Document], list[Any]]:
-            return chunk, await engine.run_stage(stage_id, chunk, on_record)
-
-        with folder_lock(out).acquire(options.run_id):
-            store = DecisionStore(out / "decisions.sqlite")
-            try:
-                batch = run_batch(pipeline, options, store, summary, stage)
-                if stop_after_s is None:
-                    await batch
-                    store.finish_run(options.run_id, summary.as_json())
-                else:
-                    with pytest.raises(TimeoutError):  # a crash in the middle of the only chunk
-                        await asyncio.wait_for(batch, stop_after_s)
-            finally:
-                store.close()
-                await engine.aclose()
-        return summary
-
-    return asyncio.run(go())
+    assert options.output == str(out)
+    summary: RunSummary = batch_without_prefect(pipeline, options, 8, stop_after_s)
+    return summary
 
 
 def test_records_are_stored_as_documents_finish_and_a_crash_keeps_them_exactly_once(tmp_path: Path, slow_endpoint: ChaosServer) -> None:
