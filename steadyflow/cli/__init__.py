@@ -17,7 +17,7 @@ import click
 import typer
 
 from steadyflow.audit.store import StoreError
-from steadyflow.spec.errors import SpecError
+from steadyflow.spec.errors import SpecError, error_line
 
 if TYPE_CHECKING:
     from steadyflow.spec.loader import LoadedPipeline
@@ -169,7 +169,7 @@ def run(
     except (OSError, StoreError) as exc:  # disk full, read-only folder: what was marked completed is safe
         then = (f"completed documents are kept: fix it, then steadyflow run {file} --resume {options.run_id}"
                 if _registered(pipeline, options) else "nothing was written: fix it and run again")
-        typer.echo(f"{file}: {operational_message(exc)}; {then}", err=True)
+        typer.echo(f"{file}: {error_line(exc)}; {then}", err=True)
         raise typer.Exit(1) from None
     finally:
         if bar is not None:
@@ -292,14 +292,6 @@ def report(
             _print_reasons(by_ended)
 
 
-def operational_message(exc: BaseException) -> str:
-    """One line for an error of the machine, not of the pipeline: what failed and where, never a document."""
-    if isinstance(exc, OSError):
-        where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{exc.strerror or type(exc).__name__}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
 def main() -> None:
     """Entry point of the ``steadyflow`` script: one line per error, never a traceback.
 
@@ -320,7 +312,7 @@ def main() -> None:
         typer.echo("steadyflow: interrupted", err=True)
         sys.exit(130)
     except (OSError, StoreError) as exc:
-        typer.echo(f"steadyflow: {operational_message(exc)}", err=True)
+        typer.echo(f"steadyflow: {error_line(exc)}", err=True)
         sys.exit(1)
     except Exception as exc:
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None

@@ -136,6 +136,9 @@ def _documents(pipeline: LoadedPipeline, options: RunOptions) -> tuple[Iterator[
 
 
 def _not_done(docs: Iterator[Document], done: set[str], store: DecisionStore, summary: RunSummary) -> Iterator[Document]:
+    if not done:  # a fresh run: no key to compute per document
+        yield from docs
+        return
     for doc in docs:
         if store.key(doc.id) in done:
             summary.resumed += 1

@@ -39,6 +39,7 @@ from steadyflow.io.lock import LockedError, folder_lock
 from steadyflow.io.outputs import STORE_NAME, check_run_files
 from steadyflow.io.sinks import SinkError
 from steadyflow.providers.local_server import LocalEndpoints
+from steadyflow.spec.errors import error_line
 from steadyflow.spec.loader import LoadedPipeline
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import OutputCache
@@ -87,15 +88,9 @@ def build_flow(pipeline: LoadedPipeline, options: RunOptions, failures: list[Bas
             if failures is None:
                 raise
             failures.append(exc)
-            return Failed(message=_one_line(exc))
+            return Failed(message=error_line(exc))
 
     return pipeline_flow
-
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.filename:
-        return f"cannot write {exc.filename}: {exc.strerror}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 class _SkipFailedState(logging.Filter):
@@ -133,9 +128,8 @@ async def execute(pipeline: LoadedPipeline, options: RunOptions) -> RunSummary:
 async def _process(pipeline: LoadedPipeline, options: RunOptions, base_urls: dict[str, str], local: LocalEndpoints) -> RunSummary:
     # one run at a time per output folder: its store, quarantine and sinks (released however the run ends)
     folder = folder_of(pipeline, options)
-    check_run_files(folder)
     with folder_lock(folder).acquire(options.run_id):
-        check_run_files(folder)  # again, now that no other run can change the folder
+        check_run_files(folder)  # once no other run can change the folder (the CLI checked before start-up too)
         store = DecisionStore(folder / STORE_NAME)
         try:
             with store.writing():

@@ -19,6 +19,7 @@ from prefect.types.entrypoint import EntrypointType
 
 from steadyflow.flows.batch import RunOptions
 from steadyflow.flows.compiler import OPERATIONAL, execute
+from steadyflow.spec.errors import error_line
 from steadyflow.spec.loader import load_pipeline
 
 
@@ -38,7 +39,7 @@ async def pipeline_run(
     try:
         summary = await execute(pipeline, options)
     except OPERATIONAL as exc:  # one line in the flow run's state, not a traceback in the worker's log
-        return Failed(message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return Failed(message=error_line(exc))
     result: dict[str, Any] = summary.as_json()
     return result
 

@@ -46,6 +46,15 @@ def _file_sink_path(spec: FileSink, folder: Path, base_dir: Path) -> Path:
     return folder / Path(spec.path).name
 
 
+def _file_targets(spec: FileSink, folder: Path, base_dir: Path) -> tuple[Path, Path]:
+    """(sink file, quarantine file), once the folder's own files, the run's file names and links are checked."""
+    path = _file_sink_path(spec, folder, base_dir)
+    check_run_files(folder)
+    _check_not_run_file(path, folder)
+    _check_no_link(path, spec)
+    return path, folder / QUARANTINE_NAME
+
+
 def check_run_files(folder: Path) -> None:
     """Refuse an output folder whose own files are symbolic links.
 
@@ -110,12 +119,10 @@ def _refusal(path: Path, store: DecisionStore, run_id: str, resume: bool, overwr
 
 def check_file_sinks(spec: FileSink | SqlSink, folder: Path, base_dir: Path, run_id: str, resume: bool, overwrite: bool) -> None:
     """Raise :class:`SinkError` now if opening the file sinks would be refused (before a slow start-up); writes nothing."""
-    check_run_files(folder)
     if isinstance(spec, SqlSink):
+        check_run_files(folder)
         return  # rows keyed by run: a table is never truncated
-    targets = [_file_sink_path(spec, folder, base_dir), folder / QUARANTINE_NAME]
-    _check_not_run_file(targets[0], folder)
-    _check_no_link(targets[0], spec)
+    targets = _file_targets(spec, folder, base_dir)
     store_path = folder / STORE_NAME
     if not store_path.is_file():
         if not overwrite and not resume and (taken := [t for t in targets if t.exists() and t.stat().st_size > 0]):
@@ -164,14 +171,10 @@ def open_sinks(
     marks: dict[str, Mark] | None, overwrite: bool = False,
 ) -> OpenSinks:
     """Open a run's sinks; ``marks`` (a resume) cut file sinks back to what the run recorded."""
-    quarantine_path = folder / QUARANTINE_NAME
     resume = marks is not None
     if isinstance(spec, SqlSink):
         return _open_sql(spec, folder, run_id, store)
-    path = _file_sink_path(spec, folder, base_dir)
-    check_run_files(folder)
-    _check_not_run_file(path, folder)
-    _check_no_link(path, spec)
+    path, quarantine_path = _file_targets(spec, folder, base_dir)
     locks: list[RunLock] = []
     real = path.resolve()
     if real.parent != folder.resolve():  # outside the folder (outside_output, maybe through a link): lock the real file

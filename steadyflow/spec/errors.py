@@ -40,6 +40,18 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def error_line(exc: BaseException) -> str:
+    """One line for an operational error (disk full, a busy folder): the file and the OS reason, or the first line.
+
+    Used for the CLI's message and for the Prefect flow run's state, never with a document in it.
+    """
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or type(exc).__name__}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 class SpecError(Exception):
     """A pipeline file (or a file it names) is invalid; carries every problem found."""
 
