@@ -36,7 +36,16 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _run(label: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [*CLI, "run", "configs/support_triage.yaml", "--json", "--output", str(out), "--concurrency", str(args.concurrency)]
+    cmd = [
+        *CLI,
+        "run",
+        "configs/support_triage.yaml",
+        "--json",
+        "--output",
+        str(out),
+        "--concurrency",
+        str(args.concurrency),
+    ]
     if args.input:
         cmd += ["--input", args.input]
     started = time.perf_counter()
@@ -46,12 +55,24 @@ def _run(label: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
         sys.exit(f"{label} run failed:\n{result.stderr[-3000:]}")
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     db = sqlite3.connect(out / "decisions.sqlite")
-    latencies = [a["latency_ms"] for (raw,) in db.execute("SELECT attempts FROM decisions") for a in json.loads(raw) if a["kind"] == "model"]
+    latencies = [
+        a["latency_ms"]
+        for (raw,) in db.execute("SELECT attempts FROM decisions")
+        for a in json.loads(raw)
+        if a["kind"] == "model"
+    ]
     db.close()
     return {
-        "label": label, "wall_s": wall, "flow_s": summary["duration_s"], "documents": summary["documents"],
-        "docs_per_s": summary["documents"] / wall, "p50_ms": _percentile(latencies, 50), "p95_ms": _percentile(latencies, 95),
-        "model_calls": len(latencies), "rungs": summary["by_rung"].get("triage", {}), "quarantined": summary["quarantined"],
+        "label": label,
+        "wall_s": wall,
+        "flow_s": summary["duration_s"],
+        "documents": summary["documents"],
+        "docs_per_s": summary["documents"] / wall,
+        "p50_ms": _percentile(latencies, 50),
+        "p95_ms": _percentile(latencies, 95),
+        "model_calls": len(latencies),
+        "rungs": summary["by_rung"].get("triage", {}),
+        "quarantined": summary["quarantined"],
         "tokens": summary["tokens"]["total"],
     }
 
@@ -71,14 +92,20 @@ def main() -> None:
             results.append(_run("served", Path(tmp) / "served", args))
         finally:
             subprocess.run([*CLI, "local-model", "stop"], cwd=ROOT, capture_output=True, check=False)
-    print(f"{'run':8} {'docs':>5} {'wall s':>8} {'flow s':>8} {'docs/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'calls':>6} {'quar.':>6}  rungs")
+    print(
+        f"{'run':8} {'docs':>5} {'wall s':>8} {'flow s':>8} {'docs/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'calls':>6} {'quar.':>6}  rungs"
+    )
     for r in results:
         rungs = ", ".join(f"{k} {v}" for k, v in sorted(r["rungs"].items()))
-        print(f"{r['label']:8} {r['documents']:>5} {r['wall_s']:>8.1f} {r['flow_s']:>8.1f} {r['docs_per_s']:>7.3f} "
-              f"{r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f} {r['model_calls']:>6} {r['quarantined']:>6}  {rungs}")
+        print(
+            f"{r['label']:8} {r['documents']:>5} {r['wall_s']:>8.1f} {r['flow_s']:>8.1f} {r['docs_per_s']:>7.3f} "
+            f"{r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f} {r['model_calls']:>6} {r['quarantined']:>6}  {rungs}"
+        )
     cold, warm = results
-    print(f"served/cold throughput ratio: {warm['docs_per_s'] / cold['docs_per_s']:.2f}x "
-          f"(wall {cold['wall_s']:.1f}s -> {warm['wall_s']:.1f}s, concurrency {args.concurrency})")
+    print(
+        f"served/cold throughput ratio: {warm['docs_per_s'] / cold['docs_per_s']:.2f}x "
+        f"(wall {cold['wall_s']:.1f}s -> {warm['wall_s']:.1f}s, concurrency {args.concurrency})"
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,22 @@ def _rss_mb(pid: int) -> float | None:
 
 
 def measure(base_url: str, docs: Path, out: Path, env: dict[str, str], concurrency: int) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "steadyflow.cli", "run", str(PIPELINE), "--json", "--input", str(docs), "--output", str(out),
-           "--concurrency", str(concurrency), "--set", f"models.m.base_url={base_url}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "steadyflow.cli",
+        "run",
+        str(PIPELINE),
+        "--json",
+        "--input",
+        str(docs),
+        "--output",
+        str(out),
+        "--concurrency",
+        str(concurrency),
+        "--set",
+        f"models.m.base_url={base_url}",
+    ]
     started = time.perf_counter()
     process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     samples: list[float] = []
@@ -67,7 +81,9 @@ def measure(base_url: str, docs: Path, out: Path, env: dict[str, str], concurren
     summary = json.loads(stdout.strip().splitlines()[-1])
     quarter = max(1, len(samples) // 4)
     return {
-        "documents": summary["documents"], "outputs": summary["outputs"], "seconds": round(time.perf_counter() - started, 1),
+        "documents": summary["documents"],
+        "outputs": summary["outputs"],
+        "seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "rss_mb_first_quarter_max": round(max(samples[:quarter]), 1) if samples else None,
         "rss_mb_last_quarter_max": round(max(samples[-quarter:]), 1) if samples else None,
@@ -94,13 +110,20 @@ def main() -> None:
                 docs = work / f"docs-{size}.jsonl"
                 write_docs(docs, size)
                 results.append(measure(base_url, docs, work / f"out-{size}", env, args.concurrency))
-                print(f"{size} documents: peak RSS {results[-1]['peak_rss_mb']} MB in {results[-1]['seconds']} s", file=sys.stderr)
+                print(
+                    f"{size} documents: peak RSS {results[-1]['peak_rss_mb']} MB in {results[-1]['seconds']} s",
+                    file=sys.stderr,
+                )
         finally:
             prefect.terminate()
             prefect.wait(30)
             chaos.terminate()
-    result = {"runs": results, "ratio_peak_rss": round(results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"], 3),
-              "command": "python benchmarks/memory.py --json" + ("" if args.sizes == "1000,20000" else f" --sizes {args.sizes}")}
+    result = {
+        "runs": results,
+        "ratio_peak_rss": round(results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"], 3),
+        "command": "python benchmarks/memory.py --json"
+        + ("" if args.sizes == "1000,20000" else f" --sizes {args.sizes}"),
+    }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 

@@ -88,7 +88,9 @@ def real_ms(record: Any, elapsed_s: float, scale: float) -> float:
     it is: scaling everything would multiply the client's own milliseconds by 20 too.
     """
     wall = elapsed_s * 1000
-    provider = sum(a.server_ms if a.server_ms is not None else a.latency_ms for a in record.attempts if a.kind == "model")
+    provider = sum(
+        a.server_ms if a.server_ms is not None else a.latency_ms for a in record.attempts if a.kind == "model"
+    )
     asked = sum(a.waited_ms for a in record.attempts if a.wait_reason == "retry_after")
     return (provider + asked) * scale + max(0.0, wall - provider - asked)
 
@@ -96,17 +98,32 @@ def real_ms(record: Any, elapsed_s: float, scale: float) -> float:
 def _metrics(name: str, requests: list[Request], results: list[tuple[Request, Any, float, Document]]) -> dict[str, Any]:
     scale = float(SCENARIO["time_scale"])
     latencies = [real_ms(record, elapsed, scale) for _, record, elapsed, _ in results]
-    client = [max(0.0, elapsed * 1000 - sum(a.latency_ms + a.waited_ms for a in record.attempts)) for _, record, elapsed, _ in results]
+    client = [
+        max(0.0, elapsed * 1000 - sum(a.latency_ms + a.waited_ms for a in record.attempts))
+        for _, record, elapsed, _ in results
+    ]
     cost = sum(record.cost_usd for _, record, _, _ in results)
     delivered = [(r, rec, doc) for r, rec, _, doc in results if doc.outputs.get("answer") is not None]
-    correct = [1 for r, rec, doc in delivered if doc.outputs["answer"]["label"] == r.label and rec.status in ("validated", "cached")]
+    correct = [
+        1
+        for r, rec, doc in delivered
+        if doc.outputs["answer"]["label"] == r.label and rec.status in ("validated", "cached")
+    ]
     # ended below the rung where the request entered (its first model rung, or where routing sent it)
-    fallback = [1 for _, rec, _ in delivered if rec.status in ("rules", "default") or (rec.rung or 0) > (rec.route or {}).get("entry", 0)]
+    fallback = [
+        1
+        for _, rec, _ in delivered
+        if rec.status in ("rules", "default") or (rec.rung or 0) > (rec.route or {}).get("entry", 0)
+    ]
     n = len(requests)
     return {
         "requests": n,
-        "latency_ms": {"p50": round(_percentile(latencies, 50), 1), "p95": round(_percentile(latencies, 95), 1),
-                       "p99": round(_percentile(latencies, 99), 1), "mean": round(statistics.fmean(latencies), 1)},
+        "latency_ms": {
+            "p50": round(_percentile(latencies, 50), 1),
+            "p95": round(_percentile(latencies, 95), 1),
+            "p99": round(_percentile(latencies, 99), 1),
+            "mean": round(statistics.fmean(latencies), 1),
+        },
         "client_overhead_ms_p50": round(_percentile(client, 50), 2),
         "cost_per_10k_usd": round(cost / n * 10_000, 4),
         "structured_output_success": round(len(delivered) / n, 5),
@@ -137,12 +154,16 @@ def _ratios(out: dict[str, Any]) -> dict[str, float]:
 
 
 def _table(out: dict[str, Any]) -> str:
-    lines = [f"{'strategy':9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'$/10k':>9} {'struct':>7} {'correct':>8} {'fallback':>8} {'lost':>5}"]
+    lines = [
+        f"{'strategy':9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'$/10k':>9} {'struct':>7} {'correct':>8} {'fallback':>8} {'lost':>5}"
+    ]
     for name in STRATEGIES:
         m = out[name]
         lat = m["latency_ms"]
-        lines.append(f"{name:9} {lat['p50']:>8.0f} {lat['p95']:>8.0f} {lat['p99']:>8.0f} {m['cost_per_10k_usd']:>9.2f} "
-                     f"{m['structured_output_success']:>7.2%} {m['accepted_and_correct']:>8.2%} {m['fallback_share']:>8.2%} {m['lost']:>5}")
+        lines.append(
+            f"{name:9} {lat['p50']:>8.0f} {lat['p95']:>8.0f} {lat['p99']:>8.0f} {m['cost_per_10k_usd']:>9.2f} "
+            f"{m['structured_output_success']:>7.2%} {m['accepted_and_correct']:>8.2%} {m['fallback_share']:>8.2%} {m['lost']:>5}"
+        )
     lines += [f"{key}: {value}" for key, value in out["ratios"].items()]
     return "\n".join(lines)
 
@@ -154,10 +175,16 @@ def main() -> None:
     """Run the three strategies and print the JSON object and the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fleet", required=True, help="scenario file, e.g. ../shared/bench/fleet.yaml")
-    parser.add_argument("--json", action="store_true", help="print the JSON object on stdout (the table always goes to stderr)")
+    parser.add_argument(
+        "--json", action="store_true", help="print the JSON object on stdout (the table always goes to stderr)"
+    )
     parser.add_argument("--requests", type=int, default=None, help="fewer requests than the scenario says (quick runs)")
-    parser.add_argument("--concurrency", type=int, default=4,
-                        help="requests in flight per strategy; low, so that client CPU does not queue (its time is scaled up too)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        help="requests in flight per strategy; low, so that client CPU does not queue (its time is scaled up too)",
+    )
     args = parser.parse_args()
     SCENARIO.update(load_scenario(args.fleet))
     count = args.requests or int(SCENARIO["requests"])

@@ -45,8 +45,13 @@ sys.path.insert(0, str(ROOT))
 from steadyflow.chaos.server import ChaosConfig, ChaosServer  # noqa: E402
 
 PIPELINE = ROOT / "benchmarks" / "pipelines" / "throughput.yaml"
-TOPICS = ["my invoice shows a charge twice, please refund", "the app crashes when I open settings",
-          "I cannot log in after the password reset", "my parcel has not moved for a week", "how do I change my plan?"]
+TOPICS = [
+    "my invoice shows a charge twice, please refund",
+    "the app crashes when I open settings",
+    "I cannot log in after the password reset",
+    "my parcel has not moved for a week",
+    "how do I change my plan?",
+]
 
 
 def _serve(latency_ms: float, port: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -81,15 +86,26 @@ async def hand_loop(base_url: str, docs: Path, out: Path, concurrency: int, aioh
     rows = [json.loads(line) for line in docs.read_text().splitlines()]
     started = time.perf_counter()
     http = DefaultAioHttpClient() if aiohttp else None
-    client = instructor.from_openai(AsyncOpenAI(base_url=base_url, api_key="none", max_retries=2, timeout=30, http_client=http))
+    client = instructor.from_openai(
+        AsyncOpenAI(base_url=base_url, api_key="none", max_retries=2, timeout=30, http_client=http)
+    )
     slots = asyncio.Semaphore(concurrency)
 
     async def one(row: dict[str, Any]) -> dict[str, Any]:
         async with slots:
             result = await client.chat.completions.create(
-                model="chaos", response_model=Triage, max_retries=1, temperature=0, max_tokens=512,
-                messages=[{"role": "system", "content": "You triage support tickets."},
-                          {"role": "user", "content": f"Classify this ticket and summarise it in one sentence.\n\n{row['text']}"}],
+                model="chaos",
+                response_model=Triage,
+                max_retries=1,
+                temperature=0,
+                max_tokens=512,
+                messages=[
+                    {"role": "system", "content": "You triage support tickets."},
+                    {
+                        "role": "user",
+                        "content": f"Classify this ticket and summarise it in one sentence.\n\n{row['text']}",
+                    },
+                ],
             )
             return {"id": row["id"], "output": result.model_dump(mode="json")}
 
@@ -100,10 +116,26 @@ async def hand_loop(base_url: str, docs: Path, out: Path, concurrency: int, aioh
     return time.perf_counter() - started
 
 
-def steadyflow_run(base_url: str, docs: Path, out: Path, concurrency: int, env: dict[str, str]) -> tuple[float, float, dict[str, Any]]:
+def steadyflow_run(
+    base_url: str, docs: Path, out: Path, concurrency: int, env: dict[str, str]
+) -> tuple[float, float, dict[str, Any]]:
     """(batch seconds, CLI wall seconds, summary) of one `steadyflow run`."""
-    cmd = [sys.executable, "-m", "steadyflow.cli", "run", str(PIPELINE), "--json", "--input", str(docs), "--output", str(out),
-           "--concurrency", str(concurrency), "--set", f"models.m.base_url={base_url}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "steadyflow.cli",
+        "run",
+        str(PIPELINE),
+        "--json",
+        "--input",
+        str(docs),
+        "--output",
+        str(out),
+        "--concurrency",
+        str(concurrency),
+        "--set",
+        f"models.m.base_url={base_url}",
+    ]
     started = time.perf_counter()
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     wall = time.perf_counter() - started
@@ -120,8 +152,12 @@ def start_prefect(home: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-    server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 180
     while True:
         try:
@@ -156,35 +192,53 @@ def main() -> None:
         try:
             for number in range(args.rounds):
                 loop_s = asyncio.run(hand_loop(base_url, docs, work / f"loop-{number}.jsonl", args.concurrency))
-                aio_s = asyncio.run(hand_loop(base_url, docs, work / f"aio-{number}.jsonl", args.concurrency, aiohttp=True))
+                aio_s = asyncio.run(
+                    hand_loop(base_url, docs, work / f"aio-{number}.jsonl", args.concurrency, aiohttp=True)
+                )
                 batch_s, wall_s, summary = steadyflow_run(base_url, docs, work / f"sf-{number}", args.concurrency, env)
                 assert summary["outputs"] == args.documents, summary
-                rounds.append({"hand_loop_s": round(loop_s, 2), "hand_loop_aiohttp_s": round(aio_s, 2),
-                               "steadyflow_batch_s": round(batch_s, 2), "steadyflow_cli_wall_s": round(wall_s, 2),
-                               "hand_loop_docs_per_s": round(args.documents / loop_s, 1),
-                               "hand_loop_aiohttp_docs_per_s": round(args.documents / aio_s, 1),
-                               "steadyflow_docs_per_s": round(args.documents / batch_s, 1),
-                               "ratio": round(loop_s / batch_s, 3), "ratio_vs_aiohttp_loop": round(aio_s / batch_s, 3),
-                               "by_rung": summary["by_rung"]})
-                print(f"round {number + 1}: hand loop {args.documents / loop_s:.1f} docs/s, with aiohttp {args.documents / aio_s:.1f}, "
-                      f"steadyflow {args.documents / batch_s:.1f} docs/s (ratio {loop_s / batch_s:.3f}, vs aiohttp loop "
-                      f"{aio_s / batch_s:.3f}; CLI wall {wall_s:.1f} s)", file=sys.stderr)
+                rounds.append(
+                    {
+                        "hand_loop_s": round(loop_s, 2),
+                        "hand_loop_aiohttp_s": round(aio_s, 2),
+                        "steadyflow_batch_s": round(batch_s, 2),
+                        "steadyflow_cli_wall_s": round(wall_s, 2),
+                        "hand_loop_docs_per_s": round(args.documents / loop_s, 1),
+                        "hand_loop_aiohttp_docs_per_s": round(args.documents / aio_s, 1),
+                        "steadyflow_docs_per_s": round(args.documents / batch_s, 1),
+                        "ratio": round(loop_s / batch_s, 3),
+                        "ratio_vs_aiohttp_loop": round(aio_s / batch_s, 3),
+                        "by_rung": summary["by_rung"],
+                    }
+                )
+                print(
+                    f"round {number + 1}: hand loop {args.documents / loop_s:.1f} docs/s, with aiohttp {args.documents / aio_s:.1f}, "
+                    f"steadyflow {args.documents / batch_s:.1f} docs/s (ratio {loop_s / batch_s:.3f}, vs aiohttp loop "
+                    f"{aio_s / batch_s:.3f}; CLI wall {wall_s:.1f} s)",
+                    file=sys.stderr,
+                )
         finally:
             prefect.terminate()
             prefect.wait(30)
             chaos.terminate()
     ideal = args.concurrency / (args.latency_ms / 1000)
     result = {
-        "documents": args.documents, "latency_ms": args.latency_ms, "concurrency": args.concurrency, "cpus": os.cpu_count(),
+        "documents": args.documents,
+        "latency_ms": args.latency_ms,
+        "concurrency": args.concurrency,
+        "cpus": os.cpu_count(),
         "ideal_docs_per_s": round(ideal, 1),
         "hand_loop_docs_per_s": statistics.median(r["hand_loop_docs_per_s"] for r in rounds),
         "hand_loop_aiohttp_docs_per_s": statistics.median(r["hand_loop_aiohttp_docs_per_s"] for r in rounds),
         "steadyflow_docs_per_s": statistics.median(r["steadyflow_docs_per_s"] for r in rounds),
         "ratio": statistics.median(r["ratio"] for r in rounds),
         "ratio_vs_aiohttp_loop": statistics.median(r["ratio_vs_aiohttp_loop"] for r in rounds),
-        "steadyflow_cli_wall_docs_per_s": statistics.median(round(args.documents / r["steadyflow_cli_wall_s"], 1) for r in rounds),
+        "steadyflow_cli_wall_docs_per_s": statistics.median(
+            round(args.documents / r["steadyflow_cli_wall_s"], 1) for r in rounds
+        ),
         "rounds": rounds,
-        "command": "python benchmarks/throughput.py --json" + ("" if args.documents == 5000 else f" --documents {args.documents}"),
+        "command": "python benchmarks/throughput.py --json"
+        + ("" if args.documents == 5000 else f" --documents {args.documents}"),
     }
     if args.json:
         print(json.dumps(result))

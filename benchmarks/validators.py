@@ -40,7 +40,11 @@ BARE = ["stages.triage.validate=[]", "stages.triage.input.injection=off", "stage
 
 
 def _pct(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else (values[0] if values else 0.0)
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+        if len(values) > 1
+        else (values[0] if values else 0.0)
+    )
 
 
 def _docs(rounds: int) -> list[Document]:
@@ -49,8 +53,10 @@ def _docs(rounds: int) -> list[Document]:
 
 
 def _measure(base_url: str, overrides: list[str], docs: list[Document]) -> tuple[list[float], list[list]]:
-    pipeline = load_pipeline(ROOT / "configs/support_triage.yaml",
-                             ["models.small.provider=openai", f"models.small.base_url={base_url}", *overrides])
+    pipeline = load_pipeline(
+        ROOT / "configs/support_triage.yaml",
+        ["models.small.provider=openai", f"models.small.base_url={base_url}", *overrides],
+    )
 
     async def go() -> tuple[list[float], list[list]]:
         engine = Engine.create(pipeline, "bench", concurrency=1)
@@ -101,8 +107,10 @@ def main() -> None:
     print(f"\n{'engine time per document':32} {'p50 ms':>8} {'p95 ms':>8}")
     print(f"{'bare (no checks)':32} {_pct(bare_ms, 50):>8.2f} {_pct(bare_ms, 95):>8.2f}")
     print(f"{'checked (as written)':32} {_pct(checked_ms, 50):>8.2f} {_pct(checked_ms, 95):>8.2f}")
-    print(f"checked/bare ratio (p50): {_pct(checked_ms, 50) / _pct(bare_ms, 50):.2f}x; "
-          f"added p50 {_pct(checked_ms, 50) - _pct(bare_ms, 50):.1f} ms per document")
+    print(
+        f"checked/bare ratio (p50): {_pct(checked_ms, 50) / _pct(bare_ms, 50):.2f}x; "
+        f"added p50 {_pct(checked_ms, 50) - _pct(bare_ms, 50):.1f} ms per document"
+    )
 
 
 if __name__ == "__main__":

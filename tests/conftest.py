@@ -51,12 +51,21 @@ def prefect_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     """Start `prefect server start` once per session; yield the env that points at it."""
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-           "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}  # the UI asks :4200 otherwise
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+    }  # the UI asks :4200 otherwise
     env.pop("PREFECT_API_URL", None)
     log = (home / "server.log").open("w")
-    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/api/health", 180)
         yield {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_UI_URL": f"http://127.0.0.1:{port}"}
@@ -138,7 +147,9 @@ def postgres_url() -> Iterator[str]:
 
     folder = tempfile.mkdtemp(prefix="steadyflow-pg-")  # not under pytest's tmp: the postgres user must reach it
     script = str(ROOT / ".ci" / "postgres.sh")
-    url = subprocess.run([script, "start", folder, str(free_port())], check=True, capture_output=True, text=True).stdout.strip()
+    url = subprocess.run(
+        [script, "start", folder, str(free_port())], check=True, capture_output=True, text=True
+    ).stdout.strip()
     try:
         yield url
     finally:

@@ -79,8 +79,11 @@ def document_reasons(record: Mapping[str, Any]) -> set[Key]:
 
     labels = {a["rung"]: _label(a) for a in attempts}
     stage = record["stage_id"]
-    found = {(stage, ended, a["rung"], _label(a), _attempt_reason(a)) for a in attempts
-             if a["error_kind"] and a["error_kind"] not in _NOT_FAILURES and above(a["rung"])}
+    found = {
+        (stage, ended, a["rung"], _label(a), _attempt_reason(a))
+        for a in attempts
+        if a["error_kind"] and a["error_kind"] not in _NOT_FAILURES and above(a["rung"])
+    }
     for v in record["verdicts"]:
         if not v["passed"] and v["action"] in _CAUSES and above(v["rung"]):
             rung = v["rung"] if v["rung"] is not None else -1
@@ -123,5 +126,7 @@ def nest(counts: Counter[Key], top: int = TOP) -> dict[str, dict[str, dict[str, 
 
 def one_line(by_source: Mapping[str, Mapping[str, int]]) -> str:
     """'model:small: invalid_output (category: literal_error) x12, timeout x3; rules: rules_failed (...) x27'."""
-    return "; ".join(f"{label}: " + ", ".join(f"{reason} x{n}" for reason, n in reasons.items())
-                     for label, reasons in by_source.items())
+    return "; ".join(
+        f"{label}: " + ", ".join(f"{reason} x{n}" for reason, n in reasons.items())
+        for label, reasons in by_source.items()
+    )

@@ -75,10 +75,14 @@ def run_cost(store: DecisionStore, run_id: str) -> dict[str, Any]:
         "outcomes": {stage: dict(counts) for stage, counts in outcomes.items()},
         "fallback_reasons": reasons.nest(reasons.count(records)),
         "total": {
-            "usd": round(total_usd, 6), "usd_failed": round(sum(line.usd_failed for line in rows), 6),
-            "tokens_in": sum(line.tokens_in for line in rows), "tokens_out": sum(line.tokens_out for line in rows),
-            "attempts": sum(line.attempts for line in rows), "reasks": sum(line.reasks for line in rows),
-            "usd_interrupted": round(interrupted_usd, 6), "tokens_interrupted": interrupted_tokens,
+            "usd": round(total_usd, 6),
+            "usd_failed": round(sum(line.usd_failed for line in rows), 6),
+            "tokens_in": sum(line.tokens_in for line in rows),
+            "tokens_out": sum(line.tokens_out for line in rows),
+            "attempts": sum(line.attempts for line in rows),
+            "reasks": sum(line.reasks for line in rows),
+            "usd_interrupted": round(interrupted_usd, 6),
+            "tokens_interrupted": interrupted_tokens,
             "usd_per_10k_documents": round(total_usd / max(1, len({r["doc_id"] for r in records})) * 10_000, 4),
         },
     }

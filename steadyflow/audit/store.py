@@ -118,7 +118,9 @@ class DecisionStore:
         self.path = path
         try:
             if readonly:
-                self._db = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, check_same_thread=False)
+                self._db = sqlite3.connect(
+                    f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, check_same_thread=False
+                )
                 self._check_is_store()
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +138,9 @@ class DecisionStore:
     def _check_is_store(self) -> None:
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables >= _TABLES:
-            raise StoreError(f"{self.path}: not a steadyflow decisions store (a run's output folder has decisions.sqlite)")
+            raise StoreError(
+                f"{self.path}: not a steadyflow decisions store (a run's output folder has decisions.sqlite)"
+            )
 
     def _migrate(self) -> None:
         had_records = self._db.execute("SELECT name FROM sqlite_master WHERE name = 'decisions'").fetchone() is not None
@@ -203,9 +207,13 @@ class DecisionStore:
         """Record finished documents (id, quarantined) and the sink marks that cover them, atomically."""
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO completed VALUES (?,?,?)", [(run_id, self.key(d), int(q)) for d, q in docs])
-            self._db.executemany("INSERT OR REPLACE INTO sink_marks (run_id, sink, mark, digest) VALUES (?,?,?,?)",
-                                 [(run_id, k, length, digest) for k, (length, digest) in marks.items()])
+            self._db.executemany(
+                "INSERT OR IGNORE INTO completed VALUES (?,?,?)", [(run_id, self.key(d), int(q)) for d, q in docs]
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO sink_marks (run_id, sink, mark, digest) VALUES (?,?,?,?)",
+                [(run_id, k, length, digest) for k, (length, digest) in marks.items()],
+            )
 
     def claim_sink(self, path: Path, run_id: str) -> None:
         """Record that ``run_id`` now writes the file sink at ``path``."""
@@ -216,8 +224,9 @@ class DecisionStore:
         row = self._db.execute("SELECT run_id FROM sink_files WHERE path = ?", (str(path.resolve()),)).fetchone()
         if row is None and self._db.execute("SELECT COUNT(*) FROM sink_files").fetchone()[0] == 0:
             # a store from before sink ownership was kept: its newest run that wrote sinks is the best owner we know
-            row = self._db.execute("SELECT m.run_id FROM sink_marks m JOIN runs r USING (run_id) "
-                                   "ORDER BY r.started_at DESC LIMIT 1").fetchone()
+            row = self._db.execute(
+                "SELECT m.run_id FROM sink_marks m JOIN runs r USING (run_id) ORDER BY r.started_at DESC LIMIT 1"
+            ).fetchone()
         return str(row[0]) if row else None
 
     def supersede_unfinished(self, run_id: str) -> tuple[float, int]:
@@ -231,7 +240,8 @@ class DecisionStore:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO superseded SELECT run_id, doc_id, stage_id, pipeline, cost_usd, tokens_in + tokens_out, n_attempts, "
-                f"created_at FROM decisions WHERE {unfinished}", (run_id, run_id),
+                f"created_at FROM decisions WHERE {unfinished}",
+                (run_id, run_id),
             )
             self._db.execute(f"DELETE FROM decisions WHERE {unfinished}", (run_id, run_id))
         return self.interrupted(run_id)
@@ -262,18 +272,36 @@ class DecisionStore:
         """Write records in one transaction."""
         rows = [
             (
-                r.run_id, self.key(r.doc_id), r.stage_id, r.pipeline, r.pipeline_version, r.input_hash, r.prompt_version,
-                r.status, r.rung, r.rung_label, r.model, json.dumps(r.parameters), int(r.review), r.reason,
-                json.dumps(r.attempts_json()), len(r.attempts), r.tokens_in, r.tokens_out, r.cost_usd,
-                r.latency_ms, time.time(), json.dumps(r.verdicts_json()), json.dumps(r.route) if r.route else None, r.queue_ms,
+                r.run_id,
+                self.key(r.doc_id),
+                r.stage_id,
+                r.pipeline,
+                r.pipeline_version,
+                r.input_hash,
+                r.prompt_version,
+                r.status,
+                r.rung,
+                r.rung_label,
+                r.model,
+                json.dumps(r.parameters),
+                int(r.review),
+                r.reason,
+                json.dumps(r.attempts_json()),
+                len(r.attempts),
+                r.tokens_in,
+                r.tokens_out,
+                r.cost_usd,
+                r.latency_ms,
+                time.time(),
+                json.dumps(r.verdicts_json()),
+                json.dumps(r.route) if r.route else None,
+                r.queue_ms,
             )
             for r in records
         ]
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany(
-                f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES ({','.join('?' * 24)})", rows
-            )
+            self._db.executemany(f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES ({','.join('?' * 24)})", rows)
 
     def records(self, run_id: str) -> list[dict[str, Any]]:
         """All records of a run, attempts decoded."""
@@ -305,7 +333,8 @@ class DecisionStore:
     def run_spend(self, run_id: str) -> tuple[float, int]:
         """USD and tokens a run has recorded so far, interrupted attempts included (a resumed run starts from these)."""
         row = self._db.execute(
-            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0) FROM decisions WHERE run_id = ?", (run_id,)
+            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0) FROM decisions WHERE run_id = ?",
+            (run_id,),
         ).fetchone()
         usd, tokens = self.interrupted(run_id)
         return float(row[0]) + usd, int(row[1]) + tokens
@@ -322,7 +351,8 @@ class DecisionStore:
             "SELECT COUNT(*), COALESCE(SUM(quarantined), 0) FROM completed WHERE run_id = ?", (run_id,)
         ).fetchone()
         cost = self._db.execute(
-            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0) FROM decisions WHERE run_id = ?", (run_id,)
+            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0) FROM decisions WHERE run_id = ?",
+            (run_id,),
         ).fetchone()
         checks = self._db.execute(
             "SELECT json_extract(v.value, '$.check'), json_extract(v.value, '$.action'), COUNT(*) "
@@ -331,9 +361,14 @@ class DecisionStore:
             (run_id,),
         )
         return {
-            "documents": done[0], "quarantined": done[1], "outputs": done[0] - done[1], "by_rung": by_rung,
-            "cost_usd": round(cost[0], 6), "tokens": cost[1],
-            "latency_ms": self._percentiles(run_id, "latency_ms"), "queue_ms": self._percentiles(run_id, "queue_ms"),
+            "documents": done[0],
+            "quarantined": done[1],
+            "outputs": done[0] - done[1],
+            "by_rung": by_rung,
+            "cost_usd": round(cost[0], 6),
+            "tokens": cost[1],
+            "latency_ms": self._percentiles(run_id, "latency_ms"),
+            "queue_ms": self._percentiles(run_id, "queue_ms"),
             "failed_checks": {f"{check}:{action}": count for check, action, count in checks},
             "fallback_reasons": reasons.nest(self.fallback_reasons(run_id)),
         }
@@ -344,7 +379,9 @@ class DecisionStore:
         n = self._db.execute(f"SELECT COUNT(*) FROM ({per_doc})", (run_id,)).fetchone()[0]
         out: dict[str, float | None] = {}
         for name, q in (("p50", 0.50), ("p95", 0.95)):
-            row = self._db.execute(f"SELECT ms FROM ({per_doc}) ORDER BY ms LIMIT 1 OFFSET ?", (run_id, max(0, int(q * n + 0.5) - 1)))
+            row = self._db.execute(
+                f"SELECT ms FROM ({per_doc}) ORDER BY ms LIMIT 1 OFFSET ?", (run_id, max(0, int(q * n + 0.5) - 1))
+            )
             value = row.fetchone()
             out[name] = round(value[0], 1) if value else None
         return out
@@ -356,16 +393,20 @@ class DecisionStore:
         """
         rows = self._db.execute(
             "SELECT stage_id, status, rung, rung_label, reason, attempts, verdicts FROM decisions WHERE run_id = ? "
-            "AND (status = 'quarantined' OR n_attempts > 1 OR verdicts LIKE '%\"passed\": false%')", (run_id,),
+            "AND (status = 'quarantined' OR n_attempts > 1 OR verdicts LIKE '%\"passed\": false%')",
+            (run_id,),
         )
         keys = ("stage_id", "status", "rung", "rung_label", "reason")
         return reasons.count(
-            {**dict(zip(keys, row[:5], strict=True)), "attempts": json.loads(row[5]), "verdicts": json.loads(row[6])} for row in rows
+            {**dict(zip(keys, row[:5], strict=True)), "attempts": json.loads(row[5]), "verdicts": json.loads(row[6])}
+            for row in rows
         )
 
     def unfinished_runs(self, pipeline: str) -> list[str]:
         """Runs of ``pipeline`` that started and never finished, newest first (candidates for --resume)."""
-        rows = self._db.execute("SELECT run_id FROM runs WHERE pipeline = ? AND finished_at IS NULL ORDER BY started_at DESC", (pipeline,))
+        rows = self._db.execute(
+            "SELECT run_id FROM runs WHERE pipeline = ? AND finished_at IS NULL ORDER BY started_at DESC", (pipeline,)
+        )
         return [row[0] for row in rows]
 
     def run_ids(self) -> list[str]:

@@ -40,10 +40,14 @@ TOPICS = {
     "cancellation": "wants to end the subscription at the end of this billing period",
 }
 _FILLER = (
-    "The message was forwarded from the regional desk.", "Earlier correspondence is quoted below for context.",
-    "The customer has been with us for several years.", "A previous agent noted the conversation in the log.",
-    "The team lead asked for a summary of the history.", "Several attachments were referenced but not included.",
-    "The account shows regular activity over the last months.", "Internal notes mention a review of similar cases.",
+    "The message was forwarded from the regional desk.",
+    "Earlier correspondence is quoted below for context.",
+    "The customer has been with us for several years.",
+    "A previous agent noted the conversation in the log.",
+    "The team lead asked for a summary of the history.",
+    "Several attachments were referenced but not included.",
+    "The account shows regular activity over the last months.",
+    "Internal notes mention a review of similar cases.",
 )
 _ID = re.compile(r"Request-ID: (req-\d+)")
 TIMEOUT_REAL_S = 30.0
@@ -101,7 +105,9 @@ def _lognormal(rng: random.Random, median: float, p95: float) -> float:
 class FleetServer(ChaosServer):
     """All endpoints of a scenario on one loopback HTTP server."""
 
-    def __init__(self, scenario: dict[str, Any], requests: list[Request], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, scenario: dict[str, Any], requests: list[Request], host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         super().__init__(ChaosConfig(seed=int(scenario["seed"])), host, port)
         self.scenario = scenario
         self.scale = float(scenario.get("time_scale", 1))
@@ -139,7 +145,9 @@ class FleetServer(ChaosServer):
         found = _ID.search(prompt)
         request = self.truth.get(found.group(1)) if found else None
         if request is None:
-            await self._send(writer, 400, {"error": {"message": "no Request-ID in the prompt", "type": "invalid_request_error"}})
+            await self._send(
+                writer, 400, {"error": {"message": "no Request-ID in the prompt", "type": "invalid_request_error"}}
+            )
             return True
         self.tries[(endpoint, request.rid)] += 1
         rng = random.Random(f"{self.scenario['seed']}:{endpoint}:{request.rid}:{self.tries[(endpoint, request.rid)]}")
@@ -148,14 +156,20 @@ class FleetServer(ChaosServer):
         if roll < errors.get("rate_429", 0):
             self.served[f"{endpoint}:429"] += 1
             await asyncio.sleep(0.05 / self.scale)
-            await self._send(writer, 429, {"error": {"message": "rate limited", "type": "rate_limit_error"}},
-                             {"Retry-After": f"{1.0 / self.scale:g}", **_processing(0.05 / self.scale)})
+            await self._send(
+                writer,
+                429,
+                {"error": {"message": "rate limited", "type": "rate_limit_error"}},
+                {"Retry-After": f"{1.0 / self.scale:g}", **_processing(0.05 / self.scale)},
+            )
             return True
         roll -= errors.get("rate_429", 0)
         if roll < errors.get("rate_5xx", 0):
             self.served[f"{endpoint}:5xx"] += 1
             await asyncio.sleep(0.2 / self.scale)
-            await self._send(writer, 503, {"error": {"message": "overloaded", "type": "server_error"}}, _processing(0.2 / self.scale))
+            await self._send(
+                writer, 503, {"error": {"message": "overloaded", "type": "server_error"}}, _processing(0.2 / self.scale)
+            )
             return True
         roll -= errors.get("rate_5xx", 0)
         if roll < errors.get("rate_timeout", 0):
@@ -168,11 +182,20 @@ class FleetServer(ChaosServer):
         delay = (ttft + klass["output_tokens"] / spec["tokens_per_s"]) / self.scale
         await asyncio.sleep(delay)
         self.served[f"{endpoint}:ok"] += 1
-        await self._send(writer, 200, self._completion_body(body, endpoint, request, spec, rng, prompt), _processing(delay))
+        await self._send(
+            writer, 200, self._completion_body(body, endpoint, request, spec, rng, prompt), _processing(delay)
+        )
         return True
 
-    def _completion_body(self, body: dict[str, Any], endpoint: str, request: Request, spec: dict[str, Any],
-                         rng: random.Random, prompt: str) -> dict[str, Any]:
+    def _completion_body(
+        self,
+        body: dict[str, Any],
+        endpoint: str,
+        request: Request,
+        spec: dict[str, Any],
+        rng: random.Random,
+        prompt: str,
+    ) -> dict[str, Any]:
         fmt = body.get("response_format") or {}
         constrained = bool(body.get("tools")) or fmt.get("type") == "json_schema" or isinstance(fmt.get("schema"), dict)
         invalid = spec["schema_json_invalid"] if constrained else spec["prompted_json_invalid"]
@@ -189,11 +212,22 @@ class FleetServer(ChaosServer):
             text = text[: len(text) // 2] + " ... (as I said above"
         tool = (body.get("tools") or [{}])[0].get("function", {}).get("name")
         message: dict[str, Any] = (
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "c0", "type": "function", "function": {"name": tool, "arguments": text}}]}
-            if tool else {"role": "assistant", "content": text}
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c0", "type": "function", "function": {"name": tool, "arguments": text}}],
+            }
+            if tool
+            else {"role": "assistant", "content": text}
         )
         output_tokens = int(self.scenario["workload"]["classes"][request.complexity]["output_tokens"])
         usage = {"prompt_tokens": max(1, len(prompt) // 4), "completion_tokens": output_tokens}
         usage["total_tokens"] = usage["prompt_tokens"] + output_tokens
-        return {"id": f"sim-{request.rid}", "object": "chat.completion", "created": 0, "model": endpoint,
-                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool else "stop"}], "usage": usage}
+        return {
+            "id": f"sim-{request.rid}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": endpoint,
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool else "stop"}],
+            "usage": usage,
+        }

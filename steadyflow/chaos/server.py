@@ -23,13 +23,27 @@ from typing import Any
 from steadyflow.chaos.values import fit, words_of, wrong_types
 
 FAULTS = (
-    "rate_limit", "rate_limit_no_retry_after", "http_500", "http_502", "http_503", "timeout", "reset",
-    "malformed", "truncated", "wrong_type", "empty",
+    "rate_limit",
+    "rate_limit_no_retry_after",
+    "http_500",
+    "http_502",
+    "http_503",
+    "timeout",
+    "reset",
+    "malformed",
+    "truncated",
+    "wrong_type",
+    "empty",
 )
 ALIASES = {"429": "rate_limit", "500": "http_500", "502": "http_502", "503": "http_503"}
 _REASONS = {
-    200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
-    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
 }
 
 
@@ -159,7 +173,9 @@ class ChaosServer:
                     return
                 lines = head.decode("latin-1").split("\r\n")
                 method, path, _ = [*lines[0].split(" ", 2), "", ""][:3]
-                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+                headers = {
+                    k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 keep = await self._respond(method, path.split("?")[0], body, writer)
                 if not keep or headers.get("connection", "").lower() == "close":
@@ -171,7 +187,9 @@ class ChaosServer:
                 writer.close()
 
     @staticmethod
-    async def _send(writer: asyncio.StreamWriter, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    async def _send(
+        writer: asyncio.StreamWriter, status: int, payload: Any, headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload).encode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n{extra}\r\n"
@@ -263,11 +281,19 @@ class ChaosServer:
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(text) // 4)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if tool:
-            message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_0", "type": "function", "function": {"name": tool, "arguments": text}}
-            ]}
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": tool, "arguments": text}}],
+            }
         else:
             message = {"role": "assistant", "content": text}
         choices = [] if fault == "empty" else [{"index": 0, "message": message, "finish_reason": finish}]
-        return {"id": f"chatcmpl-{self._rng.getrandbits(48):x}", "object": "chat.completion", "created": int(time.time()),
-                "model": body.get("model", "chaos"), "choices": choices, "usage": usage}
+        return {
+            "id": f"chatcmpl-{self._rng.getrandbits(48):x}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "chaos"),
+            "choices": choices,
+            "usage": usage,
+        }

@@ -73,5 +73,12 @@ def wrong_types(schema: dict[str, Any], rng: random.Random, words: list[str]) ->
     out: dict[str, Any] = {}
     for name, sub in schema.get("properties", {}).items():
         kind = _resolve(sub, root).get("type", "string")
-        out[name] = {"string": 42, "integer": "forty-two", "number": "many", "boolean": "maybe", "array": "x", "object": 7}.get(kind)
+        out[name] = {
+            "string": 42,
+            "integer": "forty-two",
+            "number": "many",
+            "boolean": "maybe",
+            "array": "x",
+            "object": 7,
+        }.get(kind)
     return out

@@ -23,8 +23,12 @@ if TYPE_CHECKING:
     from steadyflow.spec.loader import LoadedPipeline
 
 # no rich tracebacks: they print local variables, and a local variable can hold a document (see main())
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Declarative AI pipelines that keep working when the model does not.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Declarative AI pipelines that keep working when the model does not.",
+)
 
 EXIT_INVALID = 2
 
@@ -66,12 +70,15 @@ def load_with_source(file: Path, overrides: list[str] | None, input: str | None)
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="pipeline files")],
-    plugins: Annotated[bool | None, typer.Option(
-        "--plugins/--no-plugins",
-        help="import the pipeline's plugin modules and output_model classes to check them (they are code and run). "
-             "Default: --plugins, or --no-plugins when the CI environment variable is set; an explicit option wins.",
-        show_default=False,
-    )] = None,
+    plugins: Annotated[
+        bool | None,
+        typer.Option(
+            "--plugins/--no-plugins",
+            help="import the pipeline's plugin modules and output_model classes to check them (they are code and run). "
+            "Default: --plugins, or --no-plugins when the CI environment variable is set; an explicit option wins.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Check pipeline files; print one line per problem (path:line:col) and exit 2 if any."""
     import os
@@ -92,8 +99,10 @@ def validate(
             typer.echo(f"{file}: ok")
     if unverified:
         reason = "--no-plugins" if plugins is not None else "CI is set"
-        typer.echo(f"note: plugin checks and output_model classes were not imported or verified ({reason}; --plugins imports them)",
-                   err=True)
+        typer.echo(
+            f"note: plugin checks and output_model classes were not imported or verified ({reason}; --plugins imports them)",
+            err=True,
+        )
     if failed:
         raise typer.Exit(EXIT_INVALID)
 
@@ -109,18 +118,33 @@ def schema() -> None:
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(help="pipeline file")],
-    input: Annotated[str | None, typer.Option("--input", "-i", help="folder, glob, .jsonl or .csv; replaces the pipeline's source")] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="folder for outputs, quarantine and decision records")] = None,
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="folder, glob, .jsonl or .csv; replaces the pipeline's source")
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="folder for outputs, quarantine and decision records")
+    ] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, max=1024, help="requests in flight per model")] = None,
     chunk_size: Annotated[int | None, typer.Option(min=1, help="documents per Prefect task")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a value: dotted.key=value (repeatable)")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a value: dotted.key=value (repeatable)")
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the output cache")] = False,
-    resume: Annotated[str | None, typer.Option(
-        "--resume", metavar="RUN_ID", help="continue a stopped run ('last': the newest unfinished one); skip its completed documents"
-    )] = None,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="replace sink files of an unfinished run, or not written by any run in the output folder"
-    )] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN_ID",
+            help="continue a stopped run ('last': the newest unfinished one); skip its completed documents",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="replace sink files of an unfinished run, or not written by any run in the output folder",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar, only the summary")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object (no progress bar)")] = False,
 ) -> None:
@@ -134,7 +158,9 @@ def run(
     from steadyflow.flows.settings import prefect_defaults
 
     prefect_defaults()
-    if quiet or as_json:  # Prefect's INFO lines are progress too; warnings and errors still show (a user's setting wins)
+    if (
+        quiet or as_json
+    ):  # Prefect's INFO lines are progress too; warnings and errors still show (a user's setting wins)
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from steadyflow.cli.progress import BarProgress
     from steadyflow.flows.batch import ResumeError, check_outputs, check_resume
@@ -143,8 +169,15 @@ def run(
     from steadyflow.io.sinks import SinkError
     from steadyflow.providers.local_model import LocalModelError
 
-    options = RunOptions(input=input, output=output, concurrency=concurrency, chunk_size=chunk_size, no_cache=no_cache,
-                         overrides=set_ or [], overwrite=overwrite)
+    options = RunOptions(
+        input=input,
+        output=output,
+        concurrency=concurrency,
+        chunk_size=chunk_size,
+        no_cache=no_cache,
+        overrides=set_ or [],
+        overwrite=overwrite,
+    )
     if resume is not None:
         options.run_id, options.resume = resume, True
     try:
@@ -167,8 +200,11 @@ def run(
         typer.echo(f"{file}: {exc}", err=True)
         raise typer.Exit(1) from None
     except (OSError, StoreError) as exc:  # disk full, read-only folder: what was marked completed is safe
-        then = (f"completed documents are kept: fix it, then steadyflow run {file} --resume {options.run_id}"
-                if _registered(pipeline, options) else "nothing was written: fix it and run again")
+        then = (
+            f"completed documents are kept: fix it, then steadyflow run {file} --resume {options.run_id}"
+            if _registered(pipeline, options)
+            else "nothing was written: fix it and run again"
+        )
         typer.echo(f"{file}: {error_line(exc)}; {then}", err=True)
         raise typer.Exit(1) from None
     finally:
@@ -212,19 +248,25 @@ def _print_summary(data: dict[str, Any], as_json: bool) -> None:
         sys.stdout.write(json.dumps(data) + "\n")
         return
     resumed = f" (+{data['resumed']} completed before the resume)" if data["resumed"] else ""
-    typer.echo(f"run {data['run_id']}: {data['documents']} documents{resumed} -> {data['outputs']} outputs, "
-               f"{data['quarantined']} quarantined, {data['review']} for review")
+    typer.echo(
+        f"run {data['run_id']}: {data['documents']} documents{resumed} -> {data['outputs']} outputs, "
+        f"{data['quarantined']} quarantined, {data['review']} for review"
+    )
     for stage, counts in data["by_rung"].items():
         typer.echo(f"  {stage}: " + ", ".join(f"{rung} {n}" for rung, n in sorted(counts.items())))
         _print_reasons(data.get("fallback_reasons", {}).get(stage, {}))
     latency, queue = data.get("latency_ms") or {}, data.get("queue_ms") or {}
     if latency.get("p50") is not None:
-        typer.echo(f"  latency per document p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])} "
-                   f"(own time; waiting for a slot: p50 {_ms(queue.get('p50'))}, p95 {_ms(queue.get('p95'))})")
+        typer.echo(
+            f"  latency per document p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])} "
+            f"(own time; waiting for a slot: p50 {_ms(queue.get('p50'))}, p95 {_ms(queue.get('p95'))})"
+        )
     if data["checks"]:
         typer.echo("  checks failed: " + ", ".join(f"{name} {n}" for name, n in data["checks"].items()))
     typer.echo(f"  tokens {data['tokens']['total']}, cost ${data['cost_usd']:.6f}, {data['duration_s']:.1f}s")
-    typer.echo(f"  outputs: {data['output_path']}\n  quarantine: {data['quarantine_path']}\n  decisions: {data['decisions_path']}")
+    typer.echo(
+        f"  outputs: {data['output_path']}\n  quarantine: {data['quarantine_path']}\n  decisions: {data['decisions_path']}"
+    )
     for note in data["notes"]:
         typer.echo(f"  note: {note}")
 
@@ -271,20 +313,28 @@ def report(
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
         return
-    header = (f"{'stage':12} {'rung':>4} {'producer':28} {'calls':>6} {'failed':>6} {'reasks':>6} {'skipped':>7} {'accepted':>8} "
-              f"{'tokens in':>10} {'tokens out':>10} {'USD':>10} {'USD failed':>10}")
+    header = (
+        f"{'stage':12} {'rung':>4} {'producer':28} {'calls':>6} {'failed':>6} {'reasks':>6} {'skipped':>7} {'accepted':>8} "
+        f"{'tokens in':>10} {'tokens out':>10} {'USD':>10} {'USD failed':>10}"
+    )
     typer.echo(f"run {run_id}: {data['documents']} documents\n{header}")
     for line in data["lines"]:
-        typer.echo(f"{line['stage']:12} {line['rung']:>4} {line['producer'][:28]:28} {line['attempts']:>6} {line['failed']:>6} "
-                   f"{line['reasks']:>6} {line['skipped']:>7} {line['accepted']:>8} {line['tokens_in']:>10} {line['tokens_out']:>10} "
-                   f"{line['usd']:>10.6f} {line['usd_failed']:>10.6f}")
+        typer.echo(
+            f"{line['stage']:12} {line['rung']:>4} {line['producer'][:28]:28} {line['attempts']:>6} {line['failed']:>6} "
+            f"{line['reasks']:>6} {line['skipped']:>7} {line['accepted']:>8} {line['tokens_in']:>10} {line['tokens_out']:>10} "
+            f"{line['usd']:>10.6f} {line['usd_failed']:>10.6f}"
+        )
     total = data["total"]
-    typer.echo(f"total: ${total['usd']:.6f} (${total['usd_failed']:.6f} on failed or rejected attempts), "
-               f"{total['tokens_in'] + total['tokens_out']} tokens, {total['reasks']} re-asks, "
-               f"${total['usd_per_10k_documents']:.2f} per 10k documents")
+    typer.echo(
+        f"total: ${total['usd']:.6f} (${total['usd_failed']:.6f} on failed or rejected attempts), "
+        f"{total['tokens_in'] + total['tokens_out']} tokens, {total['reasks']} re-asks, "
+        f"${total['usd_per_10k_documents']:.2f} per 10k documents"
+    )
     if total["usd_interrupted"] or total["tokens_interrupted"]:
-        typer.echo(f"  of which ${total['usd_interrupted']:.6f} ({total['tokens_interrupted']} tokens) on attempts a crash interrupted "
-                   "(their documents ran again after --resume; not in the lines above)")
+        typer.echo(
+            f"  of which ${total['usd_interrupted']:.6f} ({total['tokens_interrupted']} tokens) on attempts a crash interrupted "
+            "(their documents ran again after --resume; not in the lines above)"
+        )
     if data["fallback_reasons"]:
         typer.echo("why documents fell down the ladder (documents per reason):")
         for stage, by_ended in data["fallback_reasons"].items():
@@ -317,7 +367,10 @@ def main() -> None:
     except Exception as exc:
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         place = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
-        typer.echo(f"steadyflow: internal error: {type(exc).__name__}{place} (please report it; no details are printed "
-                   "because they could contain document text)", err=True)
+        typer.echo(
+            f"steadyflow: internal error: {type(exc).__name__}{place} (please report it; no details are printed "
+            "because they could contain document text)",
+            err=True,
+        )
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

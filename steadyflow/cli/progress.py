@@ -104,8 +104,10 @@ class LineProgress:
             done, total, skipped, rungs = self._done, self._total, self._skipped, self._rungs
         count = f"{skipped + done}/{total}" if total is not None else f"{skipped + done}"
         left = None if total is None else total - skipped
-        text = (f"progress {self._run_id}: {count} documents, {rate_text(done / max(elapsed, 1e-6))}, "
-                f"ETA {eta_text(done, left, elapsed)}, elapsed {duration_text(elapsed)}")
+        text = (
+            f"progress {self._run_id}: {count} documents, {rate_text(done / max(elapsed, 1e-6))}, "
+            f"ETA {eta_text(done, left, elapsed)}, elapsed {duration_text(elapsed)}"
+        )
         return text + (f" | {rungs}" if rungs else "")
 
     def _tick(self) -> None:
@@ -136,10 +138,16 @@ class BarProgress:
         self._run_id = run_id
         self._lines = None if self.console.is_terminal else LineProgress(run_id, sys.stderr, interval_s())
         self._bar = Progress(
-            BarColumn(bar_width=24), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-            TextColumn("ETA {task.fields[eta]}"), TextColumn("elapsed"), TimeElapsedColumn(),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA {task.fields[eta]}"),
+            TextColumn("elapsed"),
+            TimeElapsedColumn(),
             TextColumn("{task.fields[rungs]}"),
-            console=self.console, transient=False, refresh_per_second=4,
+            console=self.console,
+            transient=False,
+            refresh_per_second=4,
         )
         self._task: TaskID | None = None
         self._started = 0.0
@@ -155,7 +163,9 @@ class BarProgress:
             self._lines.start(total, skipped)
             return
         self._bar.start()
-        self._task = self._bar.add_task(f"run {self._run_id}", total=total, completed=skipped, rate="-", eta="-", rungs="")
+        self._task = self._bar.add_task(
+            f"run {self._run_id}", total=total, completed=skipped, rate="-", eta="-", rungs=""
+        )
 
     def update(self, summary: RunSummary, finished: int) -> None:
         """``finished`` documents of this attempt are done (each counted as it ends, not per chunk)."""
@@ -166,8 +176,11 @@ class BarProgress:
             return
         elapsed = max(time.monotonic() - self._started, 1e-6)
         left = None if self._total is None else self._total - self._skipped
-        fields: dict[str, Any] = {"rate": rate_text(finished / elapsed), "eta": eta_text(finished, left, elapsed),
-                                  "rungs": rung_counts(summary)}
+        fields: dict[str, Any] = {
+            "rate": rate_text(finished / elapsed),
+            "eta": eta_text(finished, left, elapsed),
+            "rungs": rung_counts(summary),
+        }
         self._bar.update(self._task, completed=self._skipped + finished, **fields)
 
     def stop(self) -> None:

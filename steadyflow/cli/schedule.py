@@ -10,13 +10,21 @@ import typer
 from steadyflow.cli import EXIT_INVALID, app, load_with_source
 
 Cron = Annotated[str | None, typer.Option("--cron", help='cron schedule, e.g. "0 2 * * *" (02:00 every day)')]
-Interval = Annotated[float | None, typer.Option("--interval", min=1, help="run every N seconds instead of a cron schedule")]
-Input = Annotated[str | None, typer.Option("--input", "-i", help="folder, glob, .jsonl or .csv; replaces the pipeline's source")]
-Output = Annotated[str | None, typer.Option("--output", "-o", help="folder for outputs, quarantine and decision records")]
+Interval = Annotated[
+    float | None, typer.Option("--interval", min=1, help="run every N seconds instead of a cron schedule")
+]
+Input = Annotated[
+    str | None, typer.Option("--input", "-i", help="folder, glob, .jsonl or .csv; replaces the pipeline's source")
+]
+Output = Annotated[
+    str | None, typer.Option("--output", "-o", help="folder for outputs, quarantine and decision records")
+]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="override a value: dotted.key=value (repeatable)")]
 
 
-def _parameters(file: Path, input: str | None, output: str | None, set_: list[str] | None, cron: str | None) -> tuple[str, dict[str, object]]:
+def _parameters(
+    file: Path, input: str | None, output: str | None, set_: list[str] | None, cron: str | None
+) -> tuple[str, dict[str, object]]:
     pipeline = load_with_source(file, set_, input)
     from steadyflow.flows.settings import prefect_defaults
 
@@ -37,13 +45,19 @@ def _parameters(file: Path, input: str | None, output: str | None, set_: list[st
 @app.command()
 def serve(
     file: Annotated[Path, typer.Argument(help="pipeline file")],
-    cron: Cron = None, interval: Interval = None, input: Input = None, output: Output = None, set_: Sets = None,
+    cron: Cron = None,
+    interval: Interval = None,
+    input: Input = None,
+    output: Output = None,
+    set_: Sets = None,
 ) -> None:
     """Serve a pipeline: run it on a schedule (and from the Prefect UI's "Run" button) until stopped with Ctrl-C."""
     name, parameters = _parameters(file, input, output, set_, cron)
     from steadyflow.flows.deploy import serve as serve_flow
 
-    typer.echo(f"serving deployment steadyflow/{name}" + (f' on "{cron}"' if cron else "") + "; stop with Ctrl-C", err=True)
+    typer.echo(
+        f"serving deployment steadyflow/{name}" + (f' on "{cron}"' if cron else "") + "; stop with Ctrl-C", err=True
+    )
     serve_flow(name, parameters, cron, interval)
 
 
@@ -51,7 +65,11 @@ def serve(
 def deploy(
     file: Annotated[Path, typer.Argument(help="pipeline file")],
     pool: Annotated[str, typer.Option("--pool", help="Prefect work pool (a process pool is created if missing)")],
-    cron: Cron = None, interval: Interval = None, input: Input = None, output: Output = None, set_: Sets = None,
+    cron: Cron = None,
+    interval: Interval = None,
+    input: Input = None,
+    output: Output = None,
+    set_: Sets = None,
 ) -> None:
     """Create a Prefect deployment of a pipeline for a work pool; start workers with `prefect worker start --pool NAME`."""
     name, parameters = _parameters(file, input, output, set_, cron)

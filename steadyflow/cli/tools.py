@@ -13,9 +13,13 @@ import typer
 
 from steadyflow.cli import EXIT_INVALID, app
 
-chaos_app = typer.Typer(no_args_is_help=True, help="A fault-injecting OpenAI-compatible endpoint for testing degradation.")
+chaos_app = typer.Typer(
+    no_args_is_help=True, help="A fault-injecting OpenAI-compatible endpoint for testing degradation."
+)
 app.add_typer(chaos_app, name="chaos")
-local_app = typer.Typer(no_args_is_help=True, help="The embedded local model: where it is, and a server that runs can share.")
+local_app = typer.Typer(
+    no_args_is_help=True, help="The embedded local model: where it is, and a server that runs can share."
+)
 app.add_typer(local_app, name="local-model")
 
 
@@ -29,10 +33,18 @@ def local_info(as_json: Annotated[bool, typer.Option("--json", help="print one J
     sha = file_sha256(path) if path.is_file() else None
     server = served()
     info = {
-        "model": DEFAULT_MODEL.name, "origin": DEFAULT_MODEL.origin, "licence": DEFAULT_MODEL.licence,
-        "path": str(path), "present": path.is_file(), "size": path.stat().st_size if path.is_file() else None,
-        "sha256": sha, "pinned_sha256": DEFAULT_MODEL.sha256, "verified": sha == DEFAULT_MODEL.sha256,
-        "server": None if server is None else {"pid": server.pid, "base_url": server.base_url, "model_path": server.model_path},
+        "model": DEFAULT_MODEL.name,
+        "origin": DEFAULT_MODEL.origin,
+        "licence": DEFAULT_MODEL.licence,
+        "path": str(path),
+        "present": path.is_file(),
+        "size": path.stat().st_size if path.is_file() else None,
+        "sha256": sha,
+        "pinned_sha256": DEFAULT_MODEL.sha256,
+        "verified": sha == DEFAULT_MODEL.sha256,
+        "server": None
+        if server is None
+        else {"pid": server.pid, "base_url": server.base_url, "model_path": server.model_path},
     }
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")
@@ -40,7 +52,9 @@ def local_info(as_json: Annotated[bool, typer.Option("--json", help="print one J
     for key, value in info.items():
         if key != "server":
             typer.echo(f"{key}: {value}")
-    typer.echo(f"server: {server.base_url} (pid {server.pid}, {server.model_path})" if server else "server: none running")
+    typer.echo(
+        f"server: {server.base_url} (pid {server.pid}, {server.model_path})" if server else "server: none running"
+    )
 
 
 @local_app.command("serve")
@@ -59,7 +73,9 @@ def local_serve(
     except LocalModelError as exc:
         typer.echo(f"local-model serve: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"serving {info.model_path} at {info.base_url} (pid {info.pid}); stop it with: steadyflow local-model stop")
+    typer.echo(
+        f"serving {info.model_path} at {info.base_url} (pid {info.pid}); stop it with: steadyflow local-model stop"
+    )
 
 
 @local_app.command("stop")
@@ -68,14 +84,18 @@ def local_stop() -> None:
     from steadyflow.providers.local_server import stop_served
 
     info = stop_served()
-    typer.echo(f"stopped the server at {info.base_url} (pid {info.pid})" if info else "no local model server was running")
+    typer.echo(
+        f"stopped the server at {info.base_url} (pid {info.pid})" if info else "no local model server was running"
+    )
 
 
 @chaos_app.command("serve")
 def chaos_serve(
     host: Annotated[str, typer.Option(help="loopback address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port (0 picks a free one)")] = 8765,
-    fault: Annotated[list[str] | None, typer.Option("--fault", help="KIND=RATE, e.g. 429=0.1 timeout=0.02 (repeatable)")] = None,
+    fault: Annotated[
+        list[str] | None, typer.Option("--fault", help="KIND=RATE, e.g. 429=0.1 timeout=0.02 (repeatable)")
+    ] = None,
     latency_ms: Annotated[float, typer.Option(help="added to every completion")] = 0.0,
     seed: Annotated[int, typer.Option(help="seed of fault and answer choices")] = 0,
     hang_s: Annotated[float, typer.Option(help="how long a 'timeout' fault hangs")] = 120.0,
@@ -104,7 +124,10 @@ def chaos_serve(
         try:
             server.script.extend(json.loads(line) for line in script.read_text().splitlines() if line.strip())
         except (OSError, ValueError) as exc:
-            typer.echo(f"--script {script}: {getattr(exc, 'strerror', None) or 'not JSONL (one JSON object per line)'}", err=True)
+            typer.echo(
+                f"--script {script}: {getattr(exc, 'strerror', None) or 'not JSONL (one JSON object per line)'}",
+                err=True,
+            )
             raise typer.Exit(EXIT_INVALID) from None
 
     async def serve() -> None:

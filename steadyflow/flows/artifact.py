@@ -50,14 +50,24 @@ def render_summary(summary: RunSummary, overview: dict[str, Any]) -> str:
         lines += [f"| {_md(name)} | {count} |" for name, count in overview["failed_checks"].items()]
     else:
         lines.append("No check failed.")
-    lines += ["", f"This attempt: {summary.documents} documents in {summary.duration_s:.1f} s"
-              + (f", {summary.resumed} already completed by an earlier attempt (resumed)" if summary.resumed else "") + "."]
+    lines += [
+        "",
+        f"This attempt: {summary.documents} documents in {summary.duration_s:.1f} s"
+        + (f", {summary.resumed} already completed by an earlier attempt (resumed)" if summary.resumed else "")
+        + ".",
+    ]
     if summary.breakers_opened:
-        lines.append("Circuit breakers opened: " + ", ".join(f"{_md(k)} {v}x" for k, v in summary.breakers_opened.items()) + ".")
+        lines.append(
+            "Circuit breakers opened: " + ", ".join(f"{_md(k)} {v}x" for k, v in summary.breakers_opened.items()) + "."
+        )
     if summary.budget_skipped:
         lines.append(f"Model calls skipped because a budget was spent: {summary.budget_skipped}.")
-    lines += ["", f"Outputs: `{_md(summary.output_path)}`  ", f"Quarantine: `{_md(summary.quarantine_path)}`  ",
-              f"Decision records: `{_md(summary.decisions_path)}` (`steadyflow report {summary.run_id} --db ...`)"]
+    lines += [
+        "",
+        f"Outputs: `{_md(summary.output_path)}`  ",
+        f"Quarantine: `{_md(summary.quarantine_path)}`  ",
+        f"Decision records: `{_md(summary.decisions_path)}` (`steadyflow report {summary.run_id} --db ...`)",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -69,19 +79,27 @@ def _reasons(fallback: dict[str, dict[str, dict[str, dict[str, int]]]]) -> list[
     lines += ["| stage | ended at | failed rung | reason | documents |", "|---|---|---|---|---:|"]
     for stage, by_ended in fallback.items():
         for ended, by_source in by_ended.items():
-            lines += [f"| {_md(stage)} | {_md(ended)} | {_md(source)} | {_md(reason)} | {n} |"
-                      for source, reasons in by_source.items() for reason, n in reasons.items()]
+            lines += [
+                f"| {_md(stage)} | {_md(ended)} | {_md(source)} | {_md(reason)} | {n} |"
+                for source, reasons in by_source.items()
+                for reason, n in reasons.items()
+            ]
     return lines
 
 
 def one_line(summary: RunSummary, overview: dict[str, Any]) -> str:
     """The summary in one line: the artifact's description, shown on the flow run page's Artifacts tab."""
-    rungs = "; ".join(f"{stage}: " + ", ".join(f"{rung} {n}" for rung, n in counts.items()) for stage, counts in overview["by_rung"].items())
+    rungs = "; ".join(
+        f"{stage}: " + ", ".join(f"{rung} {n}" for rung, n in counts.items())
+        for stage, counts in overview["by_rung"].items()
+    )
     failing = ", ".join(f"{name} {n}" for name, n in list(overview["failed_checks"].items())[:5]) or "none"
     latency = overview["latency_ms"]
-    return (f"run {summary.run_id}: {overview['documents']} documents, {overview['outputs']} outputs, "
-            f"{overview['quarantined']} quarantined | cost ${overview['cost_usd']:.6f} | "
-            f"latency p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])} | by rung: {rungs} | failing validators: {failing}")
+    return (
+        f"run {summary.run_id}: {overview['documents']} documents, {overview['outputs']} outputs, "
+        f"{overview['quarantined']} quarantined | cost ${overview['cost_usd']:.6f} | "
+        f"latency p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])} | by rung: {rungs} | failing validators: {failing}"
+    )
 
 
 def _ms(value: float | None) -> str:
@@ -93,5 +111,7 @@ def _ms(value: float | None) -> str:
 async def publish_summary(summary: RunSummary, overview: dict[str, Any]) -> None:
     """Attach the run's summary to its flow run."""
     await acreate_markdown_artifact(
-        render_summary(summary, overview), key=artifact_key(summary.pipeline), description=_md(one_line(summary, overview))
+        render_summary(summary, overview),
+        key=artifact_key(summary.pipeline),
+        description=_md(one_line(summary, overview)),
     )

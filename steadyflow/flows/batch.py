@@ -111,8 +111,10 @@ def check_resume(pipeline: LoadedPipeline, options: RunOptions) -> None:
             known = ", ".join(store.run_ids()[:5]) or "none"
             raise ResumeError(f"--resume {options.run_id}: {db} has no such run (newest: {known})")
         if info["pipeline"] != pipeline.spec.pipeline or (info["spec_hash"] or "") != spec_hash(pipeline):
-            raise ResumeError(f"--resume {options.run_id}: the pipeline changed since that run started; "
-                              "resume with the same file and --set values, or start a new run")
+            raise ResumeError(
+                f"--resume {options.run_id}: the pipeline changed since that run started; "
+                "resume with the same file and --set values, or start a new run"
+            )
     finally:
         store.close()
 
@@ -121,7 +123,9 @@ def check_outputs(pipeline: LoadedPipeline, options: RunOptions) -> None:
     """Raise ``SinkError`` or ``LockedError`` now if the run would be refused its output folder or sinks."""
     folder = folder_of(pipeline, options)
     probe(folder)
-    check_file_sinks(sink_spec(pipeline.spec), folder, pipeline.base_dir, options.run_id, options.resume, options.overwrite)
+    check_file_sinks(
+        sink_spec(pipeline.spec), folder, pipeline.base_dir, options.run_id, options.resume, options.overwrite
+    )
 
 
 def _documents(pipeline: LoadedPipeline, options: RunOptions) -> tuple[Iterator[Document], Callable[[], int]]:
@@ -135,7 +139,9 @@ def _documents(pipeline: LoadedPipeline, options: RunOptions) -> tuple[Iterator[
     return read_documents(spec, base), lambda: count_documents(spec, base)
 
 
-def _not_done(docs: Iterator[Document], done: set[str], store: DecisionStore, summary: RunSummary) -> Iterator[Document]:
+def _not_done(
+    docs: Iterator[Document], done: set[str], store: DecisionStore, summary: RunSummary
+) -> Iterator[Document]:
     if not done:  # a fresh run: no key to compute per document
         yield from docs
         return
@@ -156,7 +162,9 @@ def open_budget(pipeline: LoadedPipeline, store: DecisionStore, run_id: str) -> 
     spec = pipeline.spec.budget
     before_usd, before_tokens = 0.0, 0
     if spec is not None and spec.pipeline is not None:
-        before_usd, before_tokens = store.pipeline_spend(pipeline.spec.pipeline, time.time() - spec.pipeline_window_h * 3600)
+        before_usd, before_tokens = store.pipeline_spend(
+            pipeline.spec.pipeline, time.time() - spec.pipeline_window_h * 3600
+        )
     budget = Budget(spec, before_usd, before_tokens)
     spent = store.run_spend(run_id)
     budget.usd, budget.tokens = spent
@@ -203,7 +211,9 @@ class _Recorder:
             if self.progress is not None:
                 self.progress.update(self.summary, self.finished)
 
-    async def stage(self, run_stage: StageRunner, stage_id: str, index: int, chunk: list[Document], last: bool) -> tuple[list[Document], int]:
+    async def stage(
+        self, run_stage: StageRunner, stage_id: str, index: int, chunk: list[Document], last: bool
+    ) -> tuple[list[Document], int]:
         """Run one stage over a chunk, storing records as they come; (documents, how many finished here)."""
         seen: set[str] = set()
         ended = 0
@@ -245,7 +255,12 @@ async def run_batch(
     sinks = open_sinks(sink_spec(spec), folder, pipeline.base_dir, options.run_id, store, marks, options.overwrite)
     # registered only once its sinks are claimed: a run refused at the door is not left "unfinished"
     store.start_run(options.run_id, spec.pipeline, spec.version, summary.flow_run_id, spec_hash(pipeline))
-    sink, quarantine, summary.output_path, summary.quarantine_path = sinks.outputs, sinks.quarantine, sinks.output_path, sinks.quarantine_path
+    sink, quarantine, summary.output_path, summary.quarantine_path = (
+        sinks.outputs,
+        sinks.quarantine,
+        sinks.output_path,
+        sinks.quarantine_path,
+    )
     if options.resume:
         for rows, quarantined in ((sink, False), (quarantine, True)):  # in a SQL table but not yet marked: completed
             if isinstance(rows, SqlRows):
@@ -264,11 +279,15 @@ async def run_batch(
         try:
             ended = 0
             for number, stage in enumerate(pipeline.stages):
-                chunk, done = await recorder.stage(run_stage, stage.id, index, chunk, last=number == len(pipeline.stages) - 1)
+                chunk, done = await recorder.stage(
+                    run_stage, stage.id, index, chunk, last=number == len(pipeline.stages) - 1
+                )
                 ended += done
             ok = sink.write([output_row(d) for d in chunk if d.quarantined is None])
             held = quarantine.write([quarantine_row(d) for d in chunk if d.quarantined is not None])
-            store.complete(options.run_id, [(d.id, d.quarantined is not None) for d in chunk], {"outputs": ok, "quarantine": held})
+            store.complete(
+                options.run_id, [(d.id, d.quarantined is not None) for d in chunk], {"outputs": ok, "quarantine": held}
+            )
             summary.add_documents(chunk)
             recorder.advance(len(chunk) - ended)  # documents no stage ran for (none today) still count as done
         finally:

@@ -58,15 +58,23 @@ def _task_runner(pipeline: LoadedPipeline) -> Any:
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
     # worker processes (not threads): the stage work is Python, which threads would serialise
-    return DaskTaskRunner(cluster_kwargs={"n_workers": settings.dask_workers, "processes": True, "threads_per_worker": 1,
-                                          "dashboard_address": None})
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": settings.dask_workers,
+            "processes": True,
+            "threads_per_worker": 1,
+            "dashboard_address": None,
+        }
+    )
 
 
 OPERATIONAL = (OSError, StoreError, SinkError, LockedError, ResumeError)
 """Failures of the machine or of the folder, not of a document: the run stops with one line, resumable."""
 
 
-def build_flow(pipeline: LoadedPipeline, options: RunOptions, failures: list[BaseException] | None = None) -> Flow[[], Any]:
+def build_flow(
+    pipeline: LoadedPipeline, options: RunOptions, failures: list[BaseException] | None = None
+) -> Flow[[], Any]:
     """Compile ``pipeline`` into a Prefect flow that returns a :class:`RunSummary`.
 
     An operational failure (disk full, a folder held by another run...) ends the flow run
@@ -77,7 +85,13 @@ def build_flow(pipeline: LoadedPipeline, options: RunOptions, failures: list[Bas
     runner = _task_runner(pipeline)
     extra: dict[str, Any] = {"task_runner": runner} if runner is not None else {}
 
-    @flow(name=spec.pipeline, flow_run_name=f"{spec.pipeline}-{options.run_id}", persist_result=False, log_prints=False, **extra)
+    @flow(
+        name=spec.pipeline,
+        flow_run_name=f"{spec.pipeline}-{options.run_id}",
+        persist_result=False,
+        log_prints=False,
+        **extra,
+    )
     async def pipeline_flow() -> Any:
         # local model servers live exactly as long as this flow run (see providers/local_server.py)
         local = LocalEndpoints(spec.models)
@@ -125,7 +139,9 @@ async def execute(pipeline: LoadedPipeline, options: RunOptions) -> RunSummary:
     return summary
 
 
-async def _process(pipeline: LoadedPipeline, options: RunOptions, base_urls: dict[str, str], local: LocalEndpoints) -> RunSummary:
+async def _process(
+    pipeline: LoadedPipeline, options: RunOptions, base_urls: dict[str, str], local: LocalEndpoints
+) -> RunSummary:
     # one run at a time per output folder: its store, quarantine and sinks (released however the run ends)
     folder = folder_of(pipeline, options)
     with folder_lock(folder).acquire(options.run_id):
@@ -139,12 +155,18 @@ async def _process(pipeline: LoadedPipeline, options: RunOptions, base_urls: dic
 
 
 async def _process_locked(
-    pipeline: LoadedPipeline, options: RunOptions, base_urls: dict[str, str], local: LocalEndpoints, store: DecisionStore
+    pipeline: LoadedPipeline,
+    options: RunOptions,
+    base_urls: dict[str, str],
+    local: LocalEndpoints,
+    store: DecisionStore,
 ) -> RunSummary:
     started = time.perf_counter()
     spec = pipeline.spec
     concurrency = options.concurrency or spec.run.concurrency
-    summary = RunSummary(run_id=options.run_id, pipeline=spec.pipeline, flow_run_id=flow_run.get_id(), decisions_path=str(store.path))
+    summary = RunSummary(
+        run_id=options.run_id, pipeline=spec.pipeline, flow_run_id=flow_run.get_id(), decisions_path=str(store.path)
+    )
     summary.notes.extend(local.notes)
     budget = open_budget(pipeline, store, options.run_id)
     cache = open_cache(pipeline, options)
@@ -170,7 +192,9 @@ async def _process_locked(
 
 
 def _local_runner(engine: Engine) -> StageRunner:
-    async def run(stage_id: str, index: int, docs: list[Document], on_record: OnRecord) -> tuple[list[Document], list[DecisionRecord]]:
+    async def run(
+        stage_id: str, index: int, docs: list[Document], on_record: OnRecord
+    ) -> tuple[list[Document], list[DecisionRecord]]:
         task = stage_task.with_options(task_run_name=f"{stage_id}[{index}]")
         return docs, await task(quoted(engine), stage_id, quoted(docs), quoted(on_record))
 
@@ -178,14 +202,29 @@ def _local_runner(engine: Engine) -> StageRunner:
 
 
 def _remote_runner(
-    pipeline: LoadedPipeline, options: RunOptions, concurrency: int, base_urls: dict[str, str], model_ids: dict[str, str],
-    budget: Budget, cache: OutputCache | None, summary: RunSummary,
+    pipeline: LoadedPipeline,
+    options: RunOptions,
+    concurrency: int,
+    base_urls: dict[str, str],
+    model_ids: dict[str, str],
+    budget: Budget,
+    cache: OutputCache | None,
+    summary: RunSummary,
 ) -> StageRunner:
-    async def run(stage_id: str, index: int, docs: list[Document], on_record: OnRecord) -> tuple[list[Document], list[DecisionRecord]]:
+    async def run(
+        stage_id: str, index: int, docs: list[Document], on_record: OnRecord
+    ) -> tuple[list[Document], list[DecisionRecord]]:
         # a worker process cannot call back here: its records come back with the chunk (run_batch stores them then)
         job = RemoteJob(
-            str(pipeline.path.resolve()), tuple(options.overrides), options.run_id, stage_id, concurrency, base_urls, model_ids,
-            budget.usd + summary.cost_usd, budget.tokens + summary.tokens_in + summary.tokens_out,
+            str(pipeline.path.resolve()),
+            tuple(options.overrides),
+            options.run_id,
+            stage_id,
+            concurrency,
+            base_urls,
+            model_ids,
+            budget.usd + summary.cost_usd,
+            budget.tokens + summary.tokens_in + summary.tokens_out,
             str(cache.path) if cache is not None else None,
         )
         # not quoted: a quoted argument reaches a Dask worker as a plain tuple, not the documents

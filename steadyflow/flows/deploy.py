@@ -30,12 +30,18 @@ def _run_name() -> str:
 
 @flow(name="steadyflow", flow_run_name=_run_name, persist_result=False, log_prints=False)
 async def pipeline_run(
-    pipeline_file: str, input: str | None = None, output: str | None = None, overrides: list[str] | None = None,
-    concurrency: int | None = None, no_cache: bool = False,
+    pipeline_file: str,
+    input: str | None = None,
+    output: str | None = None,
+    overrides: list[str] | None = None,
+    concurrency: int | None = None,
+    no_cache: bool = False,
 ) -> Any:
     """Run a pipeline file once (the pipeline itself runs as a subflow named after it); returns its summary."""
     pipeline = load_pipeline(pipeline_file, overrides or [])
-    options = RunOptions(input=input, output=output, concurrency=concurrency, no_cache=no_cache, overrides=overrides or [])
+    options = RunOptions(
+        input=input, output=output, concurrency=concurrency, no_cache=no_cache, overrides=overrides or []
+    )
     try:
         summary = await execute(pipeline, options)
     except OPERATIONAL as exc:  # one line in the flow run's state, not a traceback in the worker's log
@@ -57,8 +63,12 @@ def run_parameters(file: Path, input: str | None, output: str | None, overrides:
 def serve(name: str, parameters: dict[str, Any], cron: str | None, interval_s: float | None) -> None:
     """Serve the pipeline in this process: run it on schedule (and on demand from the UI) until stopped."""
     pipeline_run.serve(
-        name=name, cron=cron, interval=interval_s, parameters=parameters,
-        entrypoint_type=EntrypointType.MODULE_PATH, pause_on_shutdown=False,
+        name=name,
+        cron=cron,
+        interval=interval_s,
+        parameters=parameters,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        pause_on_shutdown=False,
     )
 
 
@@ -76,7 +86,14 @@ def deploy(name: str, parameters: dict[str, Any], pool: str, cron: str | None, i
             template = ProcessWorker.get_default_base_job_template()
             client.create_work_pool(WorkPoolCreate(name=pool, type="process", base_job_template=template))
     deployment_id = pipeline_run.deploy(
-        name=name, work_pool_name=pool, build=False, push=False, cron=cron, interval=interval_s, parameters=parameters,
-        entrypoint_type=EntrypointType.MODULE_PATH, print_next_steps=False,
+        name=name,
+        work_pool_name=pool,
+        build=False,
+        push=False,
+        cron=cron,
+        interval=interval_s,
+        parameters=parameters,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        print_next_steps=False,
     )
     return str(deployment_id)

@@ -42,8 +42,15 @@ class Histogram:
 
 def _stored(record: DecisionRecord) -> dict[str, Any]:
     """A record in the form the store returns it, which :mod:`steadyflow.audit.reasons` reads."""
-    return {"stage_id": record.stage_id, "status": record.status, "rung": record.rung, "rung_label": record.rung_label,
-            "reason": record.reason, "attempts": record.attempts_json(), "verdicts": record.verdicts_json()}
+    return {
+        "stage_id": record.stage_id,
+        "status": record.status,
+        "rung": record.rung,
+        "rung_label": record.rung_label,
+        "reason": record.reason,
+        "attempts": record.attempts_json(),
+        "verdicts": record.verdicts_json(),
+    }
 
 
 @dataclass

@@ -156,7 +156,11 @@ def _text_of(part: Message, what: str) -> str:
 def _attachment(part: Message) -> dict[str, Any]:
     name = printable(str(part.get_filename() or ""))[:255]  # printable: no control characters or lone surrogates
     payload = part.get_payload(decode=True) if part.get_content_maintype() not in ("multipart", "message") else None
-    return {"name": name, "type": printable(part.get_content_type())[:255], "size": len(payload) if isinstance(payload, bytes) else None}
+    return {
+        "name": name,
+        "type": printable(part.get_content_type())[:255],
+        "size": len(payload) if isinstance(payload, bytes) else None,
+    }
 
 
 Walked = list[tuple[Message, tuple[Message, ...]]]
@@ -164,8 +168,16 @@ Walked = list[tuple[Message, tuple[Message, ...]]]
 
 def _attachments(parts: Walked, body: Message | None) -> list[Message]:
     """Parts that are neither the body nor another rendering of it (the HTML beside a plain body)."""
-    alternative = next((a for p, ancestors in parts if p is body for a in reversed(ancestors)
-                        if a.get_content_subtype() == "alternative"), None)
+    alternative = next(
+        (
+            a
+            for p, ancestors in parts
+            if p is body
+            for a in reversed(ancestors)
+            if a.get_content_subtype() == "alternative"
+        ),
+        None,
+    )
     found = []
     for part, ancestors in parts:
         kind = part.get_content_maintype()
@@ -225,13 +237,17 @@ def _fields(parts: Walked, body: Message | None, options: ParseOptions) -> tuple
     for part in _attachments(parts, body):
         entry = _attachment(part)
         if options.attachments == "text" and part.get_content_maintype() == "text":
-            appended.append(f"\n\n[attachment: {entry['name'] or entry['type']}]\n{_text_of(part, 'attachment').strip()}")
+            appended.append(
+                f"\n\n[attachment: {entry['name'] or entry['type']}]\n{_text_of(part, 'attachment').strip()}"
+            )
         listed.append(entry)
     fields["attachments"] = listed
     return fields, "".join(appended)
 
 
-def from_email(doc_id: str, raw: bytes, source: str, options: ParseOptions = DEFAULTS, extra: dict[str, Any] | None = None) -> Document:
+def from_email(
+    doc_id: str, raw: bytes, source: str, options: ParseOptions = DEFAULTS, extra: dict[str, Any] | None = None
+) -> Document:
     """An e-mail: ``Subject:`` + body as the text; asked-for headers, ``attachments``, ``body`` as fields.
 
     ``extra`` fields (a file name) come first; never raises for bad content.
@@ -252,5 +268,7 @@ def from_email(doc_id: str, raw: bytes, source: str, options: ParseOptions = DEF
         body = strip_quoted(body)
     subject_line = (subject if isinstance(subject, str) else " ".join(subject)).strip()
     # no subject, no "Subject:" line: a message with neither subject nor body is then empty, and quarantined as such
-    text = "\n\n".join(part for part in (f"Subject: {subject_line}" if subject_line else "", f"{body}{appended}".strip()) if part)
+    text = "\n\n".join(
+        part for part in (f"Subject: {subject_line}" if subject_line else "", f"{body}{appended}".strip()) if part
+    )
     return Document(doc_id, text, source, fields={**(extra or {}), **fields, "body": body, "format": "email"})

@@ -111,14 +111,35 @@ def from_json(doc_id: str, raw: bytes, source: str, limits: ReadLimits) -> Docum
     if not isinstance(value, dict):
         return Document(doc_id, "", source, load_error="JSON document is not an object")
     body = value.get("text", value.get("body"))
-    return Document(doc_id, str(body) if body is not None else json.dumps(value, ensure_ascii=False), source, fields=value)
+    return Document(
+        doc_id, str(body) if body is not None else json.dumps(value, ensure_ascii=False), source, fields=value
+    )
 
 
 class _TextOfHtml(HTMLParser):
     """Visible text of an HTML page: no script, style or template content, nothing executed or fetched."""
 
     _HIDDEN = frozenset({"script", "style", "template", "noscript", "head"})
-    _BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "title", "pre", "blockquote"})
+    _BLOCKS = frozenset(
+        {
+            "p",
+            "div",
+            "br",
+            "li",
+            "tr",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "section",
+            "article",
+            "title",
+            "pre",
+            "blockquote",
+        }
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)

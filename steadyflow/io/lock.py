@@ -50,8 +50,10 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise LockedError(f"{self.what} is in use by {_holder(self.path)}; wait for it to finish, "
-                              "or give this run another --output") from None
+            raise LockedError(
+                f"{self.what} is in use by {_holder(self.path)}; wait for it to finish, "
+                "or give this run another --output"
+            ) from None
         return fd
 
     def acquire(self, run_id: str) -> RunLock:

@@ -63,14 +63,18 @@ def check_run_files(folder: Path) -> None:
     """
     for name in RUN_FILES:
         if (folder / name).is_symlink():
-            raise SinkError(f"{folder / name} is a symbolic link; a run does not write its own files through links "
-                            "(it could reach another run's): remove it")
+            raise SinkError(
+                f"{folder / name} is a symbolic link; a run does not write its own files through links "
+                "(it could reach another run's): remove it"
+            )
 
 
 def _check_no_link(path: Path, spec: FileSink) -> None:
     if path.is_symlink() and not spec.outside_output:
-        raise SinkError(f"{path} is a symbolic link; a sink is not written through links (it could reach another run's "
-                        "files): remove it, or name the real file with outside_output: true")
+        raise SinkError(
+            f"{path} is a symbolic link; a sink is not written through links (it could reach another run's "
+            "files): remove it, or name the real file with outside_output: true"
+        )
 
 
 def _check_not_run_file(path: Path, folder: Path) -> None:
@@ -108,16 +112,22 @@ def _refusal(path: Path, store: DecisionStore, run_id: str, resume: bool, overwr
     if overwrite or not path.exists() or path.stat().st_size == 0:
         return None
     if owner is None:
-        return (f"{path} exists and was not written by a run recorded in {store.path}; "
-                "move it away, choose another --output, or pass --overwrite")
+        return (
+            f"{path} exists and was not written by a run recorded in {store.path}; "
+            "move it away, choose another --output, or pass --overwrite"
+        )
     info = store.run_info(owner)
     if owner != run_id and info is not None and info["finished_at"] is None:
-        return (f"{path} holds the outputs of run {owner}, which did not finish; resume it with --resume {owner}, "
-                "choose another --output, or pass --overwrite to discard them")
+        return (
+            f"{path} holds the outputs of run {owner}, which did not finish; resume it with --resume {owner}, "
+            "choose another --output, or pass --overwrite to discard them"
+        )
     return None
 
 
-def check_file_sinks(spec: FileSink | SqlSink, folder: Path, base_dir: Path, run_id: str, resume: bool, overwrite: bool) -> None:
+def check_file_sinks(
+    spec: FileSink | SqlSink, folder: Path, base_dir: Path, run_id: str, resume: bool, overwrite: bool
+) -> None:
     """Raise :class:`SinkError` now if opening the file sinks would be refused (before a slow start-up); writes nothing."""
     if isinstance(spec, SqlSink):
         check_run_files(folder)
@@ -126,8 +136,10 @@ def check_file_sinks(spec: FileSink | SqlSink, folder: Path, base_dir: Path, run
     store_path = folder / STORE_NAME
     if not store_path.is_file():
         if not overwrite and not resume and (taken := [t for t in targets if t.exists() and t.stat().st_size > 0]):
-            raise SinkError(f"{taken[0]} exists and was not written by a run recorded in {store_path}; "
-                            "move it away, choose another --output, or pass --overwrite")
+            raise SinkError(
+                f"{taken[0]} exists and was not written by a run recorded in {store_path}; "
+                "move it away, choose another --output, or pass --overwrite"
+            )
         return
     store = DecisionStore(store_path, readonly=True)
     try:
@@ -163,12 +175,19 @@ def _open_sql(spec: SqlSink, folder: Path, run_id: str, store: DecisionStore) ->
             lock.release()
         raise
     where = shown_url(url)
-    return OpenSinks(outputs, quarantine, f"{where} table {spec.table}", f"{where} table {spec.table}_quarantine", locks)
+    return OpenSinks(
+        outputs, quarantine, f"{where} table {spec.table}", f"{where} table {spec.table}_quarantine", locks
+    )
 
 
 def open_sinks(
-    spec: FileSink | SqlSink, folder: Path, base_dir: Path, run_id: str, store: DecisionStore,
-    marks: dict[str, Mark] | None, overwrite: bool = False,
+    spec: FileSink | SqlSink,
+    folder: Path,
+    base_dir: Path,
+    run_id: str,
+    store: DecisionStore,
+    marks: dict[str, Mark] | None,
+    overwrite: bool = False,
 ) -> OpenSinks:
     """Open a run's sinks; ``marks`` (a resume) cut file sinks back to what the run recorded."""
     resume = marks is not None

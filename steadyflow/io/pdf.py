@@ -103,8 +103,17 @@ class PdfExtractor:
         paths = [str(Path(__file__).resolve().parents[2]), *(p for p in sys.path if p)]
         env = {"PYTHONPATH": os.pathsep.join(paths), "PYTHONSAFEPATH": "1"}
         limits = self.limits
-        argv = [sys.executable, "-m", "steadyflow.io.pdf", str(limits.pdf_chars), str(limits.pdf_memory_bytes), str(PDF_MAX_PAGES)]
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "steadyflow.io.pdf",
+            str(limits.pdf_chars),
+            str(limits.pdf_memory_bytes),
+            str(PDF_MAX_PAGES),
+        ]
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True
+        )
         self._proc, self._served = proc, 0
         if proc.stdout is None or _read_exact(proc.stdout.fileno(), 1, time.monotonic() + _START_SECONDS) != _READY:
             raise EOFError("PDF worker did not start")
@@ -137,7 +146,9 @@ class PdfExtractor:
         self._served += 1
         if reply.get("restart"):
             self.close()
-        return PdfText(str(reply.get("text", "")), int(reply.get("pages", 0)), reply.get("error"), int(reply.get("replaced", 0)))
+        return PdfText(
+            str(reply.get("text", "")), int(reply.get("pages", 0)), reply.get("error"), int(reply.get("replaced", 0))
+        )
 
 
 # ---- the worker process ---------------------------------------------------------------------
@@ -196,7 +207,12 @@ def _serve(max_chars: int, max_memory: int, max_pages: int) -> None:
         try:
             reply = _text_of(raw, max_chars, max_pages)
         except MemoryError:
-            reply = {"text": "", "pages": 0, "error": f"PDF extraction exceeded the memory cap ({max_memory // MIB} MB)", "restart": True}
+            reply = {
+                "text": "",
+                "pages": 0,
+                "error": f"PDF extraction exceeded the memory cap ({max_memory // MIB} MB)",
+                "restart": True,
+            }
         except Exception as exc:
             # pypdf raises a zoo of types on damaged or hostile files (KeyError, zlib.error, struct.error,
             # RecursionError...): each means "cannot read this document", quarantined with the type only

@@ -107,8 +107,10 @@ class FileRows:
             remaining -= len(block)
         if size < length or (digest and self._digest.hexdigest() != digest):
             self._handle.close()
-            raise SinkError(f"{self.path} changed since this run wrote it (another run or an edit); resuming would lose "
-                            "data: start a new run, or restore the file")
+            raise SinkError(
+                f"{self.path} changed since this run wrote it (another run or an edit); resuming would lose "
+                "data: start a new run, or restore the file"
+            )
         self._handle.truncate(length)  # drop rows written after the last recorded mark
         self._handle.seek(length)
         if self.kind == "csv" and length > 0:
@@ -171,7 +173,7 @@ def expand_url(url: str, base_dir: Path) -> str:
     url = _ENV.sub(lambda m: os.environ[m.group(1)], url)
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
-        url = prefix + str((base_dir / url[len(prefix):]).resolve())
+        url = prefix + str((base_dir / url[len(prefix) :]).resolve())
     return url
 
 
@@ -187,7 +189,7 @@ def sqlite_file(url: str) -> Path | None:
     prefix = "sqlite:///"
     if not url.startswith(prefix) or url == prefix + ":memory:":
         return None
-    return Path(url[len(prefix):].split("?", 1)[0])
+    return Path(url[len(prefix) :].split("?", 1)[0])
 
 
 class SqlRows:
@@ -207,8 +209,11 @@ class SqlRows:
         if quarantine:
             columns += [sa.Column("stage", sa.Text, nullable=False), sa.Column("reason", sa.Text, nullable=False)]
         else:
-            columns += [sa.Column("review", sa.Boolean, nullable=False), sa.Column("rungs", sa.JSON, nullable=False),
-                        sa.Column("outputs", sa.JSON, nullable=False)]
+            columns += [
+                sa.Column("review", sa.Boolean, nullable=False),
+                sa.Column("rungs", sa.JSON, nullable=False),
+                sa.Column("outputs", sa.JSON, nullable=False),
+            ]
         columns.append(sa.Column("written_at", sa.Float, nullable=False))
         self.table = sa.Table(table, meta, *columns)
         self._lock: Any = None
@@ -250,8 +255,15 @@ class SqlRows:
 
         if rows:
             now = time.time()
-            values = [{"run_id": self.run_id, "doc_id": row["id"], "written_at": now,
-                       **{k: v for k, v in row.items() if k != "id"}} for row in rows]
+            values = [
+                {
+                    "run_id": self.run_id,
+                    "doc_id": row["id"],
+                    "written_at": now,
+                    **{k: v for k, v in row.items() if k != "id"},
+                }
+                for row in rows
+            ]
             try:
                 with self.engine.begin() as connection:
                     connection.execute(self._insert(values))

@@ -30,8 +30,19 @@ from steadyflow.io.tables import table_count, table_documents, table_ids
 from steadyflow.spec.models import FilesSource, TableSource
 from steadyflow.stages.document import Document
 
-__all__ = ["AUTO", "FILE_TYPES", "LIMITS", "PDF_MAX_PAGES", "ReadLimits", "count_documents", "format_of", "html_text",
-           "read_documents", "read_file", "source_for"]
+__all__ = [
+    "AUTO",
+    "FILE_TYPES",
+    "LIMITS",
+    "PDF_MAX_PAGES",
+    "ReadLimits",
+    "count_documents",
+    "format_of",
+    "html_text",
+    "read_documents",
+    "read_file",
+    "source_for",
+]
 
 FILE_TYPES = (".txt", ".md", ".json", ".eml", ".html", ".htm", ".pdf")
 _BY_EXTENSION = {".eml": "email", ".pdf": "pdf", ".json": "json", ".html": "html", ".htm": "html"}
@@ -62,8 +73,16 @@ def format_of(spec: FilesSource, suffix: str, raw: bytes) -> str:
     return _BY_EXTENSION.get(suffix, "text")
 
 
-def _parse(raw: bytes, suffix: str, doc_id: str, source: str, name: str, limits: ReadLimits, pdf: PdfExtractor,
-           spec: FilesSource) -> Document:
+def _parse(
+    raw: bytes,
+    suffix: str,
+    doc_id: str,
+    source: str,
+    name: str,
+    limits: ReadLimits,
+    pdf: PdfExtractor,
+    spec: FilesSource,
+) -> Document:
     how = format_of(spec, suffix, raw)
     if how == "email":
         return from_email(doc_id, raw, source, spec, {"filename": name})
@@ -78,7 +97,9 @@ def _parse(raw: bytes, suffix: str, doc_id: str, source: str, name: str, limits:
     return Document(doc_id, text, source, fields={"filename": name})
 
 
-def _read(path: Path, opened: str, doc_id: str, limits: ReadLimits, pdf: PdfExtractor, spec: FilesSource, follow: bool = True) -> Document:
+def _read(
+    path: Path, opened: str, doc_id: str, limits: ReadLimits, pdf: PdfExtractor, spec: FilesSource, follow: bool = True
+) -> Document:
     source, name, suffix = printable(str(path)), printable(path.name), path.suffix.lower()
     try:
         fd = open_regular(opened, follow)  # before the type check: a FIFO is reported as a FIFO
@@ -97,8 +118,9 @@ def _read(path: Path, opened: str, doc_id: str, limits: ReadLimits, pdf: PdfExtr
         return Document(doc_id, "", source, load_error=f"unreadable: {type(exc).__name__}")
 
 
-def read_file(path: Path, doc_id: str, limits: ReadLimits = LIMITS, pdf: PdfExtractor | None = None,
-              spec: FilesSource = AUTO) -> Document:
+def read_file(
+    path: Path, doc_id: str, limits: ReadLimits = LIMITS, pdf: PdfExtractor | None = None, spec: FilesSource = AUTO
+) -> Document:
     """One document from one file; never raises for bad content, never opens a FIFO or device.
 
     ``pdf`` is a running extractor to reuse; without one, a PDF starts (and stops) its own worker.
@@ -138,7 +160,11 @@ def _entries(pattern: str) -> tuple[Path, list[Path]]:
     # whole machine); like glob.glob, wildcards skip hidden names unless the pattern names them
     hidden_ok = any(part.startswith(".") for part in rest.parts)
     root_real = os.path.realpath(root)
-    found = (p for p in root.glob(str(rest)) if hidden_ok or not any(part.startswith(".") for part in p.relative_to(root).parts))
+    found = (
+        p
+        for p in root.glob(str(rest))
+        if hidden_ok or not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     return root, sorted(p for p in found if _listed(p, root_real))
 
 
@@ -173,7 +199,9 @@ def read_documents(spec: FilesSource | TableSource, base_dir: Path, limits: Read
         return
     root, entries = _entries(path)
     real = (os.path.relpath(p, root) for p in entries)  # a file name that needs escaping must not take a real one
-    yield from unique(_folder(root, entries, limits, spec), (name for name in real if clean_id(name, "unnamed") == name))
+    yield from unique(
+        _folder(root, entries, limits, spec), (name for name in real if clean_id(name, "unnamed") == name)
+    )
 
 
 def count_documents(spec: FilesSource | TableSource, base_dir: Path, limits: ReadLimits = LIMITS) -> int:

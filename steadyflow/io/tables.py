@@ -72,7 +72,7 @@ def _chunks(fd: int) -> Iterator[bytes]:
     first = True
     while chunk := os.read(fd, _CHUNK):
         if first and chunk.startswith(_BOM):
-            chunk = chunk[len(_BOM):]
+            chunk = chunk[len(_BOM) :]
         first = False
         yield chunk
 
@@ -198,7 +198,9 @@ def _csv_values(data: bytes | int, limits: ReadLimits) -> list[str]:
     return rows[0]
 
 
-def _csv_doc(number: int, record: Record, header: list[str] | str, spec: TableSource, source: str, limits: ReadLimits) -> Document:
+def _csv_doc(
+    number: int, record: Record, header: list[str] | str, spec: TableSource, source: str, limits: ReadLimits
+) -> Document:
     """Data row ``number``; ``header`` is the header row's cells, or why it could not be read."""
     line, data = record
     fallback, where = f"csv-{number}", f"{source}:{line}"
@@ -211,14 +213,16 @@ def _csv_doc(number: int, record: Record, header: list[str] | str, spec: TableSo
     row: dict[str, Any] = {name: None for name in header}  # a short row: missing cells are None, like csv.DictReader
     row.update(zip(header, values, strict=False))
     if len(values) > len(header):
-        row["_extra"] = values[len(header):]
+        row["_extra"] = values[len(header) :]
     return _row_doc(row, fallback, spec, where)
 
 
 Wanted = Callable[[bytes | int], bool]
 
 
-def _csv_docs(records: Iterator[Record], source: str, spec: TableSource, limits: ReadLimits, wanted: Wanted) -> Iterator[Document]:
+def _csv_docs(
+    records: Iterator[Record], source: str, spec: TableSource, limits: ReadLimits, wanted: Wanted
+) -> Iterator[Document]:
     # the record splitter bounds every row already; the csv module's own (global) limit must not be lower
     csv.field_size_limit(max(csv.field_size_limit(), limits.record_bytes))
     header: list[str] | str = "the file has no header row"

@@ -79,7 +79,9 @@ class CircuitBreaker:
         while len(self.window) > self.spec.window:
             self.window.popleft()
         self.consecutive = self.consecutive + 1 if failed else 0
-        rate_tripped = len(self.window) >= self.spec.min_calls and sum(self.window) / len(self.window) >= self.spec.failure_rate
+        rate_tripped = (
+            len(self.window) >= self.spec.min_calls and sum(self.window) / len(self.window) >= self.spec.failure_rate
+        )
         if self.state == "closed" and failed and (self.consecutive >= self.spec.consecutive_failures or rate_tripped):
             self._open()
 

@@ -39,7 +39,9 @@ class ErrorKind(StrEnum):
     """The prompt and the answer's max_tokens do not fit the model's context (counted before sending, or refused by the endpoint)."""
 
 
-TRANSIENT = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.EMPTY})
+TRANSIENT = frozenset(
+    {ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.EMPTY}
+)
 """Kinds a retry of the same call may fix. Client errors (400/401/404...) are the caller's fault."""
 
 
@@ -80,7 +82,9 @@ def _dropped_connection(exc: BaseException) -> bool:
 
 
 _CONTEXT_CODES = ("context_length_exceeded", "exceed_context_size")
-_CONTEXT_WORDS = re.compile(r"maximum context length|context (?:length|window|size)|exceeds? (?:the )?(?:available )?context", re.I)
+_CONTEXT_WORDS = re.compile(
+    r"maximum context length|context (?:length|window|size)|exceeds? (?:the )?(?:available )?context", re.I
+)
 _NUMBER = r"(\d[\d,]*)"
 _CONTEXT_NUMBERS = {  # OpenAI, vLLM and llama-cpp-python word it this way
     "context": re.compile(rf"maximum context length is {_NUMBER}", re.I),
@@ -112,9 +116,13 @@ def context_overflow(exc: openai.APIStatusError) -> ModelCallError | None:
     if isinstance(body.get("n_ctx"), int) and isinstance(body.get("n_prompt_tokens"), int):  # llama.cpp's own server
         context, prompt = body["n_ctx"], body["n_prompt_tokens"]
     if context is None or prompt is None:
-        return ModelCallError(ErrorKind.CONTEXT_OVERFLOW, f"prompt exceeds context (HTTP {exc.status_code} from the endpoint)")
+        return ModelCallError(
+            ErrorKind.CONTEXT_OVERFLOW, f"prompt exceeds context (HTTP {exc.status_code} from the endpoint)"
+        )
     asked = f"{prompt} + max_tokens {completion}" if completion else f"{prompt}"
-    return ModelCallError(ErrorKind.CONTEXT_OVERFLOW, f"prompt exceeds context ({asked} > {context} tokens, said the endpoint)")
+    return ModelCallError(
+        ErrorKind.CONTEXT_OVERFLOW, f"prompt exceeds context ({asked} > {context} tokens, said the endpoint)"
+    )
 
 
 def classify(exc: BaseException) -> ModelCallError:
@@ -128,7 +136,9 @@ def classify(exc: BaseException) -> ModelCallError:
     if isinstance(exc, InstructorRetryException):
         cause = exc.__cause__
         if isinstance(cause, ValidationError):
-            return ModelCallError(ErrorKind.INVALID_OUTPUT, f"invalid after {exc.n_attempts} attempts: {validation_summary(cause)}")
+            return ModelCallError(
+                ErrorKind.INVALID_OUTPUT, f"invalid after {exc.n_attempts} attempts: {validation_summary(cause)}"
+            )
         if isinstance(cause, json.JSONDecodeError):
             return ModelCallError(ErrorKind.INVALID_OUTPUT, f"invalid JSON after {exc.n_attempts} attempts")
         if cause is not None:

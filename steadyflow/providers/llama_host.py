@@ -47,8 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     model = ModelSettings(
-        model=args.model, model_alias=args.alias, n_ctx=args.n_ctx, n_threads=args.threads,
-        n_threads_batch=args.threads, verbose=False,
+        model=args.model,
+        model_alias=args.alias,
+        n_ctx=args.n_ctx,
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        verbose=False,
     )
     # interrupt_requests would cut a running completion short when another request arrives
     server = ServerSettings(host=args.host, port=args.port, interrupt_requests=False)

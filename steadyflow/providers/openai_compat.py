@@ -132,7 +132,9 @@ class _CallLog:
 class OpenAICompatClient:
     """One model endpoint of a run: its client, its price and its concurrency bound."""
 
-    def __init__(self, name: str, spec: ModelSpec, concurrency: int, base_url: str | None = None, model_id: str | None = None) -> None:
+    def __init__(
+        self, name: str, spec: ModelSpec, concurrency: int, base_url: str | None = None, model_id: str | None = None
+    ) -> None:
         self.name = name
         self.spec = spec
         self.model = model_id or spec.model or name
@@ -145,8 +147,9 @@ class OpenAICompatClient:
         # at 64 connections in flight, aiohttp ~1 ms (benchmarks/throughput.py, docs/benchmarks.md).
         # The hooks time each exchange on the wire, apart from request building and parsing.
         http = openai.DefaultAioHttpClient(event_hooks={"request": [_sent], "response": [_received]})
-        self._raw = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or "not-needed", max_retries=0, timeout=spec.timeout_s,
-                                       http_client=http)
+        self._raw = openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=key or "not-needed", max_retries=0, timeout=spec.timeout_s, http_client=http
+        )
         self._client = instructor.from_openai(self._raw, mode=_MODES[self.mode])
 
     #: Requests the endpoint serves at once when the spec does not say; None: as many as the run's concurrency.
@@ -159,15 +162,25 @@ class OpenAICompatClient:
 
     def parameters(self) -> dict[str, Any]:
         """Generation parameters, as recorded in decision records."""
-        return {"model": self.model, "temperature": self.spec.temperature, "max_tokens": self.spec.max_tokens, "mode": self.mode}
+        return {
+            "model": self.model,
+            "temperature": self.spec.temperature,
+            "max_tokens": self.spec.max_tokens,
+            "mode": self.mode,
+        }
 
     def extra_body(self, response_model: type[BaseModel]) -> dict[str, Any] | None:
         """Provider-specific request additions (the local provider adds a grammar)."""
         return None
 
     async def generate(
-        self, messages: list[dict[str, str]], response_model: type[BaseModel], reasks: int, rung: int,
-        timeout_s: float | None = None, gate: Callable[[], str | None] | None = None,
+        self,
+        messages: list[dict[str, str]],
+        response_model: type[BaseModel],
+        reasks: int,
+        rung: int,
+        timeout_s: float | None = None,
+        gate: Callable[[], str | None] | None = None,
     ) -> tuple[BaseModel, list[Attempt]]:
         """Ask for ``response_model``; return the output and every attempt made.
 
@@ -177,7 +190,11 @@ class OpenAICompatClient:
         Raises :class:`ModelCallError` whose ``attempts`` attribute lists the attempts.
         """
         log = _CallLog(self.name, self.spec, rung, self.breaker)
-        kwargs: dict[str, Any] = {"model": self.model, "temperature": self.spec.temperature, "max_tokens": self.spec.max_tokens}
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "temperature": self.spec.temperature,
+            "max_tokens": self.spec.max_tokens,
+        }
         if timeout_s is not None:
             kwargs["timeout"] = min(timeout_s, self.spec.timeout_s)
         extra = self.extra_body(response_model)
@@ -192,7 +209,9 @@ class OpenAICompatClient:
             if hold > (timeout_s or self.spec.timeout_s):
                 raise self._skipped(ErrorKind.CIRCUIT_OPEN, f"{self.name} held by Retry-After for {hold:.1f} s", rung)
             if hold > 0:
-                await asyncio.sleep(hold)  # honour the endpoint's Retry-After for every caller, not only the one that got it
+                await asyncio.sleep(
+                    hold
+                )  # honour the endpoint's Retry-After for every caller, not only the one that got it
                 log.waited_ms, log.wait_reason = hold * 1000, "retry_after"
             if not self.breaker.allow():
                 raise self._skipped(ErrorKind.CIRCUIT_OPEN, f"circuit open for {self.name}", rung)
@@ -238,7 +257,9 @@ class LocalClient(OpenAICompatClient):
     #: wait inside the server and run into the client's timeout, so they queue here instead.
     default_slots = 1
 
-    def __init__(self, name: str, spec: ModelSpec, concurrency: int, base_url: str | None = None, model_id: str | None = None) -> None:
+    def __init__(
+        self, name: str, spec: ModelSpec, concurrency: int, base_url: str | None = None, model_id: str | None = None
+    ) -> None:
         if not (base_url or spec.base_url):
             # without this the openai SDK would fall back to its public endpoint
             raise ValueError(f"local model '{name}' has no server: start it with LocalEndpoints or give base_url")

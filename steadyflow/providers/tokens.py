@@ -51,8 +51,10 @@ DEFAULT_LOCAL_CONTEXT = 4096
 """Context of the server a run starts for ``provider: local`` when ``context_tokens`` is not given."""
 MESSAGE_OVERHEAD = 8
 """Tokens a chat template adds per message (role markers, separators) in the estimate: 4-6 in ChatML and Llama 3."""
-_SCHEMA_NOTE = ("As a genius expert, your task is to understand the content and provide the parsed objects in json "
-                "that match the following json_schema:\n\n{schema}\n\nMake sure to return an instance of the JSON, not the schema itself")
+_SCHEMA_NOTE = (
+    "As a genius expert, your task is to understand the content and provide the parsed objects in json "
+    "that match the following json_schema:\n\n{schema}\n\nMake sure to return an instance of the JSON, not the schema itself"
+)
 _MAX_CUTS = 4
 
 Messages = list[dict[str, str]]
@@ -94,7 +96,7 @@ class EstimateCounter:
         end = min(len(text), tokens * 3)
         while end > 0 and self.count_text(text[:end]) > tokens:  # non-ASCII characters count one each
             end -= max(1, (self.count_text(text[:end]) - tokens))
-        return text[:max(end, 0)]
+        return text[: max(end, 0)]
 
 
 _LOG_CALLBACK: list[Any] = []
@@ -130,8 +132,11 @@ class VocabCounter:
         template = self._llama.metadata.get("tokenizer.chat_template")
         self._formatter = None
         if template:
-            self._formatter = Jinja2ChatFormatter(template=template, eos_token=self._token_text(self._llama.token_eos()),
-                                                  bos_token=self._token_text(self._llama.token_bos()))
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=self._token_text(self._llama.token_eos()),
+                bos_token=self._token_text(self._llama.token_bos()),
+            )
 
     def _token_text(self, token: int) -> str:
         return "" if token < 0 else self._llama.detokenize([token], special=True).decode("utf-8", errors="ignore")
@@ -143,7 +148,9 @@ class VocabCounter:
     def count(self, messages: Messages) -> int:
         """Tokens of the prompt the server builds from ``messages`` (its chat template, as llama-cpp-python applies it)."""
         if self._formatter is None:
-            return sum(len(self._tokens(m.get("content") or "", special=False)) + MESSAGE_OVERHEAD for m in messages) + 3
+            return (
+                sum(len(self._tokens(m.get("content") or "", special=False)) + MESSAGE_OVERHEAD for m in messages) + 3
+            )
         result = self._formatter(messages=messages)  # type: ignore[arg-type]  # plain role/content dicts are what it reads
         return len(self._tokens(result.prompt, special=True, bos=not result.added_special))
 
@@ -216,8 +223,10 @@ class Fit:
     @property
     def reason(self) -> str:
         """Why the prompt was not sent, without any of its text."""
-        return f"prompt exceeds context ({self.tokens} > {self.context - self.max_tokens} tokens: " \
-               f"context {self.context} less max_tokens {self.max_tokens})"
+        return (
+            f"prompt exceeds context ({self.tokens} > {self.context - self.max_tokens} tokens: "
+            f"context {self.context} less max_tokens {self.max_tokens})"
+        )
 
 
 def _fits_by_size(messages: Messages, extra: Messages, limit: int) -> bool:
@@ -228,8 +237,13 @@ def _fits_by_size(messages: Messages, extra: Messages, limit: int) -> bool:
 
 
 def fit_prompt(
-    counter: TokenCounter, messages: Messages, extra: Messages, context: int, max_tokens: int,
-    text: str | None = None, render: Callable[[str], Messages] | None = None,
+    counter: TokenCounter,
+    messages: Messages,
+    extra: Messages,
+    context: int,
+    max_tokens: int,
+    text: str | None = None,
+    render: Callable[[str], Messages] | None = None,
 ) -> Fit:
     """Fit ``messages`` (and ``extra``, the schema) with room for ``max_tokens`` of answer into ``context``.
 
@@ -258,8 +272,13 @@ def fit_prompt(
     return Fit(None, tokens, context, max_tokens)
 
 
-async def fit_for(spec: ModelSpec, response_model: type[BaseModel], messages: Messages,
-                  text: str | None = None, render: Callable[[str], Messages] | None = None) -> Fit | None:
+async def fit_for(
+    spec: ModelSpec,
+    response_model: type[BaseModel],
+    messages: Messages,
+    text: str | None = None,
+    render: Callable[[str], Messages] | None = None,
+) -> Fit | None:
     """:func:`fit_prompt` for a model spec, in a worker thread (tokenizing is CPU work); None when the context is unknown."""
     context = context_of(spec)
     if context is None:

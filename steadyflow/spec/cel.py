@@ -105,6 +105,8 @@ def _matches(text: Any, pattern: Any) -> Any:
         return celpy.celtypes.BoolType(_pattern(str(pattern)).search(str(text), timeout=MATCH_TIMEOUT_S) is not None)
     except (regex.error, TimeoutError, OverflowError, RecursionError) as exc:
         return celpy.CELEvalError("matches: the pattern is invalid or too costly", type(exc), ())
+
+
 MAX_RULE_CHARS = 4000
 MAX_NESTING = 12
 MAX_TREE_DEPTH = 150
@@ -160,7 +162,12 @@ def _root_member(node: Tree[Any]) -> tuple[Token, Token] | None:
     primary = inner.children[0] if inner.children else None
     if isinstance(primary, Tree) and primary.data == "primary" and primary.children:
         ident = primary.children[0]
-        if isinstance(ident, Tree) and ident.data == "ident" and ident.children and isinstance(ident.children[0], Token):
+        if (
+            isinstance(ident, Tree)
+            and ident.data == "ident"
+            and ident.children
+            and isinstance(ident.children[0], Token)
+        ):
             return ident.children[0], attr
     return None
 
@@ -220,13 +227,31 @@ def _shape_issues(tree: Tree[Any]) -> list[CelIssue]:
     issues = []
     depth, macros = _tree_depth(tree)
     if depth > MAX_TREE_DEPTH:  # before anything below recurses over the tree
-        return [CelIssue(1, 1, f"rule is too deeply nested ({depth} levels, at most {MAX_TREE_DEPTH}): split it into several checks")]
+        return [
+            CelIssue(
+                1,
+                1,
+                f"rule is too deeply nested ({depth} levels, at most {MAX_TREE_DEPTH}): split it into several checks",
+            )
+        ]
     if macros > MAX_MACRO_NESTING:
-        issues.append(CelIssue(1, 1, f"macros (map, filter, exists, all) nest {macros} deep, at most {MAX_MACRO_NESTING}: "
-                                     "nested macros multiply the work per document"))
+        issues.append(
+            CelIssue(
+                1,
+                1,
+                f"macros (map, filter, exists, all) nest {macros} deep, at most {MAX_MACRO_NESTING}: "
+                "nested macros multiply the work per document",
+            )
+        )
     for token in tree.scan_values(lambda v: isinstance(v, Token) and v.type in ("INT_LIT", "UINT_LIT", "FLOAT_LIT")):
         if len(str(token)) > MAX_NUMBER_CHARS:
-            issues.append(CelIssue(token.line or 1, token.column or 1, f"number with {len(str(token))} characters: CEL numbers are 64-bit"))
+            issues.append(
+                CelIssue(
+                    token.line or 1,
+                    token.column or 1,
+                    f"number with {len(str(token))} characters: CEL numbers are 64-bit",
+                )
+            )
     return issues
 
 
@@ -248,14 +273,23 @@ def check_rule(source: str, output_fields: set[str]) -> list[CelIssue]:
     for token in tree.scan_values(lambda v: isinstance(v, Token) and v.type == "STRING_LIT"):
         if str(token)[:1] not in "rR" and re.search(r"(?<!\\)(?:\\\\)*\\[bfv]", str(token)):
             # a regex written as in Python: in CEL (and in YAML "..."), \b is a backspace, not a word boundary
-            issues.append(CelIssue(token.line or 1, token.column or 1,
-                                   "'\\b' in a CEL string is a backspace, not a word boundary: write a raw string r'...' or '\\\\b'"))
+            issues.append(
+                CelIssue(
+                    token.line or 1,
+                    token.column or 1,
+                    "'\\b' in a CEL string is a backspace, not a word boundary: write a raw string r'...' or '\\\\b'",
+                )
+            )
     bound = _bound_names(tree)
     for node in tree.iter_subtrees():
         if node.data == "ident" and node.children and isinstance(node.children[0], Token):
             name = node.children[0]
             if str(name) not in ROOTS and str(name) not in bound:
-                issues.append(CelIssue(name.line or 1, name.column or 1, f"unknown name '{name}' (a rule sees input, output and run)"))
+                issues.append(
+                    CelIssue(
+                        name.line or 1, name.column or 1, f"unknown name '{name}' (a rule sees input, output and run)"
+                    )
+                )
         pair = _root_member(node)
         if pair is None:
             continue

@@ -54,8 +54,11 @@ def _absent_because(items: Any, gid: int) -> str | bool | None:
             branches = [_absent_because(alt, gid) for alt in arg[1]]
             if any(b is not None for b in branches):
                 skipping = [alt for alt, b in zip(arg[1], branches, strict=True) if b is None]
-                found = f"does not take part when {_alternative(skipping[0])} matches" if skipping else \
-                    next((b for b in branches if isinstance(b, str)), False)
+                found = (
+                    f"does not take part when {_alternative(skipping[0])} matches"
+                    if skipping
+                    else next((b for b in branches if isinstance(b, str)), False)
+                )
         elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
             found = _absent_because(arg[2], gid)
             if found is not None and arg[0] == 0:
@@ -92,12 +95,17 @@ def group_problem(source: str, group: int | str, explicit: bool) -> tuple[str, s
     if isinstance(group, str):
         if group not in compiled.groupindex:
             names = list(compiled.groupindex)
-            hint = did_you_mean(group, names) or (f" (its groups: {', '.join(names)})" if names else " (it has no named groups)")
+            hint = did_you_mean(group, names) or (
+                f" (its groups: {', '.join(names)})" if names else " (it has no named groups)"
+            )
             return "group", f"the pattern has no group named '{group}'{hint}"
         gid = compiled.groupindex[group]
     else:
         if group > compiled.groups and (explicit or compiled.groups > 0):
-            return "group", f"the pattern has {compiled.groups} capture group{'s' * (compiled.groups != 1)}: group {group} never matches"
+            return (
+                "group",
+                f"the pattern has {compiled.groups} capture group{'s' * (compiled.groups != 1)}: group {group} never matches",
+            )
         gid = group
     if gid == 0 or gid > compiled.groups:
         return "", None  # the whole match (the default group 1 of a pattern without groups is the whole match)
@@ -151,29 +159,42 @@ def _check_rules(rules: RulesSpec, model: type[BaseModel], pos: Positions, prefi
     for name, rule in rules.fields.items():
         at = (*prefix, "fields", name)
         if name not in model.model_fields:
-            problems.append(pos.problem(at, f"no output field '{name}'{did_you_mean(name, model.model_fields)}", key=True))
+            problems.append(
+                pos.problem(at, f"no output field '{name}'{did_you_mean(name, model.model_fields)}", key=True)
+            )
             continue
         kind, item_enum = _shape(props.get(name, {}), defs)
         allowed = enums.get(name) or item_enum
-        for value in (rule.keywords or {}):
+        for value in rule.keywords or {}:
             if allowed and value not in [str(v) for v in allowed]:
                 hint = did_you_mean(value, [str(v) for v in allowed])
-                problems.append(pos.problem((*at, "keywords", value), f"'{value}' is not a value of '{name}'{hint}", key=True))
+                problems.append(
+                    pos.problem((*at, "keywords", value), f"'{value}' is not a value of '{name}'{hint}", key=True)
+                )
         if kind == "object" and (rule.regex is not None or rule.keywords):
             source = "regex" if rule.regex is not None else "keywords"
-            problems.append(pos.problem((*at, source), f"'{name}' holds objects, which a {source} cannot give: fill it with a default only"))
+            problems.append(
+                pos.problem(
+                    (*at, source), f"'{name}' holds objects, which a {source} cannot give: fill it with a default only"
+                )
+            )
         elif rule.regex is not None:
             problems += _regex_problems(rule, model.model_fields[name].is_required(), pos, at)
         if rule.default is not None:
             try:
                 model.model_validate({name: rule.default})
             except ValidationError as exc:
-                problems += [pos.problem((*at, "default"), f"default does not fit '{name}': {err['msg']}")
-                             for err in exc.errors(include_url=False) if err["loc"] and err["loc"][0] == name][:1]
+                problems += [
+                    pos.problem((*at, "default"), f"default does not fit '{name}': {err['msg']}")
+                    for err in exc.errors(include_url=False)
+                    if err["loc"] and err["loc"][0] == name
+                ][:1]
     return problems
 
 
-def _load_rules(ref: str | RulesSpec, model: type[BaseModel], pos: Positions, at: DataPath, base: Path) -> tuple[RulesSpec | None, list[Problem]]:
+def _load_rules(
+    ref: str | RulesSpec, model: type[BaseModel], pos: Positions, at: DataPath, base: Path
+) -> tuple[RulesSpec | None, list[Problem]]:
     if isinstance(ref, RulesSpec):
         return ref, _check_rules(ref, model, pos, at)
     file = base / ref
@@ -193,7 +214,10 @@ def _check_default(value: dict[str, Any], model: type[BaseModel], pos: Positions
     try:
         model.model_validate(value)
     except ValidationError as exc:
-        return [pos.problem((*at, *err["loc"]), f"default does not fit the output: {err['msg']}") for err in exc.errors(include_url=False)]
+        return [
+            pos.problem((*at, *err["loc"]), f"default does not fit the output: {err['msg']}")
+            for err in exc.errors(include_url=False)
+        ]
     return []
 
 
@@ -213,7 +237,9 @@ def _field_problems(fields: dict[str, FieldSpec], pos: Positions, at: DataPath) 
     return problems
 
 
-def _output_model(stage: Any, pos: Positions, at: DataPath, import_code: bool) -> tuple[type[BaseModel] | None, list[Problem]]:
+def _output_model(
+    stage: Any, pos: Positions, at: DataPath, import_code: bool
+) -> tuple[type[BaseModel] | None, list[Problem]]:
     try:
         if stage.output_model:
             return (import_model(stage.output_model), []) if import_code else (None, [])
@@ -247,7 +273,13 @@ def _load_prompt(stage: AiStage, pos: Positions, at: DataPath, base: Path) -> tu
 
 
 def _check_ladder(
-    stage: AiStage, spec: Pipeline, model: type[BaseModel], pos: Positions, at: DataPath, base: Path, compiled: CompiledStage
+    stage: AiStage,
+    spec: Pipeline,
+    model: type[BaseModel],
+    pos: Positions,
+    at: DataPath,
+    base: Path,
+    compiled: CompiledStage,
 ) -> list[Problem]:
     problems: list[Problem] = []
     if not any(isinstance(r, ModelRung) for r in stage.ladder):
@@ -257,7 +289,11 @@ def _check_ladder(
         models = [r.model for r in stage.ladder if isinstance(r, ModelRung)]
         for name, model_name in stage.route.enter.items():
             if name not in classes:
-                problems.append(pos.problem((*at, "route", "enter", name), f"unknown class '{name}'{did_you_mean(name, classes)}", key=True))
+                problems.append(
+                    pos.problem(
+                        (*at, "route", "enter", name), f"unknown class '{name}'{did_you_mean(name, classes)}", key=True
+                    )
+                )
             if model_name not in models:
                 hint = did_you_mean(model_name, models) or f" (model rungs: {', '.join(models)})"
                 problems.append(pos.problem((*at, "route", "enter", name), f"no model rung for '{model_name}'{hint}"))
@@ -268,7 +304,9 @@ def _check_ladder(
             problems.append(pos.problem((*where, "model"), f"unknown model '{rung.model}'{hint}"))
         if isinstance(rung, DefaultRung):
             if i != len(stage.ladder) - 1:
-                problems.append(pos.problem(where, "a default rung must be the last rung (nothing after it is ever reached)"))
+                problems.append(
+                    pos.problem(where, "a default rung must be the last rung (nothing after it is ever reached)")
+                )
             problems += _check_default(rung.default, model, pos, (*where, "default"))
         if isinstance(rung, RulesRung):
             rules, found = _load_rules(rung.rules, model, pos, (*where, "rules"), base)
@@ -286,10 +324,16 @@ def check_models(spec: Pipeline, pos: Positions) -> list[Problem]:
     problems = []
     for name, model in spec.models.items():
         if model.context_tokens is not None and model.max_tokens >= model.context_tokens:
-            message = f"max_tokens {model.max_tokens} leaves no room for a prompt in context_tokens {model.context_tokens}"
+            message = (
+                f"max_tokens {model.max_tokens} leaves no room for a prompt in context_tokens {model.context_tokens}"
+            )
             problems.append(pos.problem(("models", name, "max_tokens"), message))
         if model.tokenizer is not None and not Path(model.tokenizer).expanduser().is_file():
-            problems.append(pos.problem(("models", name, "tokenizer"), f"tokenizer '{model.tokenizer}' is not a file (expected a GGUF file)"))
+            problems.append(
+                pos.problem(
+                    ("models", name, "tokenizer"), f"tokenizer '{model.tokenizer}' is not a file (expected a GGUF file)"
+                )
+            )
         if model.provider == "local":
             if model.mode not in (None, "json"):
                 message = "provider 'local' always uses mode 'json' with a schema grammar: remove 'mode'"
@@ -302,7 +346,9 @@ def check_models(spec: Pipeline, pos: Positions) -> list[Problem]:
     return problems
 
 
-def compile_stages(spec: Pipeline, data: dict[str, Any], pos: Positions, base: Path, *, import_code: bool = True) -> list[CompiledStage]:
+def compile_stages(
+    spec: Pipeline, data: dict[str, Any], pos: Positions, base: Path, *, import_code: bool = True
+) -> list[CompiledStage]:
     """Check every stage against the rest of the file and compile it.
 
     With ``import_code=False`` no ``output_model`` is imported (``validate --no-plugins``):

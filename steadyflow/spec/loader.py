@@ -112,13 +112,20 @@ def read_confined(base: Path, ref: str) -> str:
     except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
         raise ConfinedReadError("cannot be resolved to a file (a symlink loop?)") from None
     if not target.is_relative_to(folder):
-        raise ConfinedReadError("is outside the pipeline's folder (symlinks followed): move the file into that folder and name it relative to it")
+        raise ConfinedReadError(
+            "is outside the pipeline's folder (symlinks followed): move the file into that folder and name it relative to it"
+        )
     return _read_regular(target, MAX_INCLUDED_BYTES)
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "a special file"
@@ -132,8 +139,14 @@ def parse_spec(text: str, shown: str, overrides: list[str] | None = None) -> tup
     stages = data.get("stages")
     if isinstance(stages, list) and len(stages) > MAX_STAGES:
         # checked before validating anything: each stage compiles a model and parses its rules
-        raise SpecError([positions.problem(("stages",), f"{len(stages)} stages: a pipeline has at most {MAX_STAGES}; "
-                                                        "split it into several pipelines")])
+        raise SpecError(
+            [
+                positions.problem(
+                    ("stages",),
+                    f"{len(stages)} stages: a pipeline has at most {MAX_STAGES}; split it into several pipelines",
+                )
+            ]
+        )
     if overrides:
         apply_overrides(data, overrides)
     data, expanded = interpolate_env(data, positions)

@@ -39,13 +39,16 @@ class ModelSpec(Strict):
     model_path: str | None = Field(None, description="local provider: a GGUF file instead of the default")
     model_sha256: str | None = Field(None, description="local provider: refuse model_path unless its SHA-256 is this")
     context_tokens: int | None = Field(
-        None, ge=256, le=2_000_000,
+        None,
+        ge=256,
+        le=2_000_000,
         description="context window in tokens: prompts that do not fit with max_tokens are not sent (see input.on_overflow); "
-                    "local: the server's context (default 4096); other providers: what the endpoint declares (default: unknown, no check)",
+        "local: the server's context (default 4096); other providers: what the endpoint declares (default: unknown, no check)",
     )
     tokenizer: str | None = Field(
-        None, description="a GGUF file whose vocabulary counts this model's tokens (default: the local model's own; "
-                          "elsewhere an estimate of 1 token per 3 characters)",
+        None,
+        description="a GGUF file whose vocabulary counts this model's tokens (default: the local model's own; "
+        "elsewhere an estimate of 1 token per 3 characters)",
     )
     price: Price = Price()
     timeout_s: float = Field(30.0, gt=0, le=3600)
@@ -73,11 +76,17 @@ class ParseOptions(Strict):
     """How a source parses e-mail (``format: email``, or a sniffed ``.txt``); see steadyflow.io.email_parse."""
 
     headers: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,75}$")]] = Field(
-        default_factory=lambda: ["subject", "from", "to", "date"], max_length=50,
-        description="e-mail headers that become document fields (default: subject, from, to, date); the text is always Subject + body")
+        default_factory=lambda: ["subject", "from", "to", "date"],
+        max_length=50,
+        description="e-mail headers that become document fields (default: subject, from, to, date); the text is always Subject + body",
+    )
     attachments: Literal["names", "text"] = Field(
-        "names", description="names: list each attachment's name, type and size; text: also append text attachments' content")
-    quoted: Literal["keep", "strip"] = Field("keep", description="strip: drop '> ' lines and 'On ... wrote:' blocks of replies")
+        "names",
+        description="names: list each attachment's name, type and size; text: also append text attachments' content",
+    )
+    quoted: Literal["keep", "strip"] = Field(
+        "keep", description="strip: drop '> ' lines and 'On ... wrote:' blocks of replies"
+    )
 
     @field_validator("headers")
     @classmethod
@@ -99,7 +108,8 @@ class FilesSource(ParseOptions):
     kind: Literal["files"]
     path: str
     format: Literal["auto", "text", "email", "html", "pdf", "json"] = Field(
-        "auto", description="auto: by extension (.txt sniffed for e-mail headers); else every file is parsed this way")
+        "auto", description="auto: by extension (.txt sniffed for e-mail headers); else every file is parsed this way"
+    )
 
 
 class TableSource(ParseOptions):
@@ -109,20 +119,32 @@ class TableSource(ParseOptions):
     path: str
     text_field: str = "text"
     id_field: str | None = "id"
-    format: Literal["text", "email", "html"] = Field("text", description="how the text_field value is parsed (email: a raw message)")
+    format: Literal["text", "email", "html"] = Field(
+        "text", description="how the text_field value is parsed (email: a raw message)"
+    )
 
 
 Source = Annotated[FilesSource | TableSource, Field(discriminator="kind")]
 
 
-RUN_FILES = ("decisions.sqlite", "decisions.sqlite-wal", "decisions.sqlite-shm", "decisions.sqlite-journal",
-             "quarantine.jsonl", ".steadyflow.lock")
+RUN_FILES = (
+    "decisions.sqlite",
+    "decisions.sqlite-wal",
+    "decisions.sqlite-shm",
+    "decisions.sqlite-journal",
+    "quarantine.jsonl",
+    ".steadyflow.lock",
+)
 """Files a run keeps in its output folder: no sink may be written over them."""
 
 
 def _leaves_folder(path: str) -> bool:
     """True for an absolute path or one that climbs out with ``..``."""
-    return path.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", path) is not None or ".." in re.split(r"[/\\]", path)
+    return (
+        path.startswith(("/", "\\", "~"))
+        or re.match(r"^[A-Za-z]:", path) is not None
+        or ".." in re.split(r"[/\\]", path)
+    )
 
 
 class FileSink(Strict):
@@ -143,8 +165,10 @@ class FileSink(Strict):
         if Path(value).name in RUN_FILES:
             raise ValueError(f"'{Path(value).name}' is a file the run keeps for itself; give the sink another name")
         if _leaves_folder(value) and not info.data.get("outside_output"):
-            raise ValueError(f"sink path '{value}' leaves the output folder; set run.output to choose the folder "
-                             "and give a file name here, or add outside_output: true")
+            raise ValueError(
+                f"sink path '{value}' leaves the output folder; set run.output to choose the folder "
+                "and give a file name here, or add outside_output: true"
+            )
         return value
 
 
@@ -156,8 +180,12 @@ class SqlSink(Strict):
     """
 
     kind: Literal["sql"]
-    outside_output: bool = Field(False, description="allow a SQLite file outside the output folder (absolute or with '..')")
-    url: str = Field(description="e.g. sqlite:///tickets.sqlite (in the output folder) or postgresql+psycopg://user:${PGPASSWORD}@host/db")
+    outside_output: bool = Field(
+        False, description="allow a SQLite file outside the output folder (absolute or with '..')"
+    )
+    url: str = Field(
+        description="e.g. sqlite:///tickets.sqlite (in the output folder) or postgresql+psycopg://user:${PGPASSWORD}@host/db"
+    )
     table: str = Field("outputs", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
 
     @field_validator("url")
@@ -165,18 +193,26 @@ class SqlSink(Strict):
     def _known_database(cls, value: str, info: ValidationInfo) -> str:
         scheme = value.split(":", 1)[0].split("+", 1)[0]
         if scheme not in ("sqlite", "postgresql"):
-            raise ValueError(f"'{scheme}' databases are not supported; use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+            raise ValueError(
+                f"'{scheme}' databases are not supported; use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+            )
         if "://" not in value:
             raise ValueError("expected a SQLAlchemy URL such as sqlite:///outputs.sqlite")
         if scheme == "sqlite":
             path = value.split(":///", 1)[1] if ":///" in value else ""
             if path.split("?", 1)[0] in ("", ":memory:"):
-                raise ValueError("an in-memory SQLite database is gone when the run ends; give a file, e.g. sqlite:///outputs.sqlite")
+                raise ValueError(
+                    "an in-memory SQLite database is gone when the run ends; give a file, e.g. sqlite:///outputs.sqlite"
+                )
             if Path(path).name in RUN_FILES:
-                raise ValueError(f"'{Path(path).name}' is a file the run keeps for itself; give the database another name")
+                raise ValueError(
+                    f"'{Path(path).name}' is a file the run keeps for itself; give the database another name"
+                )
             if path and path != ":memory:" and _leaves_folder(path) and not info.data.get("outside_output"):
-                raise ValueError(f"SQLite file '{path}' is outside the output folder; give a file name "
-                                 "(it goes into the output folder), or add outside_output: true")
+                raise ValueError(
+                    f"SQLite file '{path}' is outside the output folder; give a file name "
+                    "(it goes into the output folder), or add outside_output: true"
+                )
         return value
 
 
@@ -191,13 +227,19 @@ class InputSpec(Strict):
     max_chars: int = Field(20_000, ge=1)
     required: list[str] = Field(default_factory=list, description="document fields that must be present")
     redact_pii: list[str] | None = Field(
-        None, description="presidio entity types replaced by placeholders before any provider sees the text, e.g. [EMAIL_ADDRESS]"
+        None,
+        description="presidio entity types replaced by placeholders before any provider sees the text, e.g. [EMAIL_ADDRESS]",
     )
-    restore_pii: list[str] = Field(default_factory=list, description="output fields whose placeholders are restored to the original values")
-    injection: Literal["flag", "quarantine", "off"] = Field("flag", description="prompt-injection signs: record them, quarantine, or ignore")
+    restore_pii: list[str] = Field(
+        default_factory=list, description="output fields whose placeholders are restored to the original values"
+    )
+    injection: Literal["flag", "quarantine", "off"] = Field(
+        "flag", description="prompt-injection signs: record them, quarantine, or ignore"
+    )
     on_overflow: Literal["quarantine", "truncate"] = Field(
-        "quarantine", description="a prompt longer than a model rung's context (less its max_tokens): 'quarantine' skips the rung "
-                                  "(lower rungs still run, else the document is quarantined); 'truncate' cuts the document text to fit",
+        "quarantine",
+        description="a prompt longer than a model rung's context (less its max_tokens): 'quarantine' skips the rung "
+        "(lower rungs still run, else the document is quarantined); 'truncate' cuts the document text to fit",
     )
 
     @field_validator("injection", mode="before")
@@ -314,7 +356,9 @@ def _rung_kind(value: Any) -> str | None:
 
 
 Rung = Annotated[
-    Annotated[ModelRung, Tag("model")] | Annotated[RulesRung, Tag("rules")] | Annotated[DefaultRung, Tag("default")]
+    Annotated[ModelRung, Tag("model")]
+    | Annotated[RulesRung, Tag("rules")]
+    | Annotated[DefaultRung, Tag("default")]
     | Annotated[CacheRung, Tag("cache")],
     Discriminator(
         _rung_kind,
@@ -343,7 +387,9 @@ class AiStage(_StageBase):
 
     kind: Literal["ai"]
     prompt: PromptSpec
-    validate_: list[CheckSpec] = Field(default_factory=list, alias="validate", description="checks on each output, in order")
+    validate_: list[CheckSpec] = Field(
+        default_factory=list, alias="validate", description="checks on each output, in order"
+    )
     ladder: list[Rung] = Field(min_length=1)
     route: RouteSpec | None = None
     deadline_s: float | None = Field(None, gt=0, description="per document: after this long, model rungs are skipped")
@@ -365,15 +411,21 @@ class RunSettings(Strict):
     """How a run is executed; every value can be overridden from the CLI."""
 
     output: str | None = Field(
-        None, description="folder of outputs, quarantine and decisions.sqlite, relative to this file; --output replaces it"
+        None,
+        description="folder of outputs, quarantine and decisions.sqlite, relative to this file; --output replaces it",
     )
     concurrency: int = Field(8, ge=1, le=1024, description="documents in flight per model")
     chunk_size: int = Field(50, ge=1, le=100_000, description="documents per Prefect task")
-    cache_path: str | None = Field(None, description="SQLite file of the output cache; default: <user cache>/steadyflow/outputs.sqlite")
-    task_runner: Literal["local", "dask"] = Field(
-        "local", description="'local': stages run in the flow's process; 'dask': chunks run on a Dask cluster (prefect-dask)"
+    cache_path: str | None = Field(
+        None, description="SQLite file of the output cache; default: <user cache>/steadyflow/outputs.sqlite"
     )
-    dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster; default: a local cluster of worker processes")
+    task_runner: Literal["local", "dask"] = Field(
+        "local",
+        description="'local': stages run in the flow's process; 'dask': chunks run on a Dask cluster (prefect-dask)",
+    )
+    dask_address: str | None = Field(
+        None, description="scheduler of an existing Dask cluster; default: a local cluster of worker processes"
+    )
     dask_workers: int = Field(2, ge=1, le=256, description="worker processes of the local Dask cluster")
 
 
@@ -390,5 +442,6 @@ class Pipeline(Strict):
     run: RunSettings = RunSettings()
     budget: BudgetSpec | None = None
     plugins: list[str] = Field(
-        default_factory=list, description="Python modules to import (relative to this file's folder) that register @validator checks"
+        default_factory=list,
+        description="Python modules to import (relative to this file's folder) that register @validator checks",
     )

@@ -64,7 +64,9 @@ def pattern_problem(pattern: str) -> str | None:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = lines[-1].removeprefix("error: ") if lines else "invalid"
         if "not supported" in reason:
-            return f"pattern uses a construct the output validator's regex engine does not support (Rust regex): {reason}"
+            return (
+                f"pattern uses a construct the output validator's regex engine does not support (Rust regex): {reason}"
+            )
         return f"pattern does not compile: {reason}"
     return None
 

@@ -32,10 +32,22 @@ def _step(current: Any, segment: str, index: int, walked: Path) -> tuple[Any, st
         for i, item in enumerate(current):
             if isinstance(item, dict) and item.get("id") == segment:
                 return current, i
-        raise SpecError([Problem(_set_source(index), 1, 1, format_path(walked), f"no list item '{segment}' (give an index or a stage id)")])
+        raise SpecError(
+            [
+                Problem(
+                    _set_source(index),
+                    1,
+                    1,
+                    format_path(walked),
+                    f"no list item '{segment}' (give an index or a stage id)",
+                )
+            ]
+        )
     if isinstance(current, dict):
         return current, segment
-    raise SpecError([Problem(_set_source(index), 1, 1, format_path(walked), f"'{format_path(walked)}' is a value, not a mapping")])
+    raise SpecError(
+        [Problem(_set_source(index), 1, 1, format_path(walked), f"'{format_path(walked)}' is a value, not a mapping")]
+    )
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
@@ -82,7 +94,9 @@ _MIN_SCRUBBED = 4
 
 
 def _env_field(path: Path) -> bool:
-    return any(len(path) == len(p) and all(w == "*" or w == k for w, k in zip(p, path, strict=True)) for p in ENV_FIELDS)
+    return any(
+        len(path) == len(p) and all(w == "*" or w == k for w, k in zip(p, path, strict=True)) for p in ENV_FIELDS
+    )
 
 
 def _env_fields_text() -> str:
@@ -98,7 +112,9 @@ class Expanded:
     value: str = field(repr=False)
 
 
-def interpolate_env(data: Any, positions: Positions, env: Mapping[str, str] | None = None) -> tuple[Any, list[Expanded]]:
+def interpolate_env(
+    data: Any, positions: Positions, env: Mapping[str, str] | None = None
+) -> tuple[Any, list[Expanded]]:
     """Replace ``${VAR}`` and ``${VAR:-default}`` in :data:`ENV_FIELDS`; ``$${`` is a literal ``${`` anywhere.
 
     Returns the data and what was expanded. A missing VAR, or a ``${`` outside
@@ -118,8 +134,13 @@ def interpolate_env(data: Any, positions: Positions, env: Mapping[str, str] | No
                 return environ[name]
             if default is not None:
                 return default
-            problems.append(positions.problem(path, f"environment variable {name} is not set (write ${{{name}:-}} to make it optional)"))
+            problems.append(
+                positions.problem(
+                    path, f"environment variable {name} is not set (write ${{{name}:-}} to make it optional)"
+                )
+            )
             return ""
+
         return one
 
     def walk(value: Any, path: Path) -> Any:
@@ -132,8 +153,13 @@ def interpolate_env(data: Any, positions: Positions, env: Mapping[str, str] | No
         if _env_field(path):
             return _ENV_OR_ESCAPE.sub(replace(path), value)
         if any(m.group(0) != _ESCAPED for m in _ANY_REF.finditer(value)):
-            problems.append(positions.problem(path, f"environment variables are expanded only in {_env_fields_text()}; "
-                                                    "write $${X} for a literal ${X}"))
+            problems.append(
+                positions.problem(
+                    path,
+                    f"environment variables are expanded only in {_env_fields_text()}; "
+                    "write $${X} for a literal ${X}",
+                )
+            )
             return value
         return value.replace(_ESCAPED, "${")
 

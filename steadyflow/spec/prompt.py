@@ -62,7 +62,10 @@ def check_template(template: str) -> tuple[int, str] | None:
         ast = env.parse(template)
         for node in ast.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
             # prompts are one file, versioned by its own hash: there is nothing to include
-            return node.lineno, "prompt templates cannot include, import or extend other templates: put the text in this one"
+            return (
+                node.lineno,
+                "prompt templates cannot include, import or extend other templates: put the text in this one",
+            )
         unknown = sorted(meta.find_undeclared_variables(ast) - PROMPT_VARIABLES)
         if unknown:
             allowed = ", ".join(sorted(PROMPT_VARIABLES))

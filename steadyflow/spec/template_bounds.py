@@ -114,7 +114,9 @@ def check_args(args: Iterable[Any]) -> None:
     """Refuse an integer argument (a width, a count) larger than the output may be."""
     for arg in args:
         if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > MAX_RENDER_CHARS:
-            raise PromptTooCostly(f"argument {arg if abs(arg) < 10**30 else 'with many digits'} is larger than {MAX_RENDER_CHARS}")
+            raise PromptTooCostly(
+                f"argument {arg if abs(arg) < 10**30 else 'with many digits'} is larger than {MAX_RENDER_CHARS}"
+            )
 
 
 def check_replace(text: Any, old: Any, new: Any) -> None:
@@ -150,7 +152,18 @@ class BoundedEnvironment(SandboxedEnvironment):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        for name in ("center", "indent", "replace", "format", "wordwrap", "truncate", "join", "batch", "slice", "round"):
+        for name in (
+            "center",
+            "indent",
+            "replace",
+            "format",
+            "wordwrap",
+            "truncate",
+            "join",
+            "batch",
+            "slice",
+            "round",
+        ):
             self.filters[name] = _bounded_filter(name, self.filters[name])
         self.filters[_LOOP_FILTER] = _loop_budget
 
@@ -221,7 +234,10 @@ def render_bounded(template: jinja2.Template, context: dict[str, Any]) -> str:
 
 
 _BINOPS: dict[type[nodes.BinExpr], Callable[[Any, Any], Any]] = {
-    nodes.Mul: lambda a, b: a * b, nodes.Pow: lambda a, b: a**b, nodes.Add: lambda a, b: a + b, nodes.Mod: lambda a, b: a % b,
+    nodes.Mul: lambda a, b: a * b,
+    nodes.Pow: lambda a, b: a**b,
+    nodes.Add: lambda a, b: a + b,
+    nodes.Mod: lambda a, b: a % b,
 }
 
 

@@ -21,8 +21,12 @@ Comparison = Literal["<", "<=", "==", "!=", ">=", ">"]
 
 class _Check(Strict):
     layer: Layer
-    on_fail: OnFail = Field("escalate", description="what a failure does: reask, fix, filter, escalate, quarantine or noop")
-    message: str | None = Field(None, description="what the model (reask) and the record are told when this check fails")
+    on_fail: OnFail = Field(
+        "escalate", description="what a failure does: reask, fix, filter, escalate, quarantine or noop"
+    )
+    message: str | None = Field(
+        None, description="what the model (reask) and the record are told when this check fails"
+    )
 
 
 # --- structural ---------------------------------------------------------------------------------
@@ -150,13 +154,31 @@ class PluginCheck(_Check):
 
 
 BUILTIN: dict[str, type[_Check]] = {
-    "compare": CompareCheck, "required_if": RequiredIfCheck, "grounded": GroundedCheck, "sum": SumCheck,
-    "date_order": DateOrderCheck, "similar": SimilarCheck, "rule": RuleCheck, "pii": PiiCheck, "banned": BannedCheck,
-    "competitors": CompetitorsCheck, "secrets": SecretsCheck, "format": FormatCheck,
+    "compare": CompareCheck,
+    "required_if": RequiredIfCheck,
+    "grounded": GroundedCheck,
+    "sum": SumCheck,
+    "date_order": DateOrderCheck,
+    "similar": SimilarCheck,
+    "rule": RuleCheck,
+    "pii": PiiCheck,
+    "banned": BannedCheck,
+    "competitors": CompetitorsCheck,
+    "secrets": SecretsCheck,
+    "format": FormatCheck,
 }
 LAYER_OF: dict[str, str] = {
-    "compare": "structural", "required_if": "structural", "grounded": "semantic", "sum": "semantic", "date_order": "semantic",
-    "similar": "semantic", "rule": "business", "pii": "safety", "banned": "safety", "competitors": "safety", "secrets": "safety",
+    "compare": "structural",
+    "required_if": "structural",
+    "grounded": "semantic",
+    "sum": "semantic",
+    "date_order": "semantic",
+    "similar": "semantic",
+    "rule": "business",
+    "pii": "safety",
+    "banned": "safety",
+    "competitors": "safety",
+    "secrets": "safety",
     "format": "safety",
 }
 FIXABLE = frozenset({"pii", "banned", "competitors", "secrets", "format"})
@@ -168,10 +190,18 @@ def _which(value: Any) -> str:
 
 
 CheckSpec = Annotated[
-    Annotated[CompareCheck, Tag("compare")] | Annotated[RequiredIfCheck, Tag("required_if")]
-    | Annotated[GroundedCheck, Tag("grounded")] | Annotated[SumCheck, Tag("sum")] | Annotated[DateOrderCheck, Tag("date_order")]
-    | Annotated[SimilarCheck, Tag("similar")] | Annotated[RuleCheck, Tag("rule")] | Annotated[PiiCheck, Tag("pii")]
-    | Annotated[BannedCheck, Tag("banned")] | Annotated[CompetitorsCheck, Tag("competitors")]
-    | Annotated[SecretsCheck, Tag("secrets")] | Annotated[FormatCheck, Tag("format")] | Annotated[PluginCheck, Tag("plugin")],
+    Annotated[CompareCheck, Tag("compare")]
+    | Annotated[RequiredIfCheck, Tag("required_if")]
+    | Annotated[GroundedCheck, Tag("grounded")]
+    | Annotated[SumCheck, Tag("sum")]
+    | Annotated[DateOrderCheck, Tag("date_order")]
+    | Annotated[SimilarCheck, Tag("similar")]
+    | Annotated[RuleCheck, Tag("rule")]
+    | Annotated[PiiCheck, Tag("pii")]
+    | Annotated[BannedCheck, Tag("banned")]
+    | Annotated[CompetitorsCheck, Tag("competitors")]
+    | Annotated[SecretsCheck, Tag("secrets")]
+    | Annotated[FormatCheck, Tag("format")]
+    | Annotated[PluginCheck, Tag("plugin")],
     Discriminator(_which),
 ]

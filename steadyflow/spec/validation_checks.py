@@ -19,22 +19,82 @@ from steadyflow.spec.validation import BUILTIN, FIXABLE, LAYER_OF, PluginCheck, 
 from steadyflow.spec.yaml_positions import Path, Positions
 
 #: presidio's predefined recognizers (2.2): what ``redact_pii`` and ``pii.entities`` may name.
-PII_ENTITIES = frozenset({
-    "CREDIT_CARD", "CRYPTO", "DATE_TIME", "EMAIL_ADDRESS", "IBAN_CODE", "IP_ADDRESS", "MAC_ADDRESS", "NRP", "LOCATION", "PERSON",
-    "PHONE_NUMBER", "MEDICAL_LICENSE", "URL", "US_BANK_NUMBER", "US_DRIVER_LICENSE", "US_ITIN", "US_MBI", "US_NPI", "US_PASSPORT",
-    "US_SSN", "UK_NHS", "UK_NINO", "UK_POSTCODE", "UK_VEHICLE_REGISTRATION", "ES_NIF", "ES_NIE", "IT_FISCAL_CODE",
-    "IT_DRIVER_LICENSE", "IT_VAT_CODE", "IT_PASSPORT", "IT_IDENTITY_CARD", "PL_PESEL", "SG_NRIC_FIN", "SG_UEN", "AU_ABN",
-    "AU_ACN", "AU_TFN", "AU_MEDICARE", "IN_PAN", "IN_AADHAAR", "IN_VEHICLE_REGISTRATION", "IN_VOTER", "IN_PASSPORT", "IN_GSTIN",
-    "FI_PERSONAL_IDENTITY_CODE", "KR_RRN", "KR_DRIVER_LICENSE", "KR_FRN", "KR_PASSPORT", "KR_BRN", "TH_TNIN", "NG_NIN",
-    "NG_VEHICLE_REGISTRATION", "SE_PERSONNUMMER", "SE_ORGANISATIONSNUMMER", "DE_TAX_ID", "DE_PASSPORT", "DE_ID_CARD",
-    "AGE", "EMAIL", "ID", "ORGANIZATION", "UUID",
-})
+PII_ENTITIES = frozenset(
+    {
+        "CREDIT_CARD",
+        "CRYPTO",
+        "DATE_TIME",
+        "EMAIL_ADDRESS",
+        "IBAN_CODE",
+        "IP_ADDRESS",
+        "MAC_ADDRESS",
+        "NRP",
+        "LOCATION",
+        "PERSON",
+        "PHONE_NUMBER",
+        "MEDICAL_LICENSE",
+        "URL",
+        "US_BANK_NUMBER",
+        "US_DRIVER_LICENSE",
+        "US_ITIN",
+        "US_MBI",
+        "US_NPI",
+        "US_PASSPORT",
+        "US_SSN",
+        "UK_NHS",
+        "UK_NINO",
+        "UK_POSTCODE",
+        "UK_VEHICLE_REGISTRATION",
+        "ES_NIF",
+        "ES_NIE",
+        "IT_FISCAL_CODE",
+        "IT_DRIVER_LICENSE",
+        "IT_VAT_CODE",
+        "IT_PASSPORT",
+        "IT_IDENTITY_CARD",
+        "PL_PESEL",
+        "SG_NRIC_FIN",
+        "SG_UEN",
+        "AU_ABN",
+        "AU_ACN",
+        "AU_TFN",
+        "AU_MEDICARE",
+        "IN_PAN",
+        "IN_AADHAAR",
+        "IN_VEHICLE_REGISTRATION",
+        "IN_VOTER",
+        "IN_PASSPORT",
+        "IN_GSTIN",
+        "FI_PERSONAL_IDENTITY_CODE",
+        "KR_RRN",
+        "KR_DRIVER_LICENSE",
+        "KR_FRN",
+        "KR_PASSPORT",
+        "KR_BRN",
+        "TH_TNIN",
+        "NG_NIN",
+        "NG_VEHICLE_REGISTRATION",
+        "SE_PERSONNUMMER",
+        "SE_ORGANISATIONSNUMMER",
+        "DE_TAX_ID",
+        "DE_PASSPORT",
+        "DE_ID_CARD",
+        "AGE",
+        "EMAIL",
+        "ID",
+        "ORGANIZATION",
+        "UUID",
+    }
+)
 _FIELD_KEYS = ("field", "left", "right", "total")
 _LIST_KEYS = ("fields", "parts")
 
 
 def _entity_hint(entity: str) -> str:
-    return did_you_mean(entity, PII_ENTITIES) or " (presidio types include EMAIL_ADDRESS, PHONE_NUMBER, PERSON, CREDIT_CARD, IBAN_CODE)"
+    return (
+        did_you_mean(entity, PII_ENTITIES)
+        or " (presidio types include EMAIL_ADDRESS, PHONE_NUMBER, PERSON, CREDIT_CARD, IBAN_CODE)"
+    )
 
 
 def _field_names(check: Any) -> list[tuple[tuple[str | int, ...], str]]:
@@ -64,13 +124,23 @@ def _on_fail_problems(check: Any, model: type[BaseModel], pos: Positions, at: Pa
     name = check.check
     if check.on_fail == "fix" and name in BUILTIN and name not in FIXABLE:
         fixable = ", ".join(sorted(FIXABLE))
-        return [pos.problem((*at, "on_fail"), f"check '{name}' has no fix: use reask, escalate, quarantine or noop (fixable: {fixable})")]
+        return [
+            pos.problem(
+                (*at, "on_fail"),
+                f"check '{name}' has no fix: use reask, escalate, quarantine or noop (fixable: {fixable})",
+            )
+        ]
     if check.on_fail == "filter":
         named = [f for _, f in _field_names(check)]
         required = [f for f in named if f in model.model_fields and model.model_fields[f].is_required()]
         if not named or required:
             what = f"'{required[0]}' is required" if required else "it names no field"
-            return [pos.problem((*at, "on_fail"), f"filter drops the failing field, but {what}: mark the field optional or use another action")]
+            return [
+                pos.problem(
+                    (*at, "on_fail"),
+                    f"filter drops the failing field, but {what}: mark the field optional or use another action",
+                )
+            ]
     return []
 
 
@@ -83,7 +153,9 @@ def check_validators(stage: AiStage, model: type[BaseModel], pos: Positions, at:
         if isinstance(check, PluginCheck):
             continue  # plugins are checked against the registry by steadyflow.validators
         if LAYER_OF[check.check] != check.layer:
-            problems.append(pos.problem((*where, "layer"), f"check '{check.check}' belongs to layer '{LAYER_OF[check.check]}'"))
+            problems.append(
+                pos.problem((*where, "layer"), f"check '{check.check}' belongs to layer '{LAYER_OF[check.check]}'")
+            )
         for sub, name in _field_names(check):
             if name.split(".")[0] not in fields:
                 problems.append(pos.problem((*where, *sub), f"no output field '{name}'{did_you_mean(name, fields)}"))
@@ -93,16 +165,26 @@ def check_validators(stage: AiStage, model: type[BaseModel], pos: Positions, at:
         if isinstance(check, RequiredIfCheck):
             problems += _rule_problems(check.when, fields, pos, (*where, "when"))
         if isinstance(check, SimilarCheck) and check.to == "label" and not check.labels:
-            problems.append(pos.problem((*where, "to"), "to: label needs 'labels': a description of each value of the field"))
+            problems.append(
+                pos.problem((*where, "to"), "to: label needs 'labels': a description of each value of the field")
+            )
         for k, entity in enumerate(getattr(check, "entities", None) or []):
             if entity not in PII_ENTITIES:
-                problems.append(pos.problem((*where, "entities", k), f"unknown PII entity '{entity}'{_entity_hint(entity)}"))
+                problems.append(
+                    pos.problem((*where, "entities", k), f"unknown PII entity '{entity}'{_entity_hint(entity)}")
+                )
     for k, entity in enumerate(stage.input.redact_pii or []):
         if entity not in PII_ENTITIES:
-            problems.append(pos.problem((*at, "input", "redact_pii", k), f"unknown PII entity '{entity}'{_entity_hint(entity)}"))
+            problems.append(
+                pos.problem((*at, "input", "redact_pii", k), f"unknown PII entity '{entity}'{_entity_hint(entity)}")
+            )
     for k, name in enumerate(stage.input.restore_pii):
         if name not in fields:
-            problems.append(pos.problem((*at, "input", "restore_pii", k), f"no output field '{name}'{did_you_mean(name, fields)}"))
+            problems.append(
+                pos.problem((*at, "input", "restore_pii", k), f"no output field '{name}'{did_you_mean(name, fields)}")
+            )
     if stage.input.restore_pii and not stage.input.redact_pii:
-        problems.append(pos.problem((*at, "input", "restore_pii"), "restore_pii needs redact_pii: nothing is redacted to restore"))
+        problems.append(
+            pos.problem((*at, "input", "restore_pii"), "restore_pii needs redact_pii: nothing is redacted to restore")
+        )
     return problems

@@ -111,9 +111,13 @@ class _Builder:
     def _scalar(self, node: yaml.Node, path: Path) -> Any:
         self.chars += len(node.value)
         if self.chars > MAX_EXPANDED_CHARS:
-            raise SpecError([self._at(node, path, f"document expands to more than {MAX_EXPANDED_CHARS} characters (alias bomb?)")])
+            raise SpecError(
+                [self._at(node, path, f"document expands to more than {MAX_EXPANDED_CHARS} characters (alias bomb?)")]
+            )
         if node.tag == _INT_TAG and len(node.value) > MAX_INT_DIGITS:
-            raise SpecError([self._at(node, path, f"integer with {len(node.value)} digits: at most {MAX_INT_DIGITS} are allowed")])
+            raise SpecError(
+                [self._at(node, path, f"integer with {len(node.value)} digits: at most {MAX_INT_DIGITS} are allowed")]
+            )
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:

@@ -42,7 +42,9 @@ class Budget:
             return None
         if self._over(self.spec.run, self.usd, self.tokens):
             return "run"
-        if self._over(self.spec.pipeline, self.pipeline_usd_before + self.usd, self.pipeline_tokens_before + self.tokens):
+        if self._over(
+            self.spec.pipeline, self.pipeline_usd_before + self.usd, self.pipeline_tokens_before + self.tokens
+        ):
             return "pipeline"
         return None
 

@@ -42,19 +42,23 @@ class OutputCache:
         self._lock = threading.Lock()
         self._vectors: dict[str, tuple[np.ndarray[Any, Any], list[tuple[str, str, float]]]] = {}
 
-    def get_exact(self, scope: str, input_hash: str, model_keys: list[str], ttl_h: float | None) -> dict[str, Any] | None:
+    def get_exact(
+        self, scope: str, input_hash: str, model_keys: list[str], ttl_h: float | None
+    ) -> dict[str, Any] | None:
         """The newest output for this input from one of these models, if fresh enough."""
         oldest = time.time() - ttl_h * 3600 if ttl_h else 0.0
         marks = ",".join("?" * len(model_keys))
         with self._lock:
             row = self._db.execute(
                 f"SELECT output FROM exact WHERE scope = ? AND input_hash = ? AND model_key IN ({marks}) AND created >= ? "
-                "ORDER BY created DESC LIMIT 1", (scope, input_hash, *model_keys, oldest),
+                "ORDER BY created DESC LIMIT 1",
+                (scope, input_hash, *model_keys, oldest),
             ).fetchone()
         return json.loads(row[0]) if row else None
 
-    def get_similar(self, scope: str, vector: np.ndarray[Any, Any], model_keys: list[str], threshold: float,
-                    ttl_h: float | None) -> tuple[dict[str, Any], float] | None:
+    def get_similar(
+        self, scope: str, vector: np.ndarray[Any, Any], model_keys: list[str], threshold: float, ttl_h: float | None
+    ) -> tuple[dict[str, Any], float] | None:
         """The output of the most similar earlier input, if within ``threshold`` (and fresh, and from a current model)."""
         matrix, rows = self._load(scope)
         if not rows:
@@ -72,16 +76,26 @@ class OutputCache:
     def _load(self, scope: str) -> tuple[np.ndarray[Any, Any], list[tuple[str, str, float]]]:
         with self._lock:
             if scope not in self._vectors:
-                found = self._db.execute("SELECT vector, model_key, output, created FROM semantic WHERE scope = ?", (scope,)).fetchall()
-                matrix = np.array([np.frombuffer(v, dtype=np.float32) for v, *_ in found]) if found else np.zeros((0, 384), np.float32)
+                found = self._db.execute(
+                    "SELECT vector, model_key, output, created FROM semantic WHERE scope = ?", (scope,)
+                ).fetchall()
+                matrix = (
+                    np.array([np.frombuffer(v, dtype=np.float32) for v, *_ in found])
+                    if found
+                    else np.zeros((0, 384), np.float32)
+                )
                 self._vectors[scope] = (matrix, [(m, o, c) for _, m, o, c in found])
             return self._vectors[scope]
 
-    def put(self, scope: str, input_hash: str, model_key: str, output: dict[str, Any], vector: np.ndarray[Any, Any] | None) -> None:
+    def put(
+        self, scope: str, input_hash: str, model_key: str, output: dict[str, Any], vector: np.ndarray[Any, Any] | None
+    ) -> None:
         """Remember an accepted output (and its input's vector, for semantic lookups)."""
         text, now = json.dumps(output), time.time()
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO exact VALUES (?,?,?,?,?)", (scope, input_hash, model_key, text, now))
+            self._db.execute(
+                "INSERT OR REPLACE INTO exact VALUES (?,?,?,?,?)", (scope, input_hash, model_key, text, now)
+            )
             if vector is not None:
                 blob = np.asarray(vector, dtype=np.float32).tobytes()
                 self._db.execute("INSERT INTO semantic VALUES (?,?,?,?,?)", (scope, model_key, blob, text, now))
@@ -104,7 +118,9 @@ def model_key(parameters: dict[str, Any]) -> str:
 class CacheContext:
     """One document's view of the cache: its scope, input hash and (lazily) its embedding."""
 
-    def __init__(self, cache: OutputCache, scope: str, input_hash: str, text: str, clients: dict[str, Any], semantic: bool) -> None:
+    def __init__(
+        self, cache: OutputCache, scope: str, input_hash: str, text: str, clients: dict[str, Any], semantic: bool
+    ) -> None:
         self.cache, self.scope, self.input_hash, self.text = cache, scope, input_hash, text
         self.model_keys = [model_key(client.parameters()) for client in clients.values()]
         self.semantic = semantic
@@ -142,4 +158,6 @@ class CacheContext:
     def store(self, client: Any, output: Any) -> None:
         """Remember an accepted model output."""
         vector = self.vector() if self.semantic else None
-        self.cache.put(self.scope, self.input_hash, model_key(client.parameters()), output.model_dump(mode="json"), vector)
+        self.cache.put(
+            self.scope, self.input_hash, model_key(client.parameters()), output.model_dump(mode="json"), vector
+        )

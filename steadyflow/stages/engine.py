@@ -47,41 +47,71 @@ class Engine:
 
     @classmethod
     def create(
-        cls, pipeline: LoadedPipeline, run_id: str, concurrency: int,
-        base_urls: dict[str, str] | None = None, model_ids: dict[str, str] | None = None,
-        budget: Budget | None = None, cache: OutputCache | None = None,
+        cls,
+        pipeline: LoadedPipeline,
+        run_id: str,
+        concurrency: int,
+        base_urls: dict[str, str] | None = None,
+        model_ids: dict[str, str] | None = None,
+        budget: Budget | None = None,
+        cache: OutputCache | None = None,
     ) -> Engine:
         """Build clients for the models the ladders use (within the running event loop).
 
         ``base_urls`` and ``model_ids`` come from what is found at run time: the local
         model servers and the GGUF files they run (recorded as the model of a decision).
         """
-        used = {r.model for s in pipeline.spec.stages if isinstance(s, AiStage) for r in s.ladder if hasattr(r, "model")}
+        used = {
+            r.model for s in pipeline.spec.stages if isinstance(s, AiStage) for r in s.ladder if hasattr(r, "model")
+        }
         clients = {
-            name: CLIENTS[spec.provider](name, spec, concurrency, (base_urls or {}).get(name), (model_ids or {}).get(name))
+            name: CLIENTS[spec.provider](
+                name, spec, concurrency, (base_urls or {}).get(name), (model_ids or {}).get(name)
+            )
             for name, spec in pipeline.spec.models.items()
             if name in used
         }
         load_plugins(pipeline)  # `steadyflow validate` and `run` report broken plugin modules before this point
         checks = {s.id: StageChecks(s.validate_) for s in pipeline.spec.stages if isinstance(s, AiStage)}
         budget = budget or Budget(pipeline.spec.budget)
-        return cls(pipeline=pipeline, run_id=run_id, concurrency=concurrency, clients=clients, checks=checks, budget=budget, cache=cache)
+        return cls(
+            pipeline=pipeline,
+            run_id=run_id,
+            concurrency=concurrency,
+            clients=clients,
+            checks=checks,
+            budget=budget,
+            cache=cache,
+        )
 
     async def aclose(self) -> None:
         """Close every client."""
         for client in self.clients.values():
             await client.aclose()
 
-    def _record(self, stage: CompiledStage, doc: Document, text: str, result: LadderResult, started: float) -> DecisionRecord:
+    def _record(
+        self, stage: CompiledStage, doc: Document, text: str, result: LadderResult, started: float
+    ) -> DecisionRecord:
         client = self.clients.get(result.model or "")
         spec = self.pipeline.spec
         return DecisionRecord(
-            run_id=self.run_id, doc_id=doc.id, stage_id=stage.id, pipeline=spec.pipeline,
-            pipeline_version=spec.version, input_hash=text_hash(text),
-            prompt_version=stage.prompt.version if stage.prompt else None, status=result.status,
-            rung=result.rung, rung_label=result.label, model=client.model if client else None,
-            parameters=client.parameters() if client else {}, review=result.review, reason=result.reason,
-            attempts=result.attempts, latency_ms=round((time.perf_counter() - started) * 1000, 2), verdicts=result.verdicts,
+            run_id=self.run_id,
+            doc_id=doc.id,
+            stage_id=stage.id,
+            pipeline=spec.pipeline,
+            pipeline_version=spec.version,
+            input_hash=text_hash(text),
+            prompt_version=stage.prompt.version if stage.prompt else None,
+            status=result.status,
+            rung=result.rung,
+            rung_label=result.label,
+            model=client.model if client else None,
+            parameters=client.parameters() if client else {},
+            review=result.review,
+            reason=result.reason,
+            attempts=result.attempts,
+            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+            verdicts=result.verdicts,
             route=result.route,
         )
 
@@ -102,7 +132,10 @@ class Engine:
             result = await self._decide(stage, doc, text)
             output = result.output.model_dump(mode="json") if result.output is not None else None
         except Exception as exc:
-            result, output = LadderResult(None, "quarantined", reason=internal_reason(f"stage '{stage.id}' at {_origin(exc)}", exc)), None
+            result, output = (
+                LadderResult(None, "quarantined", reason=internal_reason(f"stage '{stage.id}' at {_origin(exc)}", exc)),
+                None,
+            )
         if output is not None:
             doc.outputs[stage.id] = output
             doc.rungs[stage.id] = result.label or result.status
@@ -131,38 +164,58 @@ class Engine:
         prepared = prepare(spec.input, text, doc.id, doc.fields, doc.outputs)
         if prepared.quarantine is not None:
             return LadderResult(None, "quarantined", reason=prepared.quarantine, verdicts=prepared.verdicts)
-        variables: dict[str, Any] = {"text": prepared.text, "doc": prepared.fields, "id": prepared.doc_id, "outputs": prepared.outputs}
+        variables: dict[str, Any] = {
+            "text": prepared.text,
+            "doc": prepared.fields,
+            "id": prepared.doc_id,
+            "outputs": prepared.outputs,
+        }
         try:
             user = prepared.scrub(stage.prompt.render(variables))  # a value a template joined from parts is hidden too
         except jinja2.TemplateError as exc:
-            return LadderResult(None, "quarantined", reason=f"prompt cannot be rendered for this document: {type(exc).__name__}")
+            return LadderResult(
+                None, "quarantined", reason=f"prompt cannot be rendered for this document: {type(exc).__name__}"
+            )
         messages = [{"role": "system", "content": stage.prompt.system}, {"role": "user", "content": user}]
         prompt = stage.prompt
 
-        def render(cut: str) -> list[dict[str, str]]:  # the same prompt around a shorter document (input.on_overflow: truncate)
+        def render(
+            cut: str,
+        ) -> list[dict[str, str]]:  # the same prompt around a shorter document (input.on_overflow: truncate)
             user = prepared.scrub(prompt.render({**variables, "text": cut}))
             return [{"role": "system", "content": prompt.system}, {"role": "user", "content": user}]
 
-        run = {"id": self.run_id, "pipeline": self.pipeline.spec.pipeline, "version": self.pipeline.spec.version, "stage": stage.id}
+        run = {
+            "id": self.run_id,
+            "pipeline": self.pipeline.spec.pipeline,
+            "version": self.pipeline.spec.version,
+            "stage": stage.id,
+        }
         context = Context(prepared.text, prepared.doc_id, prepared.fields, run, prepared.pii, prepared.injection)
         sandwich = Sandwich(prepared.text, messages, self.clients, self.checks[stage.id], context, self.budget)
         sandwich.render, sandwich.overflow = render, spec.input.on_overflow
         if spec.deadline_s is not None:
             sandwich.deadline = time.monotonic() + spec.deadline_s
         if spec.route is not None:
-            prices = {name: c.spec.price.input_per_mtok + c.spec.price.output_per_mtok for name, c in self.clients.items()}
+            prices = {
+                name: c.spec.price.input_per_mtok + c.spec.price.output_per_mtok for name, c in self.clients.items()
+            }
             sandwich.route = route(spec.route, spec, prepared.text, prices)
         if self.cache is not None and any(isinstance(r, CacheRung) for r in spec.ladder):
             scope = f"{self.pipeline.spec.pipeline}/{stage.id}/{stage.prompt.version}"
             semantic = any(isinstance(r, CacheRung) and r.cache == "semantic" for r in spec.ladder)
-            sandwich.cache = CacheContext(self.cache, scope, text_hash(prepared.text), prepared.text, self.clients, semantic)
+            sandwich.cache = CacheContext(
+                self.cache, scope, text_hash(prepared.text), prepared.text, self.clients, semantic
+            )
         result = await walk(stage, sandwich)
         if sandwich.route is not None:
             result.route = asdict(sandwich.route)
         result.verdicts[:0] = prepared.verdicts
         result.review = result.review or bool(prepared.injection)  # a person should see what tried to steer the model
         if result.output is not None and prepared.originals and spec.input.restore_pii:
-            result.output, verdict = restore_fields(result.output, spec.input.restore_pii, prepared.originals, stage.output_model)
+            result.output, verdict = restore_fields(
+                result.output, spec.input.restore_pii, prepared.originals, stage.output_model
+            )
             result.verdicts.append(verdict)
         return result
 
@@ -192,7 +245,9 @@ class Engine:
         """The most requests any model of the stage's ladder serves at once (as its client bounds them), else the run's concurrency."""
         if not isinstance(stage.spec, AiStage):
             return self.concurrency
-        clients = [self.clients[r.model] for r in stage.spec.ladder if isinstance(r, ModelRung) and r.model in self.clients]
+        clients = [
+            self.clients[r.model] for r in stage.spec.ladder if isinstance(r, ModelRung) and r.model in self.clients
+        ]
         # the same bound as OpenAICompatClient's semaphore: a document with a slot finds its model free
         limits = [min(self.concurrency, c.spec.max_concurrency or c.default_slots or self.concurrency) for c in clients]
         return max(limits, default=self.concurrency)
@@ -214,7 +269,9 @@ def _rules_stage(stage: CompiledStage, text: str) -> LadderResult:
         default = Attempt(rung=1, kind="default")
         output = stage.output_model.model_validate(spec.default)
         return LadderResult(output, "default", 1, "default", review=spec.review, attempts=[attempt, default])
-    return LadderResult(None, "quarantined", reason="rules gave no valid output and there is no default", attempts=[attempt])
+    return LadderResult(
+        None, "quarantined", reason="rules gave no valid output and there is no default", attempts=[attempt]
+    )
 
 
 def _origin(exc: BaseException) -> str:

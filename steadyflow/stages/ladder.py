@@ -64,7 +64,11 @@ def _remaining(deadline: float | None) -> float | None:
 
 
 async def _model_rung(
-    rung: ModelRung, index: int, sandwich: Sandwich, model: type[BaseModel], messages: list[dict[str, str]] | None = None
+    rung: ModelRung,
+    index: int,
+    sandwich: Sandwich,
+    model: type[BaseModel],
+    messages: list[dict[str, str]] | None = None,
 ) -> tuple[BaseModel | None, list[Attempt]]:
     attempts: list[Attempt] = []
     client = sandwich.clients[rung.model]
@@ -74,11 +78,19 @@ async def _model_rung(
     for retry in range(rung.retries + 1):
         left = _remaining(sandwich.deadline)
         if left is not None and left <= 0:
-            late = Attempt(rung=index, kind="model", model=rung.model, error_kind=ErrorKind.DEADLINE.value, error="document deadline passed")
+            late = Attempt(
+                rung=index,
+                kind="model",
+                model=rung.model,
+                error_kind=ErrorKind.DEADLINE.value,
+                error="document deadline passed",
+            )
             attempts.append(late)
             return None, attempts
         try:
-            output, made = await client.generate(messages or sandwich.messages, model, rung.reasks, index, timeout_s=left, gate=gate)
+            output, made = await client.generate(
+                messages or sandwich.messages, model, rung.reasks, index, timeout_s=left, gate=gate
+            )
         except ModelCallError as exc:
             _note_wait(exc.attempts, waited)
             attempts += exc.attempts
@@ -112,7 +124,13 @@ def _skip(rung: ModelRung, index: int, sandwich: Sandwich) -> Attempt | None:
     left = _remaining(sandwich.deadline)
     if left is None or left > 0:
         return None
-    return Attempt(rung=index, kind="model", model=rung.model, error_kind=ErrorKind.DEADLINE.value, error="document deadline passed")
+    return Attempt(
+        rung=index,
+        kind="model",
+        model=rung.model,
+        error_kind=ErrorKind.DEADLINE.value,
+        error="document deadline passed",
+    )
 
 
 async def _fit(
@@ -132,7 +150,9 @@ async def _fit(
         trail.attempts.append(Attempt(rung=index, kind="model", model=rung.model, error_kind=kind, error=fit.reason))
         return None
     note = f"document truncated to {fit.truncated_to} tokens to fit the context of {rung.model} ({fit.tokens} + {fit.max_tokens} <= {fit.context})"
-    trail.verdicts.append(Verdict(check="context", layer="input", passed=False, action="truncate", message=note, rung=index))
+    trail.verdicts.append(
+        Verdict(check="context", layer="input", passed=False, action="truncate", message=note, rung=index)
+    )
     return fit.messages
 
 
@@ -166,7 +186,10 @@ def _default_rung(index: int, rung: DefaultRung, stage: CompiledStage) -> tuple[
     try:
         return stage.output_model.model_validate(rung.default), attempt
     except ValidationError as exc:
-        attempt.error_kind, attempt.error = "invalid_default", f"default does not fit the output schema: {validation_summary(exc)}"
+        attempt.error_kind, attempt.error = (
+            "invalid_default",
+            f"default does not fit the output schema: {validation_summary(exc)}",
+        )
     except Exception as exc:
         attempt.error_kind, attempt.error = "invalid_default", internal_reason("default", exc)
     return None, attempt
@@ -202,8 +225,16 @@ class _Trail:
     attempts: list[Attempt] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
 
-    def result(self, output: BaseModel | None, status: str, index: int | None = None, label: str | None = None,
-               model: str | None = None, review: bool = False, reason: str | None = None) -> LadderResult:
+    def result(
+        self,
+        output: BaseModel | None,
+        status: str,
+        index: int | None = None,
+        label: str | None = None,
+        model: str | None = None,
+        review: bool = False,
+        reason: str | None = None,
+    ) -> LadderResult:
         return LadderResult(output, status, index, label, model, review, reason, self.attempts, self.verdicts)
 
 
@@ -271,7 +302,12 @@ async def walk(stage: CompiledStage, sandwich: Sandwich) -> LadderResult:
                 continue
             applied = sandwich.checks.apply(output, sandwich.context, index, stage.output_model)
             trail.verdicts += applied.verdicts
-            if applied.outcome == "accept" and applied.output is not None and isinstance(rung, ModelRung) and sandwich.cache is not None:
+            if (
+                applied.outcome == "accept"
+                and applied.output is not None
+                and isinstance(rung, ModelRung)
+                and sandwich.cache is not None
+            ):
                 sandwich.cache.store(sandwich.clients[rung.model], applied.output)
         except CheckCrashed as crash:
             trail.verdicts.append(crash.verdict)
@@ -279,7 +315,9 @@ async def walk(stage: CompiledStage, sandwich: Sandwich) -> LadderResult:
         except Exception as exc:  # a bug or a resource error for this document: quarantine it, the batch goes on
             return trail.result(None, "quarantined", index, reason=internal_reason(where, exc))
         if applied.outcome == "accept" and applied.output is not None:
-            return trail.result(applied.output, status, index, label, model, isinstance(rung, DefaultRung) and rung.review)
+            return trail.result(
+                applied.output, status, index, label, model, isinstance(rung, DefaultRung) and rung.review
+            )
         if applied.outcome == "quarantine" or isinstance(rung, DefaultRung):
             # nothing below the default: a default that breaks a rule is no answer at all
             return trail.result(None, "quarantined", index, label, reason=applied.reason)

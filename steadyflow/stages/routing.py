@@ -25,7 +25,9 @@ _ESTIMATORS: dict[str, Estimator] = {}
 
 _REASONING = re.compile(
     r"\b(why|explain|compare|analy[sz]e|reconcile|calculate|discrepan\w*|contract|clause|liabilit\w*|"
-    r"regulat\w*|escalat\w*|legal|dispute|multiple|several|however|although|whereas)\b", re.IGNORECASE)
+    r"regulat\w*|escalat\w*|legal|dispute|multiple|several|however|although|whereas)\b",
+    re.IGNORECASE,
+)
 
 
 def estimator(name: str) -> Callable[[Estimator], Estimator]:

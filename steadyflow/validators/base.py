@@ -34,7 +34,13 @@ class Context:
 
     def activation(self, output: dict[str, Any]) -> dict[str, Any]:
         """The variables a CEL rule sees."""
-        document = {"text": self.text, "id": self.doc_id, "fields": self.fields, "pii": self.pii, "injection": self.injection}
+        document = {
+            "text": self.text,
+            "id": self.doc_id,
+            "fields": self.fields,
+            "pii": self.pii,
+            "injection": self.injection,
+        }
         return {"input": document, "output": output, "run": self.run}
 
 
@@ -62,10 +68,10 @@ _entry_points_loaded = False
 def validator(name: str) -> Callable[[Plugin], Plugin]:
     """Register a plugin check under ``name``::
 
-        @validator("no_refund_promises")
-        def no_refund_promises(params, output, context):
-            bad = "we will refund" in output.get("summary", "").lower()
-            return Finding(passed=not bad, message="summary promises a refund")
+    @validator("no_refund_promises")
+    def no_refund_promises(params, output, context):
+        bad = "we will refund" in output.get("summary", "").lower()
+        return Finding(passed=not bad, message="summary promises a refund")
     """
 
     def register(function: Plugin) -> Plugin:
@@ -117,4 +123,8 @@ def string_fields(output: dict[str, Any], names: list[str] | None) -> list[str]:
     """The named fields, or every top-level string (or list of strings) field."""
     if names is not None:
         return names
-    return [k for k, v in output.items() if isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v))]
+    return [
+        k
+        for k, v in output.items()
+        if isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v))
+    ]

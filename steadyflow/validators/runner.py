@@ -34,8 +34,13 @@ from steadyflow.validators.base import Context, Finding, Plugin, plugin, plugin_
 CheckFn = Callable[[dict[str, Any], Context], Finding]
 Outcome = Literal["accept", "escalate", "quarantine"]
 _BUILTIN: dict[str, Callable[..., Finding]] = {
-    "compare": structural.compare, "required_if": structural.required_if, "grounded": semantic.grounded,
-    "sum": semantic.sum_check, "date_order": semantic.date_order, "similar": semantic.similar, "rule": business.rule,
+    "compare": structural.compare,
+    "required_if": structural.required_if,
+    "grounded": semantic.grounded,
+    "sum": semantic.sum_check,
+    "date_order": semantic.date_order,
+    "similar": semantic.similar,
+    "rule": business.rule,
     "pii": safety.pii,
 }
 
@@ -55,7 +60,9 @@ class CheckCrashed(Exception):
         self.check, self.error_type = check.name, type(error).__name__
         self.reason = f"internal error in check '{check.name}': {self.error_type}"
         super().__init__(self.reason)
-        self.verdict = Verdict(check.name, check.layer, False, "quarantine", f"check raised {self.error_type}", rung, took)
+        self.verdict = Verdict(
+            check.name, check.layer, False, "quarantine", f"check raised {self.error_type}", rung, took
+        )
 
 
 @dataclass
@@ -92,14 +99,18 @@ def compile_check(spec: CheckSpec) -> CompiledCheck:
         function = plugin(spec.check)
         if function is None:
             builtin = ", ".join(sorted([*_BUILTIN, "banned", "competitors", "format", "secrets"]))
-            raise UnknownCheck(f"unknown check '{spec.check}' (built in: {builtin}; plugins: {', '.join(plugin_names()) or 'none registered'})")
+            raise UnknownCheck(
+                f"unknown check '{spec.check}' (built in: {builtin}; plugins: {', '.join(plugin_names()) or 'none registered'})"
+            )
         run = partial(_plugin_run, function, spec.with_)
     else:
         run = partial(_BUILTIN[spec.check], spec)
     return CompiledCheck(spec.check, spec.layer, spec.on_fail, run)
 
 
-def _guard_run(guard: Any, fields: list[str] | None, message: str | None, output: dict[str, Any], context: Context) -> Finding:
+def _guard_run(
+    guard: Any, fields: list[str] | None, message: str | None, output: dict[str, Any], context: Context
+) -> Finding:
     return safety.guard_check(guard, fields, message, output)
 
 
@@ -107,7 +118,9 @@ def _plugin_run(function: Plugin, params: dict[str, Any], output: dict[str, Any]
     return function(params, output, context)
 
 
-def run_check(check: CompiledCheck, output: dict[str, Any], context: Context, rung: int | None = None) -> tuple[Finding, float]:
+def run_check(
+    check: CompiledCheck, output: dict[str, Any], context: Context, rung: int | None = None
+) -> tuple[Finding, float]:
     """Run one check; raise :class:`CheckCrashed` (type only, never the text) if it raises.
 
     A check that raises is no verdict: treating it as a failure would let ``on_fail: noop`` or
@@ -170,7 +183,12 @@ class StageChecks:
                     data = set_path(data, name, None)
             verdicts.append(Verdict(check.name, check.layer, False, action, finding.message, rung, took))
             if action in ("escalate", "quarantine"):
-                return Applied(None, verdicts, "escalate" if action == "escalate" else "quarantine", f"{check.name}: {finding.message}")
+                return Applied(
+                    None,
+                    verdicts,
+                    "escalate" if action == "escalate" else "quarantine",
+                    f"{check.name}: {finding.message}",
+                )
         try:
             final = model.model_validate(data)
         except ValidationError as exc:
@@ -200,7 +218,9 @@ def _with_checks(base: type[BaseModel], reask: list[CompiledCheck]) -> type[Base
                     current.crashed = current.crashed or crash
                     return self
                 if not finding.passed:
-                    current.verdicts.append(Verdict(check.name, check.layer, False, "reask", finding.message, current.rung, took))
+                    current.verdicts.append(
+                        Verdict(check.name, check.layer, False, "reask", finding.message, current.rung, took)
+                    )
                     failures.append(finding.message)
             if failures:
                 raise ValueError("; ".join(failures))
@@ -210,7 +230,9 @@ def _with_checks(base: type[BaseModel], reask: list[CompiledCheck]) -> type[Base
     return Checked
 
 
-def restore_fields(output: BaseModel, names: list[str], originals: dict[str, str], model: type[BaseModel]) -> tuple[BaseModel, Verdict]:
+def restore_fields(
+    output: BaseModel, names: list[str], originals: dict[str, str], model: type[BaseModel]
+) -> tuple[BaseModel, Verdict]:
     """Put redacted PII back into the fields a pipeline allows; keep placeholders if that breaks the schema."""
     from steadyflow.validators.pii import restore
 
@@ -219,6 +241,10 @@ def restore_fields(output: BaseModel, names: list[str], originals: dict[str, str
         if name in data:
             data = set_path(data, name, restore(data[name], originals))
     try:
-        return model.model_validate(data), Verdict("restore_pii", "safety", True, "fix", f"restored placeholders in: {', '.join(names)}")
+        return model.model_validate(data), Verdict(
+            "restore_pii", "safety", True, "fix", f"restored placeholders in: {', '.join(names)}"
+        )
     except ValidationError:
-        return output, Verdict("restore_pii", "safety", False, "noop", "restoring would break the schema: placeholders kept")
+        return output, Verdict(
+            "restore_pii", "safety", False, "noop", "restoring would break the schema: placeholders kept"
+        )

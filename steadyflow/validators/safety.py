@@ -18,8 +18,22 @@ def _each_string(value: Any) -> list[str]:
 
 #: What ``pii`` looks for when a pipeline does not say: identifiers of a person, not dates, places or
 #: organisations (presidio tags "Monday" and "Berlin" too, and masking them ruins a summary).
-IDENTIFIERS = ["EMAIL_ADDRESS", "PHONE_NUMBER", "PERSON", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "US_PASSPORT", "US_BANK_NUMBER",
-               "US_DRIVER_LICENSE", "UK_NHS", "UK_NINO", "IP_ADDRESS", "CRYPTO", "MEDICAL_LICENSE"]
+IDENTIFIERS = [
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "PERSON",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "US_SSN",
+    "US_PASSPORT",
+    "US_BANK_NUMBER",
+    "US_DRIVER_LICENSE",
+    "UK_NHS",
+    "UK_NINO",
+    "IP_ADDRESS",
+    "CRYPTO",
+    "MEDICAL_LICENSE",
+]
 
 
 def pii(spec: PiiCheck, output: dict[str, Any], context: Context) -> Finding:
@@ -28,7 +42,9 @@ def pii(spec: PiiCheck, output: dict[str, Any], context: Context) -> Finding:
     for name in string_fields(output, spec.fields):
         value = get_path(output, name)
         if isinstance(value, list):
-            results = [mask(v, spec.entities or IDENTIFIERS, spec.score) if isinstance(v, str) else (v, []) for v in value]
+            results = [
+                mask(v, spec.entities or IDENTIFIERS, spec.score) if isinstance(v, str) else (v, []) for v in value
+            ]
             masked: Any = [r[0] for r in results]
             found = sorted({k for r in results for k in r[1]})
         elif isinstance(value, str):
@@ -43,7 +59,9 @@ def pii(spec: PiiCheck, output: dict[str, Any], context: Context) -> Finding:
     return Finding(not failing, message if failing else "", fixed=fixed if failing else None, fields=failing)
 
 
-def guard_check(guard: SteadyGuard, fields: list[str] | None, spec_message: str | None, output: dict[str, Any]) -> Finding:
+def guard_check(
+    guard: SteadyGuard, fields: list[str] | None, spec_message: str | None, output: dict[str, Any]
+) -> Finding:
     """Run one Guard over each string of the chosen fields; the fix is the Guard's."""
     fixed, failing, reasons = dict(output), [], []
     for name in string_fields(output, fields):
@@ -68,11 +86,11 @@ def make_guard(spec: BannedCheck | CompetitorsCheck | SecretsCheck | FormatCheck
         return SteadyGuard("terms", terms=spec.names, replacement="[REDACTED]", what="competitor or secret name(s)")
     if isinstance(spec, SecretsCheck):
         return SteadyGuard("secrets")
-    return SteadyGuard("format", min_chars=spec.min_chars, max_chars=spec.max_chars, pattern=spec.pattern, single_line=spec.single_line)
+    return SteadyGuard(
+        "format", min_chars=spec.min_chars, max_chars=spec.max_chars, pattern=spec.pattern, single_line=spec.single_line
+    )
 
 
 def guard_fields(spec: BannedCheck | CompetitorsCheck | SecretsCheck | FormatCheck) -> list[str] | None:
     """The fields a Guard check covers (None: every string field)."""
     return [spec.field] if isinstance(spec, FormatCheck) else spec.fields
-
-

@@ -43,7 +43,9 @@ def grounded(spec: GroundedCheck, output: dict[str, Any], context: Context) -> F
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, str) and v and not _found(v, spec, context.text, normalised_text) for v in values):
             missing.append(name)
-    message = spec.message or f"not found in the document ({spec.match} match): {', '.join(missing)}; quote the document"
+    message = (
+        spec.message or f"not found in the document ({spec.match} match): {', '.join(missing)}; quote the document"
+    )
     return Finding(not missing, message if missing else "", fields=missing)
 
 
@@ -63,7 +65,9 @@ def sum_check(spec: SumCheck, output: dict[str, Any], context: Context) -> Findi
     """``parts`` add up to ``total`` within ``tolerance``."""
     parts, total = _numbers(output, spec.parts), _numbers(output, [spec.total])
     if parts is None or not total:
-        return Finding(False, spec.message or f"{', '.join(spec.parts)} and {spec.total} must be numbers", fields=[spec.total])
+        return Finding(
+            False, spec.message or f"{', '.join(spec.parts)} and {spec.total} must be numbers", fields=[spec.total]
+        )
     ok = abs(sum(parts) - total[0]) <= spec.tolerance
     return Finding(ok, spec.message or f"{' + '.join(spec.parts)} must equal {spec.total}", fields=[spec.total])
 
@@ -80,7 +84,11 @@ def date_order(spec: DateOrderCheck, output: dict[str, Any], context: Context) -
         except TypeError:  # a date and a datetime
             wrong = str(first) > str(second)
         if wrong:
-            return Finding(False, spec.message or f"{a} must come {'before' if spec.strict else 'no later than'} {b}", fields=[a, b])
+            return Finding(
+                False,
+                spec.message or f"{a} must come {'before' if spec.strict else 'no later than'} {b}",
+                fields=[a, b],
+            )
     return Finding(True)
 
 
@@ -97,7 +105,9 @@ def similar(spec: SimilarCheck, output: dict[str, Any], context: Context) -> Fin
     else:
         description = (spec.labels or {}).get(str(value))
         if description is None:
-            return Finding(False, spec.message or f"{spec.field} has no label description for its value", fields=[spec.field])
+            return Finding(
+                False, spec.message or f"{spec.field} has no label description for its value", fields=[spec.field]
+            )
         score = embedder().similarity(context.text, description)
         what = f"the document does not match the description of the chosen {spec.field}"
     ok = score >= spec.threshold

@@ -37,8 +37,14 @@ def compare(spec: CompareCheck, output: dict[str, Any], context: Context) -> Fin
     try:
         holds = _OPS[spec.op](left, right)
     except TypeError:
-        return Finding(False, spec.message or f"{spec.left} and {spec.right} cannot be compared (different kinds of value)", fields=[spec.left])
-    return Finding(bool(holds), spec.message or f"expected {spec.left} {spec.op} {spec.right}", fields=[spec.left, spec.right])
+        return Finding(
+            False,
+            spec.message or f"{spec.left} and {spec.right} cannot be compared (different kinds of value)",
+            fields=[spec.left],
+        )
+    return Finding(
+        bool(holds), spec.message or f"expected {spec.left} {spec.op} {spec.right}", fields=[spec.left, spec.right]
+    )
 
 
 def required_if(spec: RequiredIfCheck, output: dict[str, Any], context: Context) -> Finding:

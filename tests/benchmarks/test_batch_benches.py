@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_every_shipped_pipeline_file_validates(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLEET_URL", "http://127.0.0.1:1")  # the routing pipelines take their endpoint from the benchmark
+    monkeypatch.setenv(
+        "FLEET_URL", "http://127.0.0.1:1"
+    )  # the routing pipelines take their endpoint from the benchmark
     files = sorted([*ROOT.glob("configs/*.yaml"), *ROOT.glob("benchmarks/pipelines/*.yaml")])
     assert len(files) >= 5
     for file in files:
@@ -24,8 +26,23 @@ def test_every_shipped_pipeline_file_validates(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_throughput_benchmark_compares_three_loops_over_the_same_documents() -> None:
-    result = subprocess.run([sys.executable, "benchmarks/throughput.py", "--json", "--documents", "150", "--latency-ms", "20",
-                             "--rounds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/throughput.py",
+            "--json",
+            "--documents",
+            "150",
+            "--latency-ms",
+            "20",
+            "--rounds",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(result.stdout)
     [round_] = data["rounds"]
@@ -37,10 +54,17 @@ def test_throughput_benchmark_compares_three_loops_over_the_same_documents() -> 
 
 
 def test_memory_benchmark_reports_peak_rss_per_size() -> None:
-    result = subprocess.run([sys.executable, "benchmarks/memory.py", "--json", "--sizes", "50,200"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/memory.py", "--json", "--sizes", "50,200"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(result.stdout)
     assert [(r["documents"], r["outputs"]) for r in data["runs"]] == [(50, 50), (200, 200)]
     assert all(r["peak_rss_mb"] > 50 for r in data["runs"])  # a Python process with Prefect and instructor loaded
-    assert data["ratio_peak_rss"] == pytest.approx(data["runs"][1]["peak_rss_mb"] / data["runs"][0]["peak_rss_mb"], abs=0.001)
+    assert data["ratio_peak_rss"] == pytest.approx(
+        data["runs"][1]["peak_rss_mb"] / data["runs"][0]["peak_rss_mb"], abs=0.001
+    )

@@ -19,8 +19,13 @@ def test_three_strategies_one_json_object_nothing_lost(tmp_path: Path) -> None:
     scenario["requests"] = 120
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump(scenario))
-    result = subprocess.run([sys.executable, "benchmarks/routing.py", "--fleet", str(small), "--json", "--concurrency", "8"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/routing.py", "--fleet", str(small), "--json", "--concurrency", "8"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(result.stdout)
     for name in ("direct", "static", "router"):

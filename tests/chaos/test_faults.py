@@ -13,17 +13,31 @@ from steadyflow.providers.openai_compat import OpenAICompatClient
 from steadyflow.spec.models import FieldSpec, ModelSpec, Price
 from steadyflow.spec.output_schema import compile_output
 
-Triage = compile_output({"category": FieldSpec(enum=["billing", "technical"]), "note": FieldSpec(type="string", max_length=50)}, "t")
+Triage = compile_output(
+    {"category": FieldSpec(enum=["billing", "technical"]), "note": FieldSpec(type="string", max_length=50)}, "t"
+)
 EXPECTED = {
-    "rate_limit": ErrorKind.RATE_LIMITED, "rate_limit_no_retry_after": ErrorKind.RATE_LIMITED,
-    "http_500": ErrorKind.SERVER_ERROR, "http_502": ErrorKind.SERVER_ERROR, "http_503": ErrorKind.SERVER_ERROR,
-    "timeout": ErrorKind.TIMEOUT, "reset": ErrorKind.CONNECTION, "truncated": ErrorKind.TRUNCATED, "empty": ErrorKind.EMPTY,
+    "rate_limit": ErrorKind.RATE_LIMITED,
+    "rate_limit_no_retry_after": ErrorKind.RATE_LIMITED,
+    "http_500": ErrorKind.SERVER_ERROR,
+    "http_502": ErrorKind.SERVER_ERROR,
+    "http_503": ErrorKind.SERVER_ERROR,
+    "timeout": ErrorKind.TIMEOUT,
+    "reset": ErrorKind.CONNECTION,
+    "truncated": ErrorKind.TRUNCATED,
+    "empty": ErrorKind.EMPTY,
 }
 MESSAGES = [{"role": "user", "content": "my invoice is wrong"}]
 
 
 def _client(server: ChaosServer, mode: str = "tools") -> OpenAICompatClient:
-    spec = ModelSpec(provider="openai", base_url=server.base_url, mode=mode, timeout_s=1.0, price=Price(input_per_mtok=1.0, output_per_mtok=2.0))
+    spec = ModelSpec(
+        provider="openai",
+        base_url=server.base_url,
+        mode=mode,
+        timeout_s=1.0,
+        price=Price(input_per_mtok=1.0, output_per_mtok=2.0),
+    )
     return OpenAICompatClient("m", spec, concurrency=4)
 
 

@@ -12,14 +12,25 @@ from steadyflow.chaos.fleet import FleetServer, workload
 
 
 def _scenario(**endpoint: Any) -> dict[str, Any]:
-    base = {"price": {"input_per_mtok": 1, "output_per_mtok": 2}, "ttft_ms": {"median": 100, "p95": 200}, "tokens_per_s": 1000,
-            "errors": {}, "prompted_json_invalid": 0.0, "schema_json_invalid": 0.0}
+    base = {
+        "price": {"input_per_mtok": 1, "output_per_mtok": 2},
+        "ttft_ms": {"median": 100, "p95": 200},
+        "tokens_per_s": 1000,
+        "errors": {},
+        "prompted_json_invalid": 0.0,
+        "schema_json_invalid": 0.0,
+    }
     return {
-        "seed": 7, "time_scale": 100, "requests": 40,
+        "seed": 7,
+        "time_scale": 100,
+        "requests": 40,
         "endpoints": {"e": {**base, **endpoint}},
         "incidents": [{"endpoint": "e", "from": 0.5, "to": 1.0, "rate_5xx": 1.0}],
-        "workload": {"classes": {"simple": {"share": 1.0, "input_tokens": 50, "output_tokens": 10}},
-                     "correct": {"e": {"simple": 1.0}}, "detectable": 1.0},
+        "workload": {
+            "classes": {"simple": {"share": 1.0, "input_tokens": 50, "output_tokens": 10}},
+            "correct": {"e": {"simple": 1.0}},
+            "detectable": 1.0,
+        },
     }
 
 

@@ -11,8 +11,12 @@ from tests.conftest import ROOT
 
 
 def test_port_zero_picks_a_free_port_and_says_which() -> None:
-    process = subprocess.Popen([sys.executable, "-m", "steadyflow.cli", "chaos", "serve", "--port", "0"], cwd=ROOT,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "steadyflow.cli", "chaos", "serve", "--port", "0"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stderr is not None
         line = process.stderr.readline()
@@ -30,7 +34,14 @@ def test_a_busy_port_is_one_line() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "steadyflow.cli", "chaos", "serve", "--port", str(port)], cwd=ROOT,
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "steadyflow.cli", "chaos", "serve", "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"cannot listen on 127.0.0.1:{port}: Address already in use; --port 0 picks a free port"]
+    assert result.stderr.strip().splitlines() == [
+        f"cannot listen on 127.0.0.1:{port}: Address already in use; --port 0 picks a free port"
+    ]

@@ -38,9 +38,11 @@ def test_schema_is_json() -> None:
 
 
 def test_validate_and_help_do_not_import_prefect() -> None:
-    code = "import sys; from typer.testing import CliRunner; from steadyflow.cli import app; " \
-           "CliRunner().invoke(app, ['validate', 'configs/support_triage.yaml']); CliRunner().invoke(app, ['--help']); " \
-           "print('prefect' in sys.modules)"
+    code = (
+        "import sys; from typer.testing import CliRunner; from steadyflow.cli import app; "
+        "CliRunner().invoke(app, ['validate', 'configs/support_triage.yaml']); CliRunner().invoke(app, ['--help']); "
+        "print('prefect' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
 
@@ -58,11 +60,24 @@ def test_report_prints_true_cost_by_stage_model_and_rung(tmp_path: Path, chaos: 
     from steadyflow.stages.document import Document
     from steadyflow.stages.engine import Engine
 
-    chaos.script.extend([{"fault": "http_503"}, {"content": {"category": "x"}}, {"content": {"category": "billing", "priority": "low",
-                                                                                            "summary": "refund"}}])
-    pipeline = load_pipeline(ROOT / "configs/support_triage.yaml", [
-        "models.small.provider=openai", f"models.small.base_url={chaos.base_url}", "models.small.price.input_per_mtok=1",
-        "models.small.price.output_per_mtok=2", "stages.triage.validate=[]", "stages.triage.input.redact_pii=null"])
+    chaos.script.extend(
+        [
+            {"fault": "http_503"},
+            {"content": {"category": "x"}},
+            {"content": {"category": "billing", "priority": "low", "summary": "refund"}},
+        ]
+    )
+    pipeline = load_pipeline(
+        ROOT / "configs/support_triage.yaml",
+        [
+            "models.small.provider=openai",
+            f"models.small.base_url={chaos.base_url}",
+            "models.small.price.input_per_mtok=1",
+            "models.small.price.output_per_mtok=2",
+            "stages.triage.validate=[]",
+            "stages.triage.input.redact_pii=null",
+        ],
+    )
 
     async def go() -> list:
         engine = Engine.create(pipeline, "run-r", 1)

@@ -16,7 +16,20 @@ pytestmark = pytest.mark.slow
 
 
 def _run(env: dict[str, str], pipeline: Path, docs: Path, out: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "steadyflow.cli", "run", str(pipeline), "--input", str(docs), "--output", str(out), "--chunk-size", "20", *flags]
+    cmd = [
+        sys.executable,
+        "-m",
+        "steadyflow.cli",
+        "run",
+        str(pipeline),
+        "--input",
+        str(docs),
+        "--output",
+        str(out),
+        "--chunk-size",
+        "20",
+        *flags,
+    ]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result

@@ -49,8 +49,9 @@ def slow_endpoint() -> Iterator[ChaosServer]:
 
 
 @pytest.mark.slow
-def test_a_log_file_gets_progress_lines_before_the_first_chunk_ends(prefect_env: dict[str, str], slow_endpoint: ChaosServer,
-                                                                  tmp_path: Path) -> None:
+def test_a_log_file_gets_progress_lines_before_the_first_chunk_ends(
+    prefect_env: dict[str, str], slow_endpoint: ChaosServer, tmp_path: Path
+) -> None:
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text(f"""
 pipeline: lines
@@ -67,20 +68,40 @@ stages:
     docs.write_text("".join(json.dumps({"id": i, "text": f"ticket {i}"}) + "\n" for i in range(25)))
     out, log = tmp_path / "out", tmp_path / "stderr.log"
     env = {**prefect_env, "STEADYFLOW_PROGRESS_INTERVAL": "1"}
-    cmd = [sys.executable, "-m", "steadyflow.cli", "run", str(pipeline), "--input", str(docs), "--output", str(out), "--chunk-size", "50"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "steadyflow.cli",
+        "run",
+        str(pipeline),
+        "--input",
+        str(docs),
+        "--output",
+        str(out),
+        "--chunk-size",
+        "50",
+    ]
     with log.open("w") as stderr:
         process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        early: list[tuple[str, int, int]] = []  # (a progress line, records stored, documents completed) while the chunk runs
+        early: list[
+            tuple[str, int, int]
+        ] = []  # (a progress line, records stored, documents completed) while the chunk runs
         while process.poll() is None:
             time.sleep(0.5)
             shown = [line for line in log.read_text().splitlines() if line.startswith("progress ")]
             if shown and (out / "decisions.sqlite").is_file():
                 with sqlite3.connect(out / "decisions.sqlite") as db:
-                    counts = db.execute("SELECT (SELECT COUNT(*) FROM decisions), (SELECT COUNT(*) FROM completed)").fetchone()
+                    counts = db.execute(
+                        "SELECT (SELECT COUNT(*) FROM decisions), (SELECT COUNT(*) FROM completed)"
+                    ).fetchone()
                 if counts[1] == 0:
                     early.append((shown[-1], *counts))
         assert process.wait(300) == 0, log.read_text()[-3000:]
-    moving = [(line, stored) for line, stored, _ in early if "/25 documents" in line and not line.split(": ")[1].startswith("0/")]
+    moving = [
+        (line, stored)
+        for line, stored, _ in early
+        if "/25 documents" in line and not line.split(": ")[1].startswith("0/")
+    ]
     assert moving, early  # documents counted, and records stored, inside the only chunk, before it ended
     assert all(stored > 0 for _, stored in moving)
     final = [line for line in log.read_text().splitlines() if line.startswith("progress ")][-1]

@@ -48,7 +48,9 @@ def test_no_plugins_imports_nothing_and_says_so_once(folder: Path) -> None:
     result = _cli(folder, "--no-plugins", "p.yaml", "p.yaml")
     assert result.returncode == 0, result.stderr
     assert not (folder / "imported.marker").exists()
-    assert result.stderr.count("plugin checks and output_model classes were not imported or verified (--no-plugins") == 1
+    assert (
+        result.stderr.count("plugin checks and output_model classes were not imported or verified (--no-plugins") == 1
+    )
 
 
 def test_ci_makes_no_plugins_the_default_and_plugins_forces_the_import(folder: Path) -> None:
@@ -67,8 +69,11 @@ def test_without_ci_plugins_are_imported_and_checked(folder: Path) -> None:
 
 
 def test_no_plugins_does_not_import_an_output_model(folder: Path) -> None:
-    (folder / "p.yaml").write_text(PIPELINE.replace("output: {a: {type: string}}", "output_model: 'evil_plugin:Model'")
-                                   .replace("plugins: [evil_plugin]\n", "").replace("validate: [{layer: business, check: made_up_check}]", ""))
+    (folder / "p.yaml").write_text(
+        PIPELINE.replace("output: {a: {type: string}}", "output_model: 'evil_plugin:Model'")
+        .replace("plugins: [evil_plugin]\n", "")
+        .replace("validate: [{layer: business, check: made_up_check}]", "")
+    )
     result = _cli(folder, "--no-plugins", "p.yaml")
     assert result.returncode == 0, result.stderr
     assert not (folder / "imported.marker").exists()
@@ -76,16 +81,22 @@ def test_no_plugins_does_not_import_an_output_model(folder: Path) -> None:
 
 def test_a_fifo_prompt_fails_in_a_line_within_seconds(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo.md")
-    (tmp_path / "p.yaml").write_text(PIPELINE.replace('{template: "{{ text }}"}', "{file: fifo.md}").replace("plugins: [evil_plugin]\n", ""))
+    (tmp_path / "p.yaml").write_text(
+        PIPELINE.replace('{template: "{{ text }}"}', "{file: fifo.md}").replace("plugins: [evil_plugin]\n", "")
+    )
     started = time.monotonic()
     result = _cli(tmp_path, "--no-plugins", "p.yaml")
     assert time.monotonic() - started < 20
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    expected = "p.yaml:7:20: stages[0].prompt.file: prompt file 'fifo.md' is not a regular file (a FIFO): name a text file"
+    expected = (
+        "p.yaml:7:20: stages[0].prompt.file: prompt file 'fifo.md' is not a regular file (a FIFO): name a text file"
+    )
     assert result.stderr.splitlines()[0] == expected
 
 
-@pytest.mark.parametrize("name", ["merge_key_bomb", "yaml_nested_deep", "cel_bombs", "prompt_huge_expression", "output_reserved_names"])
+@pytest.mark.parametrize(
+    "name", ["merge_key_bomb", "yaml_nested_deep", "cel_bombs", "prompt_huge_expression", "output_reserved_names"]
+)
 def test_bombs_are_one_line_each_exit_2_no_traceback(name: str) -> None:
     result = _cli(ROOT, f"tests/fixtures/invalid/{name}.yaml")
     assert result.returncode == 2

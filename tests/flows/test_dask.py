@@ -18,9 +18,12 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_stages_run_in_dask_worker_processes_and_every_document_comes_back(prefect_env: dict[str, str], tmp_path: Path) -> None:
+def test_stages_run_in_dask_worker_processes_and_every_document_comes_back(
+    prefect_env: dict[str, str], tmp_path: Path
+) -> None:
     # a plugin check that notes which process checked each output: it must be the Dask workers, not the flow
-    (tmp_path / "where.py").write_text(textwrap.dedent("""
+    (tmp_path / "where.py").write_text(
+        textwrap.dedent("""
         import os
         from steadyflow.validators.base import Finding, validator
 
@@ -29,7 +32,8 @@ def test_stages_run_in_dask_worker_processes_and_every_document_comes_back(prefe
             with open(os.environ["WHERE_LOG"], "a") as log:
                 log.write(f"{os.getpid()} {context.doc_id}\\n")
             return Finding(passed=True)
-    """))
+    """)
+    )
     server = ChaosServer(ChaosConfig(seed=31, latency_ms=20)).start()
     pipeline = tmp_path / "spread.yaml"
     pipeline.write_text(f"""
@@ -52,12 +56,32 @@ stages:
 run: {{task_runner: dask, dask_workers: 2, chunk_size: 10, concurrency: 4}}
 """)
     docs = tmp_path / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"id": f"d{i:02d}", "text": f"ticket {i}: invoice wrong"}) + "\n" for i in range(60))
-                    + "not json\n")
+    docs.write_text(
+        "".join(json.dumps({"id": f"d{i:02d}", "text": f"ticket {i}: invoice wrong"}) + "\n" for i in range(60))
+        + "not json\n"
+    )
     log = tmp_path / "where.log"
-    cmd = [sys.executable, "-m", "steadyflow.cli", "run", str(pipeline), "--json", "--input", str(docs), "--output", str(tmp_path / "out")]
-    run = subprocess.Popen(cmd, cwd=ROOT, env={**prefect_env, "WHERE_LOG": str(log)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "steadyflow.cli",
+        "run",
+        str(pipeline),
+        "--json",
+        "--input",
+        str(docs),
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    run = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**prefect_env, "WHERE_LOG": str(log)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = run.communicate(timeout=300)
     finally:
@@ -67,11 +91,15 @@ run: {{task_runner: dask, dask_workers: 2, chunk_size: 10, concurrency: 4}}
     assert run.returncode == 0, stderr[-3000:]
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["documents"] == 61 and summary["outputs"] == 60 and summary["quarantined"] == 1
-    assert summary["by_rung"]["triage"] == {"model:m": 60, "quarantined": 1} and summary["by_rung"]["tag"] == {"model:m": 60}
+    assert summary["by_rung"]["triage"] == {"model:m": 60, "quarantined": 1} and summary["by_rung"]["tag"] == {
+        "model:m": 60
+    }
     assert summary["cost_usd"] > 0
     rows = [json.loads(line) for line in (tmp_path / "out" / "spread.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == [f"d{i:02d}" for i in range(60)]
-    assert all(set(r["outputs"]) == {"triage", "tag"} for r in rows)  # documents came back from the workers with both outputs
+    assert all(
+        set(r["outputs"]) == {"triage", "tag"} for r in rows
+    )  # documents came back from the workers with both outputs
     seen = [line.split() for line in log.read_text().splitlines()]
     assert sorted(doc for _, doc in seen) == [f"d{i:02d}" for i in range(60)]
     pids = {int(pid) for pid, _ in seen}

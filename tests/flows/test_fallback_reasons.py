@@ -60,7 +60,9 @@ def _run(tmp_path: Path, chaos: ChaosServer) -> tuple[RunSummary, Path, str]:
     for i in range(6):
         (docs / f"d{i}.txt").write_text(f"Company: {SECRET}{i} acquired by {SECRET} Holdings for {i * 17} million")
     (docs / "empty.txt").write_text("")
-    chaos.script.extend([{"content": {"category": "nonsense", "companies": [SECRET]}}] * 4 + [{"fault": "http_500"}] * 2)
+    chaos.script.extend(
+        [{"content": {"category": "nonsense", "companies": [SECRET]}}] * 4 + [{"fault": "http_500"}] * 2
+    )
     pipeline = load_pipeline(tmp_path / "p.yaml")
     out = tmp_path / "out"
     options = RunOptions(input=str(docs), output=str(out))

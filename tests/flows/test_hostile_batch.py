@@ -79,10 +79,14 @@ _entries = st.lists(
     st.tuples(
         st.sampled_from(["txt", "json", "md", "html", "eml", "pdf"]),
         st.sampled_from(["file", "file", "file", "fifo", "dir", "link_out"]),
-        st.one_of(st.binary(max_size=200), st.sampled_from(list(HOSTILE.values())),
-                  st.text(max_size=120).map(lambda t: t.encode("utf-8", "surrogatepass"))),
+        st.one_of(
+            st.binary(max_size=200),
+            st.sampled_from(list(HOSTILE.values())),
+            st.text(max_size=120).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        ),
     ),
-    min_size=1, max_size=12,
+    min_size=1,
+    max_size=12,
 )
 
 
@@ -114,9 +118,13 @@ def faulty_endpoint() -> Iterator[ChaosServer]:
     server.stop()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(entries=_entries, sink=st.sampled_from(["jsonl", "csv"]))
-def test_any_folder_ends_with_every_entry_exactly_once(faulty_endpoint: ChaosServer, entries: list[tuple[str, str, bytes]], sink: str) -> None:
+def test_any_folder_ends_with_every_entry_exactly_once(
+    faulty_endpoint: ChaosServer, entries: list[tuple[str, str, bytes]], sink: str
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         folder, out = base / "in", base / "out"
@@ -133,16 +141,30 @@ def test_any_folder_ends_with_every_entry_exactly_once(faulty_endpoint: ChaosSer
             assert db.execute("SELECT COUNT(DISTINCT doc_id) FROM decisions").fetchone()[0] == len(entries)
 
 
-_lines = st.lists(st.one_of(
-    st.builds(lambda i, t: json.dumps({"id": i, "text": t}), st.sampled_from(["x", "x", "x~2", "", " x", "0"]), st.text(max_size=40)),
-    st.sampled_from([deep_json(3000), '{"id": 1, "text": ' + "9" * 5000 + "}", '{"text": "\\ud800"}', "[1, 2]", "not json", ""]),
-    st.binary(max_size=80).map(lambda b: b.decode("latin-1")),
-), min_size=1, max_size=15)
+_lines = st.lists(
+    st.one_of(
+        st.builds(
+            lambda i, t: json.dumps({"id": i, "text": t}),
+            st.sampled_from(["x", "x", "x~2", "", " x", "0"]),
+            st.text(max_size=40),
+        ),
+        st.sampled_from(
+            [deep_json(3000), '{"id": 1, "text": ' + "9" * 5000 + "}", '{"text": "\\ud800"}', "[1, 2]", "not json", ""]
+        ),
+        st.binary(max_size=80).map(lambda b: b.decode("latin-1")),
+    ),
+    min_size=1,
+    max_size=15,
+)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(lines=_lines, kind=st.sampled_from(["jsonl", "csv"]))
-def test_any_table_ends_with_every_record_exactly_once(faulty_endpoint: ChaosServer, lines: list[str], kind: str) -> None:
+def test_any_table_ends_with_every_record_exactly_once(
+    faulty_endpoint: ChaosServer, lines: list[str], kind: str
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         table, out = base / f"in.{kind}", base / "out"
@@ -185,7 +207,9 @@ def _completed(db: Path) -> int:
 
 
 def _kill_after(cmd: list[str], env: dict[str, str], db: Path, after: int) -> None:
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    process = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     deadline = time.monotonic() + 300
     while _completed(db) < after:
         assert process.poll() is None, (process.stderr.read() if process.stderr else b"").decode()[-3000:]
@@ -199,12 +223,24 @@ def _kill_after(cmd: list[str], env: dict[str, str], db: Path, after: int) -> No
 def test_soak_hostile_documents_faults_kills_and_a_second_run(prefect_env: dict[str, str], tmp_path: Path) -> None:
     expected = _soak_folder(tmp_path / "in")
     out = tmp_path / "out"
-    server = ChaosServer(ChaosConfig(faults=THIRTY_PERCENT, seed=17, hang_s=3, latency_ms=20, retry_after_s=0.1)).start()
+    server = ChaosServer(
+        ChaosConfig(faults=THIRTY_PERCENT, seed=17, hang_s=3, latency_ms=20, retry_after_s=0.1)
+    ).start()
     try:
         pipeline_file = tmp_path / "p.yaml"
         pipeline_file.write_text(PIPELINE.format(base_url=server.base_url, timeout_s=1, sink="jsonl"))
-        cmd = [sys.executable, "-m", "steadyflow.cli", "run", str(pipeline_file), "--input", str(tmp_path / "in"),
-               "--output", str(out), "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "steadyflow.cli",
+            "run",
+            str(pipeline_file),
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(out),
+            "--quiet",
+        ]
         db = out / "decisions.sqlite"
         _kill_after(cmd, prefect_env, db, after=80)
         _kill_after([*cmd, "--resume", "last"], prefect_env, db, after=200)
@@ -212,8 +248,13 @@ def test_soak_hostile_documents_faults_kills_and_a_second_run(prefect_env: dict[
         # opens and every remaining document falls to the default rung at once)
         server.config.latency_ms, faults = 800, server.config.faults  # under the model's 1 s timeout
         server.config.faults = {}
-        last = subprocess.Popen([*cmd, "--resume", "last", "--json"], cwd=ROOT, env=prefect_env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        last = subprocess.Popen(
+            [*cmd, "--resume", "last", "--json"],
+            cwd=ROOT,
+            env=prefect_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         while f'"pid": {last.pid},' not in (out / ".steadyflow.lock").read_text():  # the resumed run holds the folder
             assert last.poll() is None, (last.stderr.read() if last.stderr else b"").decode()[-3000:]
             time.sleep(0.05)
@@ -230,6 +271,9 @@ def test_soak_hostile_documents_faults_kills_and_a_second_run(prefect_env: dict[
     with sqlite3.connect(db) as connection:
         assert connection.execute("SELECT COUNT(DISTINCT doc_id) FROM decisions").fetchone()[0] == len(expected)
         assert connection.execute("SELECT COUNT(*) FROM runs WHERE finished_at IS NOT NULL").fetchone()[0] == 1
-    reasons = {json.loads(line)["id"]: json.loads(line)["reason"] for line in (out / "quarantine.jsonl").read_text().splitlines()}
+    reasons = {
+        json.loads(line)["id"]: json.loads(line)["reason"]
+        for line in (out / "quarantine.jsonl").read_text().splitlines()
+    }
     assert "not a regular file: FIFO" in reasons["pipe.txt"] and "leaves the input folder" in reasons["passwd.txt"]
     assert b"root:" not in b"".join(json.dumps(body).encode() for body in server.requests)  # /etc/passwd never sent

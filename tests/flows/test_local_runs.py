@@ -17,7 +17,15 @@ from tests.conftest import ROOT, host_children, running, wait_gone
 
 pytestmark = pytest.mark.slow
 TICKETS = ROOT / "configs/data/tickets"
-TRANSPORT_ERRORS = {"rate_limited", "server_error", "timeout", "connection", "empty_response", "client_error", "unknown"}
+TRANSPORT_ERRORS = {
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connection",
+    "empty_response",
+    "client_error",
+    "unknown",
+}
 
 
 def _command(*args: str) -> list[str]:
@@ -31,11 +39,19 @@ def _tickets(folder: Path, names: list[str]) -> Path:
     return folder
 
 
-def test_the_example_runs_end_to_end_on_the_local_model(prefect_env: dict[str, str], tmp_path: Path, local_gguf: Path) -> None:
+def test_the_example_runs_end_to_end_on_the_local_model(
+    prefect_env: dict[str, str], tmp_path: Path, local_gguf: Path
+) -> None:
     docs = _tickets(tmp_path / "in", ["t01.txt", "t02.txt", "t05.txt", "m01_empty.txt"])
     env = {**prefect_env, "OPENAI_API_KEY": "", "STEADYFLOW_CACHE_DIR": str(local_gguf.parents[1])}
-    result = subprocess.run(_command("--input", str(docs), "--output", str(tmp_path / "out")), cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        _command("--input", str(docs), "--output", str(tmp_path / "out")),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["documents"] == 4 and summary["outputs"] == 3 and summary["quarantined"] == 1
@@ -48,15 +64,23 @@ def test_the_example_runs_end_to_end_on_the_local_model(prefect_env: dict[str, s
     assert models == {local_gguf.name}  # the record names the exact GGUF (its hash is in the name)
 
 
-def test_fifty_documents_at_concurrency_8_queue_for_the_single_slot(prefect_env: dict[str, str], tmp_path: Path) -> None:
+def test_fifty_documents_at_concurrency_8_queue_for_the_single_slot(
+    prefect_env: dict[str, str], tmp_path: Path
+) -> None:
     good = sorted(p.name for p in TICKETS.glob("t*.*"))
     docs = tmp_path / "docs.jsonl"
     with docs.open("w") as out:
         for i in range(50):
             text = (TICKETS / good[i % len(good)]).read_text()
             out.write(json.dumps({"id": f"doc-{i:02d}", "text": text}) + "\n")
-    result = subprocess.run(_command("--input", str(docs), "--output", str(tmp_path / "out"), "--concurrency", "8"),
-                            cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        _command("--input", str(docs), "--output", str(tmp_path / "out"), "--concurrency", "8"),
+        cwd=ROOT,
+        env=prefect_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["documents"] == 50 and summary["quarantined"] == 0
@@ -70,8 +94,13 @@ def test_fifty_documents_at_concurrency_8_queue_for_the_single_slot(prefect_env:
 def test_no_orphan_server_however_the_run_ends(prefect_env: dict[str, str], tmp_path: Path, how: str) -> None:
     docs = _tickets(tmp_path / "in", sorted(p.name for p in TICKETS.glob("t*.*"))[:20])
     log = (tmp_path / "run.log").open("w")
-    run = subprocess.Popen(_command("--input", str(docs), "--output", str(tmp_path / "out")), cwd=ROOT, env=prefect_env,
-                           stdout=log, stderr=subprocess.STDOUT)
+    run = subprocess.Popen(
+        _command("--input", str(docs), "--output", str(tmp_path / "out")),
+        cwd=ROOT,
+        env=prefect_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 180
     while not (children := host_children(run.pid)):
         assert run.poll() is None and time.monotonic() < deadline, (tmp_path / "run.log").read_text()[-2000:]
@@ -86,10 +115,14 @@ def test_no_orphan_server_however_the_run_ends(prefect_env: dict[str, str], tmp_
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "steadyflow.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "steadyflow.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
-def test_served_model_is_reused_by_runs_and_stopped_on_request(prefect_env: dict[str, str], tmp_path: Path, local_gguf: Path) -> None:
+def test_served_model_is_reused_by_runs_and_stopped_on_request(
+    prefect_env: dict[str, str], tmp_path: Path, local_gguf: Path
+) -> None:
     env = {**prefect_env, "STEADYFLOW_CACHE_DIR": str(tmp_path / "cache")}
     served = _cli(env, "local-model", "serve", "--model-path", str(local_gguf))
     assert served.returncode == 0, served.stderr
@@ -98,11 +131,23 @@ def test_served_model_is_reused_by_runs_and_stopped_on_request(prefect_env: dict
         server = info["server"]
         assert server and server["model_path"] == str(local_gguf) and running(server["pid"])
         docs = _tickets(tmp_path / "in", ["t01.txt", "t02.txt"])
-        run = _cli(env, "run", "configs/support_triage.yaml", "--json", "--input", str(docs), "--output", str(tmp_path / "out"),
-                   "--set", f"models.small.model_path={local_gguf}")
+        run = _cli(
+            env,
+            "run",
+            "configs/support_triage.yaml",
+            "--json",
+            "--input",
+            str(docs),
+            "--output",
+            str(tmp_path / "out"),
+            "--set",
+            f"models.small.model_path={local_gguf}",
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         summary = json.loads(run.stdout.strip().splitlines()[-1])
-        assert summary["outputs"] == 2 and summary["notes"] == [f"small: reusing the served local model at {server['base_url']}"]
+        assert summary["outputs"] == 2 and summary["notes"] == [
+            f"small: reusing the served local model at {server['base_url']}"
+        ]
         assert running(server["pid"])  # the run left the shared server running
     finally:
         stopped = _cli(env, "local-model", "stop")

@@ -15,15 +15,24 @@ from tests.conftest import ROOT, wait_http
 
 pytestmark = pytest.mark.slow
 THIRTY_PERCENT = {
-    "rate_limit": 0.05, "rate_limit_no_retry_after": 0.02, "http_500": 0.03, "http_502": 0.03, "http_503": 0.03,
-    "timeout": 0.02, "reset": 0.03, "malformed": 0.03, "truncated": 0.02, "wrong_type": 0.03, "empty": 0.01,
+    "rate_limit": 0.05,
+    "rate_limit_no_retry_after": 0.02,
+    "http_500": 0.03,
+    "http_502": 0.03,
+    "http_503": 0.03,
+    "timeout": 0.02,
+    "reset": 0.03,
+    "malformed": 0.03,
+    "truncated": 0.02,
+    "wrong_type": 0.03,
+    "empty": 0.01,
 }
 
 
 def test_pinned_prefect_server_serves_api_and_ui(prefect_env: dict[str, str]) -> None:
     assert wait_http(prefect_env["PREFECT_API_URL"] + "/health", 10).strip() == b"true"
     page = wait_http(prefect_env["PREFECT_UI_URL"] + "/", 10).decode()
-    assert "<!DOCTYPE html>" in page and "<div id=\"app\"" in page
+    assert "<!DOCTYPE html>" in page and '<div id="app"' in page
 
 
 def on_chaos(server: ChaosServer) -> list[str]:
@@ -38,16 +47,37 @@ def _run(env: dict[str, str], *args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_200_documents_with_30_percent_faults_none_lost_none_duplicated(prefect_env: dict[str, str], tmp_path: Path) -> None:
+def test_200_documents_with_30_percent_faults_none_lost_none_duplicated(
+    prefect_env: dict[str, str], tmp_path: Path
+) -> None:
     docs = tmp_path / "docs.jsonl"
-    topics = ["my invoice is wrong, refund please", "the app crashes with error 500", "cannot log in to my account",
-              "parcel tracking has not moved", "question about pricing"]
-    docs.write_text("".join(json.dumps({"id": f"doc-{i:03d}", "text": f"Ticket {i}: {topics[i % 5]}"}) + "\n" for i in range(200)))
+    topics = [
+        "my invoice is wrong, refund please",
+        "the app crashes with error 500",
+        "cannot log in to my account",
+        "parcel tracking has not moved",
+        "question about pricing",
+    ]
+    docs.write_text(
+        "".join(json.dumps({"id": f"doc-{i:03d}", "text": f"Ticket {i}: {topics[i % 5]}"}) + "\n" for i in range(200))
+    )
     server = ChaosServer(ChaosConfig(faults=THIRTY_PERCENT, seed=11, hang_s=4)).start()
     try:
         out = tmp_path / "out"
-        summary = _run(prefect_env, "--input", str(docs), "--output", str(out), "--concurrency", "16", "--chunk-size", "40",
-                       *on_chaos(server), "--set", "models.small.timeout_s=1")
+        summary = _run(
+            prefect_env,
+            "--input",
+            str(docs),
+            "--output",
+            str(out),
+            "--concurrency",
+            "16",
+            "--chunk-size",
+            "40",
+            *on_chaos(server),
+            "--set",
+            "models.small.timeout_s=1",
+        )
         stats = dict(server.stats)
     finally:
         server.stop()
@@ -58,9 +88,11 @@ def test_200_documents_with_30_percent_faults_none_lost_none_duplicated(prefect_
     assert sorted(r["id"] for r in rows) == [f"doc-{i:03d}" for i in range(200)]
     assert {r["rungs"]["triage"] for r in rows} <= {"model:small", "rules", "default"}
     db = sqlite3.connect(out / "decisions.sqlite")
-    count, distinct = db.execute("SELECT COUNT(*), COUNT(DISTINCT doc_id) FROM decisions WHERE run_id = ?", (summary["run_id"],)).fetchone()
+    count, distinct = db.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT doc_id) FROM decisions WHERE run_id = ?", (summary["run_id"],)
+    ).fetchone()
     assert count == distinct == 200
-    failed = db.execute("SELECT COUNT(*) FROM decisions WHERE attempts LIKE '%\"error_kind\": \"%'").fetchone()[0]
+    failed = db.execute('SELECT COUNT(*) FROM decisions WHERE attempts LIKE \'%"error_kind": "%\'').fetchone()[0]
     assert failed > 0
     assert summary["flow_run_id"]
 
@@ -83,7 +115,9 @@ def test_run_on_the_ephemeral_api_too(tmp_path: Path, prefect_env: dict[str, str
     assert quarantined["id"] == "bad.txt" and quarantined["reason"].startswith("undecodable")
 
 
-def test_the_output_cache_persists_across_runs_and_no_cache_bypasses_it(prefect_env: dict[str, str], tmp_path: Path) -> None:
+def test_the_output_cache_persists_across_runs_and_no_cache_bypasses_it(
+    prefect_env: dict[str, str], tmp_path: Path
+) -> None:
     server = ChaosServer(ChaosConfig(seed=4)).start()
     pipeline = tmp_path / "cached.yaml"
     pipeline.write_text(f"""
@@ -104,8 +138,19 @@ run: {{cache_path: cache.sqlite}}
         (docs / f"t{i}.txt").write_text(f"ticket {i}: my invoice is wrong")
 
     def run(*extra: str) -> dict:
-        cmd = [sys.executable, "-m", "steadyflow.cli", "run", str(pipeline), "--json", "--input", str(docs),
-               "--output", str(tmp_path / "out"), *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "steadyflow.cli",
+            "run",
+            str(pipeline),
+            "--json",
+            "--input",
+            str(docs),
+            "--output",
+            str(tmp_path / "out"),
+            *extra,
+        ]
         result = subprocess.run(cmd, cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads(result.stdout.strip().splitlines()[-1])

@@ -49,7 +49,9 @@ def _pipeline(tmp_path: Path, url: str) -> LoadedPipeline:
     return load_pipeline(tmp_path / "p.yaml")
 
 
-def test_latency_is_the_documents_own_time_and_queueing_is_recorded_apart(tmp_path: Path, slow_endpoint: ChaosServer) -> None:
+def test_latency_is_the_documents_own_time_and_queueing_is_recorded_apart(
+    tmp_path: Path, slow_endpoint: ChaosServer
+) -> None:
     docs = [Document(f"d{i}", f"ticket {i}", "mem") for i in range(5)]
     records = run_stage(_pipeline(tmp_path, slow_endpoint.base_url), "s", docs, concurrency=8)
     assert all(r.status == "validated" for r in records)
@@ -91,7 +93,9 @@ def _batch(pipeline: LoadedPipeline, options: RunOptions, out: Path, stop_after_
     return summary
 
 
-def test_records_are_stored_as_documents_finish_and_a_crash_keeps_them_exactly_once(tmp_path: Path, slow_endpoint: ChaosServer) -> None:
+def test_records_are_stored_as_documents_finish_and_a_crash_keeps_them_exactly_once(
+    tmp_path: Path, slow_endpoint: ChaosServer
+) -> None:
     pipeline = _pipeline(tmp_path, slow_endpoint.base_url)
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"id": f"t{i}", "text": f"ticket {i}"}) + "\n" for i in range(8)))
@@ -112,6 +116,8 @@ def test_records_are_stored_as_documents_finish_and_a_crash_keeps_them_exactly_o
     assert summary.documents == 8 and summary.outputs == 8
     db = sqlite3.connect(out / "decisions.sqlite")
     assert db.execute("SELECT COUNT(*), COUNT(DISTINCT doc_id) FROM decisions").fetchone() == (8, 8)
-    assert db.execute("SELECT COUNT(*) FROM superseded").fetchone()[0] == done  # the unfinished chunk's records, set aside once
+    assert (
+        db.execute("SELECT COUNT(*) FROM superseded").fetchone()[0] == done
+    )  # the unfinished chunk's records, set aside once
     ids = [json.loads(line)["id"] for line in (out / "out.jsonl").read_text().splitlines()]
     assert sorted(ids) == sorted(f"t{i}" for i in range(8))

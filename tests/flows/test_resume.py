@@ -61,7 +61,9 @@ def asked_since(server: ChaosServer, start: int) -> set[str]:
 
 
 def run_until_killed(cmd: list[str], env: dict[str, str], db: Path, after: int) -> None:
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    process = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     deadline = time.monotonic() + 240
     while len(completed(db)) < after:
         assert process.poll() is None, process.stderr.read().decode()[-3000:] if process.stderr else ""
@@ -90,17 +92,39 @@ def test_killed_twice_then_resumed_every_document_once_and_no_model_call_repeate
     prefect_env: dict[str, str], tmp_path: Path, sink_kind: str, request: pytest.FixtureRequest
 ) -> None:
     docs = tmp_path / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"id": f"doc-{i:03d}", "text": f"Ticket doc-{i:03d}: my invoice is wrong"}) + "\n"
-                            for i in range(N)))
+    docs.write_text(
+        "".join(
+            json.dumps({"id": f"doc-{i:03d}", "text": f"Ticket doc-{i:03d}: my invoice is wrong"}) + "\n"
+            for i in range(N)
+        )
+    )
     out = tmp_path / "out"
     table = f"resume_{uuid.uuid4().hex[:8]}"  # PostgreSQL outlives one test
-    url = request.getfixturevalue("postgres_url") if sink_kind == "postgresql" else f"sqlite:///{tmp_path / 'sink.sqlite'}"
-    sink = ("{kind: jsonl, path: out/resumable.jsonl}" if sink_kind == "jsonl"
-            else f'{{kind: sql, url: "{url}", table: {table}, outside_output: true}}')
+    url = (
+        request.getfixturevalue("postgres_url")
+        if sink_kind == "postgresql"
+        else f"sqlite:///{tmp_path / 'sink.sqlite'}"
+    )
+    sink = (
+        "{kind: jsonl, path: out/resumable.jsonl}"
+        if sink_kind == "jsonl"
+        else f'{{kind: sql, url: "{url}", table: {table}, outside_output: true}}'
+    )
     server = ChaosServer(ChaosConfig(seed=5, latency_ms=60, keep_requests=100_000)).start()
     try:
         pipeline = pipeline_file(tmp_path, server.base_url, sink)
-        cmd = [sys.executable, "-m", "steadyflow.cli", "run", str(pipeline), "--input", str(docs), "--output", str(out), "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "steadyflow.cli",
+            "run",
+            str(pipeline),
+            "--input",
+            str(docs),
+            "--output",
+            str(out),
+            "--quiet",
+        ]
         db = out / "decisions.sqlite"
         run_until_killed(cmd, prefect_env, db, after=80)
         with sqlite3.connect(db) as connection:
@@ -113,8 +137,14 @@ def test_killed_twice_then_resumed_every_document_once_and_no_model_call_repeate
             if kill_after is not None:
                 run_until_killed(resume, prefect_env, db, after=kill_after)
             else:
-                result = subprocess.run([*resume[:-3], "--json", "--resume", "last"], cwd=ROOT, env=prefect_env,
-                                        capture_output=True, text=True, timeout=600)
+                result = subprocess.run(
+                    [*resume[:-3], "--json", "--resume", "last"],
+                    cwd=ROOT,
+                    env=prefect_env,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
                 assert result.returncode == 0, result.stderr[-3000:]
                 summary = json.loads(result.stdout.strip().splitlines()[-1])
                 assert summary["run_id"] == run_id and summary["resumed"] == len(done_before)
@@ -128,16 +158,31 @@ def test_killed_twice_then_resumed_every_document_once_and_no_model_call_repeate
     ids = sink_ids(sink_kind, out, url, table)
     assert sorted(ids) == [f"doc-{i:03d}" for i in range(N)]  # every document, exactly once
     with sqlite3.connect(db) as connection:
-        assert connection.execute("SELECT COUNT(DISTINCT doc_id) FROM decisions WHERE run_id = ?", (run_id,)).fetchone()[0] == N
-        assert connection.execute("SELECT finished_at IS NOT NULL FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0] == 1
-
+        assert (
+            connection.execute("SELECT COUNT(DISTINCT doc_id) FROM decisions WHERE run_id = ?", (run_id,)).fetchone()[0]
+            == N
+        )
+        assert (
+            connection.execute("SELECT finished_at IS NOT NULL FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0]
+            == 1
+        )
 
 
 def test_resume_refuses_what_it_cannot_continue(tmp_path: Path) -> None:
     docs = tmp_path / "docs.jsonl"
     docs.write_text('{"id": "a", "text": "Ticket doc-001: hello"}\n')
     pipeline = pipeline_file(tmp_path, "http://127.0.0.1:1/v1", "{kind: jsonl, path: out/resumable.jsonl}")
-    base = [sys.executable, "-m", "steadyflow.cli", "run", str(pipeline), "--input", str(docs), "--output", str(tmp_path / "out")]
+    base = [
+        sys.executable,
+        "-m",
+        "steadyflow.cli",
+        "run",
+        str(pipeline),
+        "--input",
+        str(docs),
+        "--output",
+        str(tmp_path / "out"),
+    ]
 
     def refused(*args: str) -> str:
         result = subprocess.run([*base, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -153,7 +198,9 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path) -> None:
     store.finish_run("done1", {})
     store.close()
     assert "has no such run (newest: " in refused("--resume", "abc")
-    assert "the pipeline changed since that run started" in refused("--resume", "last")  # last = old1, which another pipeline made
+    assert "the pipeline changed since that run started" in refused(
+        "--resume", "last"
+    )  # last = old1, which another pipeline made
     store = DecisionStore(tmp_path / "out" / "decisions.sqlite")
     store.finish_run("old1", {})
     store.close()

@@ -27,7 +27,10 @@ def _pipeline(folder: Path, name: str, base_url: str) -> Path:
 
 def _api(env: dict[str, str], code: str) -> object:
     """Ask the Prefect API from a fresh interpreter (the test process is not configured for that server)."""
-    script = "import asyncio, json\nfrom prefect.client.orchestration import get_client\nfrom prefect.exceptions import ObjectNotFound\n" + code
+    script = (
+        "import asyncio, json\nfrom prefect.client.orchestration import get_client\nfrom prefect.exceptions import ObjectNotFound\n"
+        + code
+    )
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -79,9 +82,22 @@ def test_serve_registers_the_cron_schedule_and_runs_the_pipeline(prefect_env: di
     server = ChaosServer(ChaosConfig(seed=21)).start()
     pipeline = _pipeline(tmp_path, "served", server.base_url)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "steadyflow.cli", "serve", str(pipeline), "--cron", "0 3 * * *",
-           "--input", str(tmp_path / "docs"), "--output", str(out)]
-    serving = subprocess.Popen(cmd, cwd=tmp_path, env=prefect_env, stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "steadyflow.cli",
+        "serve",
+        str(pipeline),
+        "--cron",
+        "0 3 * * *",
+        "--input",
+        str(tmp_path / "docs"),
+        "--output",
+        str(out),
+    ]
+    serving = subprocess.Popen(
+        cmd, cwd=tmp_path, env=prefect_env, stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT
+    )
     try:
         deployment = _deployment(prefect_env, "served")
         assert deployment["crons"] == ["0 3 * * *"]
@@ -99,15 +115,33 @@ def test_deploy_to_a_work_pool_runs_on_a_process_worker(prefect_env: dict[str, s
     server = ChaosServer(ChaosConfig(seed=22)).start()
     pipeline = _pipeline(tmp_path, "deployed", server.base_url)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "steadyflow.cli", "deploy", str(pipeline), "--pool", "batch-pool", "--cron", "30 1 * * 1-5",
-           "--input", str(tmp_path / "docs"), "--output", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "steadyflow.cli",
+        "deploy",
+        str(pipeline),
+        "--pool",
+        "batch-pool",
+        "--cron",
+        "30 1 * * 1-5",
+        "--input",
+        str(tmp_path / "docs"),
+        "--output",
+        str(out),
+    ]
     result = subprocess.run(cmd, cwd=tmp_path, env=prefect_env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "work pool 'batch-pool'" in result.stdout
     deployment = _deployment(prefect_env, "deployed", timeout_s=10)
     assert deployment["pool"] == "batch-pool" and deployment["crons"] == ["30 1 * * 1-5"]
-    worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "batch-pool"], cwd=tmp_path, env=prefect_env,
-                              stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "batch-pool"],
+        cwd=tmp_path,
+        env=prefect_env,
+        stdout=(tmp_path / "worker.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         assert _run_and_wait(prefect_env, deployment["id"]) == "COMPLETED"
     finally:
@@ -120,6 +154,16 @@ def test_deploy_to_a_work_pool_runs_on_a_process_worker(prefect_env: dict[str, s
 
 def test_a_bad_cron_is_refused_before_anything_is_created(prefect_env: dict[str, str], tmp_path: Path) -> None:
     pipeline = _pipeline(tmp_path, "badcron", "http://127.0.0.1:1/v1")
-    cmd = [sys.executable, "-m", "steadyflow.cli", "serve", str(pipeline), "--cron", "every day", "--input", str(tmp_path / "docs")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "steadyflow.cli",
+        "serve",
+        str(pipeline),
+        "--cron",
+        "every day",
+        "--input",
+        str(tmp_path / "docs"),
+    ]
     result = subprocess.run(cmd, cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and 'not a cron expression' in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "not a cron expression" in result.stderr and "Traceback" not in result.stderr

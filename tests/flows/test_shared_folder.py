@@ -24,12 +24,26 @@ N = 120
 
 def documents(tmp_path: Path, n: int = N) -> Path:
     docs = tmp_path / "docs.jsonl"
-    docs.write_text("".join(json.dumps({"id": f"doc-{i:03d}", "text": f"ticket {i}: my invoice is wrong"}) + "\n" for i in range(n)))
+    docs.write_text(
+        "".join(json.dumps({"id": f"doc-{i:03d}", "text": f"ticket {i}: my invoice is wrong"}) + "\n" for i in range(n))
+    )
     return docs
 
 
 def command(pipeline: Path, docs: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "steadyflow.cli", "run", str(pipeline), "--input", str(docs), "--output", str(out), "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "steadyflow.cli",
+        "run",
+        str(pipeline),
+        "--input",
+        str(docs),
+        "--output",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def sink_ids(out: Path, name: str) -> list[str]:
@@ -57,7 +71,11 @@ PREFECT_LOG = re.compile(r"^\d\d:\d\d:\d\d\.\d+ \| WARNING +\| ")
 
 def one_line(stderr: str) -> str:
     """The one line steadyflow printed (besides the run id, and warnings of Prefect's own)."""
-    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("run ") and not PREFECT_LOG.match(line)]
+    lines = [
+        line
+        for line in stderr.splitlines()
+        if line.strip() and not line.startswith("run ") and not PREFECT_LOG.match(line)
+    ]
     assert len(lines) == 1 and "Traceback" not in stderr and "INFO" not in stderr, stderr[-3000:]
     return lines[0]
 
@@ -72,11 +90,17 @@ def slow_endpoint() -> ChaosServer:
 def test_a_second_run_into_a_busy_folder_is_refused_and_the_first_is_intact(
     prefect_env: dict[str, str], tmp_path: Path, slow_endpoint: ChaosServer
 ) -> None:
-    pipeline = triage_pipeline(tmp_path / "p.yaml", "shared", slow_endpoint.base_url, "run: {concurrency: 2, chunk_size: 10}")
+    pipeline = triage_pipeline(
+        tmp_path / "p.yaml", "shared", slow_endpoint.base_url, "run: {concurrency: 2, chunk_size: 10}"
+    )
     docs, out = documents(tmp_path), tmp_path / "out"
-    first = subprocess.Popen(command(pipeline, docs, out), cwd=ROOT, env=prefect_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        command(pipeline, docs, out), cwd=ROOT, env=prefect_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     wait_for(lambda: completed(out / "decisions.sqlite") >= 10, first)
-    second = subprocess.run(command(pipeline, docs, out), cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(
+        command(pipeline, docs, out), cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=120
+    )
     assert first.poll() is None, "the first run ended before the second started: the test proves nothing"
     assert second.returncode == 2
     assert "is in use by run" in one_line(second.stderr)
@@ -87,10 +111,14 @@ def test_a_second_run_into_a_busy_folder_is_refused_and_the_first_is_intact(
 def test_a_killed_run_keeps_its_outputs_from_a_second_run_and_resumes_cleanly(
     prefect_env: dict[str, str], tmp_path: Path, slow_endpoint: ChaosServer
 ) -> None:
-    pipeline = triage_pipeline(tmp_path / "p.yaml", "shared", slow_endpoint.base_url, "run: {concurrency: 8, chunk_size: 10}")
+    pipeline = triage_pipeline(
+        tmp_path / "p.yaml", "shared", slow_endpoint.base_url, "run: {concurrency: 8, chunk_size: 10}"
+    )
     docs, out = documents(tmp_path), tmp_path / "out"
     cmd = command(pipeline, docs, out)
-    first = subprocess.Popen(cmd, cwd=ROOT, env=prefect_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    first = subprocess.Popen(
+        cmd, cwd=ROOT, env=prefect_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     wait_for(lambda: completed(out / "decisions.sqlite") >= 30, first)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(30)
@@ -98,7 +126,9 @@ def test_a_killed_run_keeps_its_outputs_from_a_second_run_and_resumes_cleanly(
     second = subprocess.run(cmd, cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=120)
     assert second.returncode == 2 and "which did not finish; resume it with --resume" in one_line(second.stderr)
     assert (out / "shared.jsonl").read_bytes() == kept
-    resumed = subprocess.run([*cmd, "--resume", "last"], cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*cmd, "--resume", "last"], cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     data = (out / "shared.jsonl").read_bytes()
     assert b"\x00" not in data
@@ -109,23 +139,33 @@ def _in_mount_namespace(script: str, env: dict[str, str]) -> subprocess.Complete
     """Run a shell script in a private mount namespace, where it may mount a small or read-only tmpfs."""
     if shutil.which("unshare") is None:
         pytest.fail("util-linux's unshare is needed to give a run a full or read-only disk")
-    return subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-ec", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        ["unshare", "--map-root-user", "--mount", "sh", "-ec", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_a_full_disk_is_one_line_and_a_resume_completes(prefect_env: dict[str, str], tmp_path: Path) -> None:
     server = ChaosServer(ChaosConfig(seed=4)).start()
     try:
-        pipeline = triage_pipeline(tmp_path / "p.yaml", "shared", server.base_url, "run: {concurrency: 8, chunk_size: 20}")
+        pipeline = triage_pipeline(
+            tmp_path / "p.yaml", "shared", server.base_url, "run: {concurrency: 8, chunk_size: 20}"
+        )
         docs, out = documents(tmp_path, 2000), tmp_path / "out"
         out.mkdir()
         run = " ".join(command(pipeline, docs, out))
         # 200 KB hold the store and the first chunks, not 2,000 rows: the disk fills mid-batch
-        script = (f"mount -t tmpfs -o size=200k tmpfs {out}\n"
-                  f"set +e; {run} 2> {tmp_path}/full.err; echo $? > {tmp_path}/full.rc; set -e\n"
-                  f"mount -o remount,size=50m {out}\n"
-                  f"{run} --resume last 2> {tmp_path}/resume.err; echo $? > {tmp_path}/resume.rc\n"
-                  f"cp {out}/shared.jsonl {tmp_path}/kept.jsonl\n")
+        script = (
+            f"mount -t tmpfs -o size=200k tmpfs {out}\n"
+            f"set +e; {run} 2> {tmp_path}/full.err; echo $? > {tmp_path}/full.rc; set -e\n"
+            f"mount -o remount,size=50m {out}\n"
+            f"{run} --resume last 2> {tmp_path}/resume.err; echo $? > {tmp_path}/resume.rc\n"
+            f"cp {out}/shared.jsonl {tmp_path}/kept.jsonl\n"
+        )
         result = _in_mount_namespace(script, prefect_env)
     finally:
         server.stop()

@@ -16,8 +16,15 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"  # .ci/run installs Debian's chromium; Playwright never downloads a browser
 # flags that keep Chromium from reaching for the (closed) network at start
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = Path(os.environ.get("STEADYFLOW_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
 
 
@@ -27,8 +34,20 @@ def test_the_flow_run_page_shows_the_run_summary(prefect_env: dict[str, str], tm
     assert Path(CHROMIUM).exists(), "chromium is missing: .ci/run installs it (apt-get install chromium)"
     server = ChaosServer(ChaosConfig(seed=12)).start()
     try:
-        cmd = [sys.executable, "-m", "steadyflow.cli", "run", "configs/support_triage.yaml", "--json", "--output", str(tmp_path / "out"),
-               "--set", "models.small.provider=openai", "--set", f"models.small.base_url={server.base_url}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "steadyflow.cli",
+            "run",
+            "configs/support_triage.yaml",
+            "--json",
+            "--output",
+            str(tmp_path / "out"),
+            "--set",
+            "models.small.provider=openai",
+            "--set",
+            f"models.small.base_url={server.base_url}",
+        ]
         result = subprocess.run(cmd, cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=600)
     finally:
         server.stop()
@@ -40,8 +59,10 @@ def test_the_flow_run_page_shows_the_run_summary(prefect_env: dict[str, str], tm
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(f"{prefect_env['PREFECT_UI_URL']}/runs/flow-run/{summary['flow_run_id']}", wait_until="networkidle")
         page.get_by_text("Artifacts", exact=True).click()
-        card = page.get_by_text(f"run {summary['run_id']}: {summary['documents']} documents, {summary['outputs']} outputs, "
-                                f"{summary['quarantined']} quarantined")
+        card = page.get_by_text(
+            f"run {summary['run_id']}: {summary['documents']} documents, {summary['outputs']} outputs, "
+            f"{summary['quarantined']} quarantined"
+        )
         expect(card).to_be_visible(timeout=30_000)
         text = card.inner_text()
         assert "latency p50" in text and "p95" in text and "by rung: triage:" in text and "failing validators:" in text

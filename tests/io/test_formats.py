@@ -59,7 +59,7 @@ def test_the_same_email_as_txt_eml_or_declared_gives_the_same_document(tmp_path:
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "c.msgdump").write_bytes(raw)  # an extension auto would refuse
     txt, eml = files(tmp_path, "*.*")
-    declared, = files(tmp_path / "other", format="email")
+    (declared,) = files(tmp_path / "other", format="email")
     assert txt.load_error is eml.load_error is declared.load_error is None
     assert without_filename(txt) == without_filename(eml) == without_filename(declared)
     assert txt.fields["format"] == "email" and txt.fields["filename"] == "a.txt"
@@ -68,16 +68,18 @@ def test_the_same_email_as_txt_eml_or_declared_gives_the_same_document(tmp_path:
 
 def test_attachment_bodies_stay_out_of_the_text_and_are_listed(tmp_path: Path) -> None:
     (tmp_path / "m.eml").write_bytes(message())
-    doc, = files(tmp_path)
+    (doc,) = files(tmp_path)
     for mark in ("TEXT-ATTACHMENT-MARK", "SECRET-IN-PDF", "JVBER", "HTML-ONLY-MARK", "Content-Type", "ann@example.com"):
         assert mark not in doc.text
-    assert doc.fields["attachments"] == [{"name": "notes.txt", "type": "text/plain", "size": 30},
-                                         {"name": "invoice.pdf", "type": "application/pdf", "size": len(PDF_BYTES)}]
+    assert doc.fields["attachments"] == [
+        {"name": "notes.txt", "type": "text/plain", "size": 30},
+        {"name": "invoice.pdf", "type": "application/pdf", "size": len(PDF_BYTES)},
+    ]
 
 
 def test_attachments_text_appends_text_attachments_only(tmp_path: Path) -> None:
     (tmp_path / "m.eml").write_bytes(message())
-    doc, = files(tmp_path, attachments="text")
+    (doc,) = files(tmp_path, attachments="text")
     assert "[attachment: notes.txt]\nline one\nTEXT-ATTACHMENT-MARK" in doc.text
     assert "SECRET-IN-PDF" not in doc.text and "JVBER" not in doc.text
 
@@ -85,12 +87,15 @@ def test_attachments_text_appends_text_attachments_only(tmp_path: Path) -> None:
 def test_headers_asked_for_become_fields(tmp_path: Path) -> None:
     raw = b"Received: from a\nReceived: from b\n" + message(attach=False)
     (tmp_path / "m.eml").write_bytes(raw)
-    default, = files(tmp_path)
+    (default,) = files(tmp_path)
     assert {k: default.fields[k] for k in ("subject", "from", "to", "date")} == {
-        "subject": "Refund request", "from": "Ann Example <ann@example.com>", "to": "support@example.com",
-        "date": "Mon, 02 Nov 2026 10:00:00 +0000"}
+        "subject": "Refund request",
+        "from": "Ann Example <ann@example.com>",
+        "to": "support@example.com",
+        "date": "Mon, 02 Nov 2026 10:00:00 +0000",
+    }
     assert "cc" not in default.fields
-    asked, = files(tmp_path, headers=["From", "cc", "x-ticket", "received", "in-reply-to"])
+    (asked,) = files(tmp_path, headers=["From", "cc", "x-ticket", "received", "in-reply-to"])
     assert asked.fields["from"] == "Ann Example <ann@example.com>" and asked.fields["cc"] == "boss@example.com"
     assert asked.fields["x-ticket"] == "T-1"
     assert asked.fields["received"] == ["from a", "from b"]  # repeated: a list
@@ -112,8 +117,10 @@ def test_a_ticket_that_starts_like_headers_is_not_sniffed_as_email(tmp_path: Pat
 
 
 def test_sniffing_accepts_mbox_lines_crlf_and_folded_headers() -> None:
-    assert looks_like_email(b"From ann@example.com Mon Nov  2 10:00:00 2026\r\nFrom: ann@example.com\r\n"
-                            b"Subject: a long\r\n subject\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n")
+    assert looks_like_email(
+        b"From ann@example.com Mon Nov  2 10:00:00 2026\r\nFrom: ann@example.com\r\n"
+        b"Subject: a long\r\n subject\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n"
+    )
     assert looks_like_email(b"Received: from mx\n\tby mx2\nFrom: a@b\nDate: Mon, 2 Nov 2026\n\nhi")
     assert not looks_like_email(b"From: a@b\nDate: Mon\n")  # never ends
 
@@ -121,25 +128,29 @@ def test_sniffing_accepts_mbox_lines_crlf_and_folded_headers() -> None:
 def test_an_explicit_format_reads_any_extension_and_text_keeps_a_message_raw(tmp_path: Path) -> None:
     (tmp_path / "page.data").write_text("<html><title>T</title><p>Hello</p><script>x()</script></html>")
     (tmp_path / "m.txt").write_bytes(message(attach=False))
-    html, = files(tmp_path, "*.data", format="html")
+    (html,) = files(tmp_path, "*.data", format="html")
     assert (html.text, html.fields["title"]) == ("Hello", "T")
-    unsupported, = files(tmp_path, "*.data")
+    (unsupported,) = files(tmp_path, "*.data")
     assert unsupported.load_error == "unsupported file type '.data'"
-    raw, = files(tmp_path, "*.txt", format="text")
+    (raw,) = files(tmp_path, "*.txt", format="text")
     assert raw.text.startswith("From: Ann Example") and "format" not in raw.fields
 
 
 def test_latin1_email_saved_as_txt_is_decoded_by_its_charset(tmp_path: Path) -> None:
-    raw = ("From: a@example.com\nDate: Mon, 2 Nov 2026 10:00:00 +0000\nSubject: caf\u00e9\nMIME-Version: 1.0\n"
-           "Content-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: 8bit\n\nd\u00e9j\u00e0 pay\u00e9\n")
+    raw = (
+        "From: a@example.com\nDate: Mon, 2 Nov 2026 10:00:00 +0000\nSubject: caf\u00e9\nMIME-Version: 1.0\n"
+        "Content-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: 8bit\n\nd\u00e9j\u00e0 pay\u00e9\n"
+    )
     (tmp_path / "m.txt").write_bytes(raw.encode("latin-1"))
-    doc, = files(tmp_path)
+    (doc,) = files(tmp_path)
     assert doc.load_error is None and doc.text.endswith("d\u00e9j\u00e0 pay\u00e9")
 
 
 def test_html_only_body_is_visible_text(tmp_path: Path) -> None:
-    raw = (b"From: a@b.c\nDate: Mon, 2 Nov 2026 10:00:00 +0000\nSubject: hi\nMIME-Version: 1.0\n"
-           b"Content-Type: text/html; charset=utf-8\n\n<p>Hello <b>there</b></p><script>steal()</script>\n")
+    raw = (
+        b"From: a@b.c\nDate: Mon, 2 Nov 2026 10:00:00 +0000\nSubject: hi\nMIME-Version: 1.0\n"
+        b"Content-Type: text/html; charset=utf-8\n\n<p>Hello <b>there</b></p><script>steal()</script>\n"
+    )
     doc = from_email("m", raw, "m")
     assert doc.text == "Subject: hi\n\nHello there"
 
@@ -162,8 +173,8 @@ def test_quoted_replies_are_stripped_only_when_asked(tmp_path: Path) -> None:
     msg["From"], msg["Date"], msg["Subject"] = "a@b.c", "Mon, 2 Nov 2026 10:00:00 +0000", "Re: help"
     msg.set_content(REPLY)
     (tmp_path / "m.eml").write_bytes(msg.as_bytes())
-    kept, = files(tmp_path)
-    stripped, = files(tmp_path, quoted="strip")
+    (kept,) = files(tmp_path)
+    (stripped,) = files(tmp_path, quoted="strip")
     assert "Did you try restarting?" in kept.text
     assert stripped.text == "Subject: Re: help\n\nThanks, that fixed it.\nMy inline answer."
     outlook = "Sure.\n\n-----Original Message-----\nFrom: x\nold text\n"
@@ -185,17 +196,22 @@ def nested(depth: int) -> bytes:
     return out + b"".join(b"--b%d--\n" % level for level in reversed(range(depth)))
 
 
-@pytest.mark.parametrize(("raw", "reason"), [
-    (multipart(100_000), f"e-mail has more than {MAX_PARTS} MIME parts"),
-    (nested(5000), f"e-mail has more than {MAX_PARTS} MIME parts"),
-    (nested(40), "e-mail nested deeper than 16 levels"),
-    (b"From: a@b\nContent-Type: text/plain; " + b"; ".join(b"a%d=b" % i for i in range(100_000)) + b"\n\nhi\n",
-     "e-mail header 'Content-Type' longer than 4096 characters"),
-])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (multipart(100_000), f"e-mail has more than {MAX_PARTS} MIME parts"),
+        (nested(5000), f"e-mail has more than {MAX_PARTS} MIME parts"),
+        (nested(40), "e-mail nested deeper than 16 levels"),
+        (
+            b"From: a@b\nContent-Type: text/plain; " + b"; ".join(b"a%d=b" % i for i in range(100_000)) + b"\n\nhi\n",
+            "e-mail header 'Content-Type' longer than 4096 characters",
+        ),
+    ],
+)
 def test_hostile_multipart_messages_are_quarantined_quickly(tmp_path: Path, raw: bytes, reason: str) -> None:
     (tmp_path / "bomb.eml").write_bytes(raw)
     started = time.monotonic()
-    doc, = files(tmp_path)
+    (doc,) = files(tmp_path)
     assert time.monotonic() - started < 5  # unbounded, the stdlib parser takes minutes on each of these
     assert doc.load_error == reason
 
@@ -204,7 +220,7 @@ def test_a_long_address_header_is_kept_as_written_without_parsing_it(tmp_path: P
     hostile_to = b"<" * 200_000  # parsed, this one header takes minutes
     (tmp_path / "m.eml").write_bytes(b"From: a@b\nTo: " + hostile_to + b"\nSubject: s\n\nbody\n")
     started = time.monotonic()
-    doc, = files(tmp_path)
+    (doc,) = files(tmp_path)
     assert time.monotonic() - started < 5
     assert doc.load_error is None and doc.fields["to"] == hostile_to.decode() and doc.text == "Subject: s\n\nbody"
 
@@ -214,21 +230,21 @@ def test_table_text_field_can_hold_raw_emails(tmp_path: Path) -> None:
     lines = tmp_path / "mail.jsonl"
     lines.write_text(json.dumps({"key": "m-1", "raw": raw, "from": "crm-user"}) + "\n")
     spec = TableSource(kind="jsonl", path=str(lines), text_field="raw", id_field="key", format="email")
-    doc, = read_documents(spec, Path.cwd())
+    (doc,) = read_documents(spec, Path.cwd())
     assert doc.id == "m-1" and doc.text == "Subject: Refund request\n\nMy card was charged twice for order 7781."
     assert doc.fields["raw"] == doc.text  # the raw message (base64 and all) is not kept in the fields
     assert doc.fields["from"] == "crm-user"  # the record's own column wins over a header
     assert doc.fields["subject"] == "Refund request" and len(doc.fields["attachments"]) == 2
     table = tmp_path / "pages.csv"
     table.write_text('id,html\n1,"<p>Hello</p><script>x()</script>"\n')
-    page, = read_documents(TableSource(kind="csv", path=str(table), text_field="html", format="html"), Path.cwd())
+    (page,) = read_documents(TableSource(kind="csv", path=str(table), text_field="html", format="html"), Path.cwd())
     assert page.text == "Hello" and page.fields["html"] == "Hello"
 
 
 def test_a_broken_email_in_a_table_is_quarantined_without_its_text(tmp_path: Path) -> None:
     lines = tmp_path / "mail.jsonl"
     lines.write_text(json.dumps({"id": 1, "text": multipart(1000).decode()}) + "\n")
-    doc, = read_documents(TableSource(kind="jsonl", path=str(lines), format="email"), Path.cwd())
+    (doc,) = read_documents(TableSource(kind="jsonl", path=str(lines), format="email"), Path.cwd())
     assert doc.load_error == f"e-mail has more than {MAX_PARTS} MIME parts" and "text" not in doc.fields
 
 
@@ -247,13 +263,22 @@ UTF7 = b"Content-Type: text/plain; charset=utf-7\n\n"
 
 @settings(max_examples=300, deadline=None)
 @example(b"+2AA-", UTF7)  # UTF-7 decodes this to a lone surrogate, which no sink can write
-@given(st.binary(max_size=3000), st.sampled_from([b"", b"From: a@b\nDate: x\nMIME-Version: 1.0\n", UTF7,
-                                                  b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n']))
+@given(
+    st.binary(max_size=3000),
+    st.sampled_from(
+        [b"", b"From: a@b\nDate: x\nMIME-Version: 1.0\n", UTF7, b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n']
+    ),
+)
 def test_email_parsing_never_raises_on_any_bytes(data: bytes, prefix: bytes) -> None:
-    for options in (FilesSource(kind="files", path=""), FilesSource(kind="files", path="", attachments="text", quoted="strip")):
+    for options in (
+        FilesSource(kind="files", path=""),
+        FilesSource(kind="files", path="", attachments="text", quoted="strip"),
+    ):
         doc = from_email("x", prefix + data, "x", options)
         # whatever came in, the document can be written by a sink and sent to a provider
-        json.dumps({"text": doc.text, "fields": doc.fields, "error": doc.load_error}, ensure_ascii=False).encode("utf-8")
+        json.dumps({"text": doc.text, "fields": doc.fields, "error": doc.load_error}, ensure_ascii=False).encode(
+            "utf-8"
+        )
         assert doc.load_error is None or doc.text == ""
 
 

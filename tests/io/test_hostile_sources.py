@@ -51,8 +51,10 @@ def read_all(path: Path | str, limits: ReadLimits = LIMITS) -> list[Document]:
     assert within(60, lambda: count_documents(spec, Path.cwd(), limits)) == len(docs)
     assert len({d.id for d in docs}) == len(docs), [d.id for d in docs]
     for doc in docs:  # whatever came in, every document can be written by a sink and sent to a provider
-        json.dumps({"id": doc.id, "source": doc.source, "text": doc.text, "fields": doc.fields, "error": doc.load_error},
-                   ensure_ascii=False).encode("utf-8")
+        json.dumps(
+            {"id": doc.id, "source": doc.source, "text": doc.text, "fields": doc.fields, "error": doc.load_error},
+            ensure_ascii=False,
+        ).encode("utf-8")
     return docs
 
 
@@ -80,8 +82,14 @@ def test_huge_integers_are_quarantined_in_json_and_jsonl(tmp_path: Path) -> None
     assert docs["big.json"].load_error == "JSON integer longer than 640 digits"
     assert docs["ok.json"].text == "9" * 600  # under the bound: read, and printable later
     lines = tmp_path / "docs.jsonl"
-    lines.write_text('{"id": "a", "text": 1}\n{"id": "b", "text": ' + "1" * 5000 + '}\n{"id": "c", "text": "x", "n": -' + "2" * 700 + "}\n"
-                     '{"id": "d", "text": "fine"}\n')
+    lines.write_text(
+        '{"id": "a", "text": 1}\n{"id": "b", "text": '
+        + "1" * 5000
+        + '}\n{"id": "c", "text": "x", "n": -'
+        + "2" * 700
+        + "}\n"
+        '{"id": "d", "text": "fine"}\n'
+    )
     rows = by_id(read_all(lines))
     assert rows["a"].text == "1"
     assert rows["jsonl-2"].load_error == rows["jsonl-3"].load_error == "JSON integer longer than 640 digits"
@@ -94,7 +102,11 @@ def test_lone_surrogates_and_nan_are_quarantined(tmp_path: Path) -> None:
     (tmp_path / "pair.json").write_text('{"text": "smile \\ud83d\\ude00"}')
     (tmp_path / "nan.json").write_text('{"text": NaN}')
     docs = by_id(read_all(tmp_path))
-    assert docs["lone.json"].load_error == docs["key.json"].load_error == "JSON has a lone UTF-16 surrogate escape (\\ud800-\\udfff)"
+    assert (
+        docs["lone.json"].load_error
+        == docs["key.json"].load_error
+        == "JSON has a lone UTF-16 surrogate escape (\\ud800-\\udfff)"
+    )
     assert docs["pair.json"].text == "smile \U0001f600"
     assert docs["nan.json"].load_error == "invalid JSON: NaN is not a JSON value"
     lines = tmp_path / "docs.jsonl"
@@ -117,14 +129,21 @@ def test_csv_row_over_the_cap_is_quarantined_and_the_next_row_starts_clean(tmp_p
     table = tmp_path / "t.csv"
     table.write_text(f'id,text\n1,first\n2,"{fake_rows}"\n3,"third, with a comma"\n4,last\n')
     docs = read_all(table, ReadLimits(record_bytes=4096))
-    assert [(d.id, d.text) for d in docs] == [("1", "first"), ("csv-2", ""), ("3", "third, with a comma"), ("4", "last")]
+    assert [(d.id, d.text) for d in docs] == [
+        ("1", "first"),
+        ("csv-2", ""),
+        ("3", "third, with a comma"),
+        ("4", "last"),
+    ]
     assert docs[1].load_error == "CSV row longer than 4096 bytes"
     assert docs[1].source.endswith("t.csv:3") and docs[2].source.endswith(f"t.csv:{3 + 2001}")  # lines, not rows
 
 
 def test_csv_encodings_line_endings_and_nul(tmp_path: Path) -> None:
     table = tmp_path / "t.csv"
-    table.write_bytes(b'\xef\xbb\xbf"id","text"\r\n1,"crlf\r\ninside"\r\n2,bad \xff byte\r\n3,nul \x00 kept\r\n\r\n4,old mac\r5,end')
+    table.write_bytes(
+        b'\xef\xbb\xbf"id","text"\r\n1,"crlf\r\ninside"\r\n2,bad \xff byte\r\n3,nul \x00 kept\r\n\r\n4,old mac\r5,end'
+    )
     docs = read_all(table)
     assert [d.id for d in docs] == ["1", "csv-2", "3", "4", "5"]
     assert docs[0].text == "crlf\r\ninside"
@@ -137,7 +156,9 @@ def test_csv_with_an_undecodable_header_quarantines_every_row(tmp_path: Path) ->
     table = tmp_path / "t.csv"
     table.write_bytes(b"id,t\xffxt\n1,a\n2,b\n")
     docs = read_all(table)
-    assert [d.load_error for d in docs] == ["CSV header row unreadable: undecodable: not valid UTF-8 (byte 4 of the row)"] * 2
+    assert [d.load_error for d in docs] == [
+        "CSV header row unreadable: undecodable: not valid UTF-8 (byte 4 of the row)"
+    ] * 2
 
 
 def test_a_huge_jsonl_line_is_skipped_in_bounded_memory(tmp_path: Path) -> None:
@@ -154,7 +175,11 @@ def test_a_huge_jsonl_line_is_skipped_in_bounded_memory(tmp_path: Path) -> None:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert [(d.id, d.load_error) for d in docs] == [("a", None), ("jsonl-2", f"line longer than {MIB} bytes"), ("b", None)]
+    assert [(d.id, d.load_error) for d in docs] == [
+        ("a", None),
+        ("jsonl-2", f"line longer than {MIB} bytes"),
+        ("b", None),
+    ]
     assert peak < 8 * MIB, peak
     print(f"256 MB line read and counted in {time.monotonic() - started:.1f} s, peak {peak / MIB:.1f} MB")
 
@@ -173,7 +198,10 @@ def test_a_file_over_the_size_cap_is_quarantined_unread(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert docs["huge.txt"].load_error == f"file larger than {LIMITS.file_bytes} bytes"
     assert docs["small.txt"].text == "fine"
-    assert docs["utf16.txt"].load_error == "undecodable: not valid UTF-8 (byte 0) (UTF-16 byte order mark: save it as UTF-8)"
+    assert (
+        docs["utf16.txt"].load_error
+        == "undecodable: not valid UTF-8 (byte 0) (UTF-16 byte order mark: save it as UTF-8)"
+    )
     assert docs["bom.json"].text == "with a BOM"
     assert peak < 4 * MIB, peak
 
@@ -195,7 +223,16 @@ def test_duplicate_ids_never_take_a_real_id(tmp_path: Path) -> None:
 
 def test_empty_huge_and_control_character_ids(tmp_path: Path) -> None:
     long_a, long_b = "a" * 5000 + "1", "a" * 5000 + "2"
-    rows = [{"id": ""}, {"id": None}, {"id": 0}, {"id": long_a}, {"id": long_b}, {"id": "two\nlines\x1b[31m"}, {"id": "jsonl-1"}, {"id": " "}]
+    rows = [
+        {"id": ""},
+        {"id": None},
+        {"id": 0},
+        {"id": long_a},
+        {"id": long_b},
+        {"id": "two\nlines\x1b[31m"},
+        {"id": "jsonl-1"},
+        {"id": " "},
+    ]
     lines = tmp_path / "docs.jsonl"
     lines.write_text("".join(json.dumps({**row, "text": "t"}) + "\n" for row in rows))
     ids = [d.id for d in read_all(lines)]
@@ -243,10 +280,15 @@ def test_fifos_sockets_devices_links_and_folders_named_like_documents(tmp_path: 
     finally:
         unix.close()
     assert flat == {
-        "ok.txt": None, "inside.txt": None,
-        "pipe.txt": "not a regular file: FIFO", "pipe": "not a regular file: FIFO", "sock.txt": "not a regular file: socket",
-        "passwd.txt": "symlink leaves the input folder", "etc": "symlink leaves the input folder",
-        "null.txt": "symlink leaves the input folder", "dangling.txt": "symlink leaves the input folder",
+        "ok.txt": None,
+        "inside.txt": None,
+        "pipe.txt": "not a regular file: FIFO",
+        "pipe": "not a regular file: FIFO",
+        "sock.txt": "not a regular file: socket",
+        "passwd.txt": "symlink leaves the input folder",
+        "etc": "symlink leaves the input folder",
+        "null.txt": "symlink leaves the input folder",
+        "dangling.txt": "symlink leaves the input folder",
         "dir.txt": "not a regular file: directory",
     }
     assert deep == {**flat, "sub/deep.md": None}  # ** does not walk the link out of the folder
@@ -274,8 +316,14 @@ def test_read_file_refuses_a_fifo_without_blocking(tmp_path: Path, name: str) ->
 
 def test_a_real_id_is_never_taken_by_a_made_one(tmp_path: Path) -> None:
     # a fallback id (no id -> jsonl-N) or an escaped one (a newline -> \x0a) came first and took a real id
-    rows = [{"id": "", "text": "a"}, {"text": "b"}, {"id": "jsonl-2", "text": "c"}, {"id": "jsonl-2", "text": "d"},
-            {"id": "x\n", "text": "e"}, {"id": "x\\x0a", "text": "f"}]
+    rows = [
+        {"id": "", "text": "a"},
+        {"text": "b"},
+        {"id": "jsonl-2", "text": "c"},
+        {"id": "jsonl-2", "text": "d"},
+        {"id": "x\n", "text": "e"},
+        {"id": "x\\x0a", "text": "f"},
+    ]
     (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     got = {doc.text: doc.id for doc in read_documents(source_for(str(tmp_path / "t.jsonl")), tmp_path)}
     assert got["c"] == "jsonl-2" and got["f"] == "x\\x0a"  # the documents that really have these ids keep them

@@ -35,10 +35,18 @@ def test_a_second_run_cannot_take_a_folder_and_is_told_who_has_it(tmp_path: Path
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from steadyflow.io.lock import folder_lock; "
-        f"folder_lock(Path({str(tmp_path)!r})).acquire('doomed'); print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from steadyflow.io.lock import folder_lock; "
+                f"folder_lock(Path({str(tmp_path)!r})).acquire('doomed'); print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(LockedError, match="doomed"):
@@ -114,17 +122,20 @@ sink: {sink}
     return []
 
 
-@pytest.mark.parametrize(("sink", "message"), [
-    ("{kind: jsonl, path: ../../victim.jsonl}", "leaves the output folder"),
-    ("{kind: jsonl, path: /etc/steadyflow.jsonl}", "leaves the output folder"),
-    ("{kind: jsonl, path: decisions.sqlite}", "a file the run keeps for itself"),
-    ("{kind: csv, path: sub/quarantine.jsonl}", "a file the run keeps for itself"),
-    ("{kind: sql, url: 'sqlite:///decisions.sqlite'}", "a file the run keeps for itself"),
-    ("{kind: sql, url: 'sqlite:////var/lib/app.sqlite'}", "outside the output folder"),
-    ("{kind: sql, url: 'sqlite:///../app.sqlite'}", "outside the output folder"),
-    ("{kind: sql, url: 'sqlite://'}", "in-memory SQLite database is gone"),
-    ("{kind: sql, url: 'sqlite:///:memory:'}", "in-memory SQLite database is gone"),
-])
+@pytest.mark.parametrize(
+    ("sink", "message"),
+    [
+        ("{kind: jsonl, path: ../../victim.jsonl}", "leaves the output folder"),
+        ("{kind: jsonl, path: /etc/steadyflow.jsonl}", "leaves the output folder"),
+        ("{kind: jsonl, path: decisions.sqlite}", "a file the run keeps for itself"),
+        ("{kind: csv, path: sub/quarantine.jsonl}", "a file the run keeps for itself"),
+        ("{kind: sql, url: 'sqlite:///decisions.sqlite'}", "a file the run keeps for itself"),
+        ("{kind: sql, url: 'sqlite:////var/lib/app.sqlite'}", "outside the output folder"),
+        ("{kind: sql, url: 'sqlite:///../app.sqlite'}", "outside the output folder"),
+        ("{kind: sql, url: 'sqlite://'}", "in-memory SQLite database is gone"),
+        ("{kind: sql, url: 'sqlite:///:memory:'}", "in-memory SQLite database is gone"),
+    ],
+)
 def test_validate_refuses_sinks_outside_the_folder_or_over_run_files(sink: str, message: str) -> None:
     problems = _problems(sink)
     assert len(problems) == 1 and problems[0].startswith("p.yaml:4:") and message in problems[0], problems
@@ -147,13 +158,38 @@ def test_outside_output_is_an_explicit_choice(tmp_path: Path) -> None:
 def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path: Path) -> None:
     path = tmp_path / "out.csv"
     sink = FileRows(path, "csv")
-    hostile = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\t=1", "plain", "a=b", " =1", "\ufeff=1", "\uff1d1"]
-    sink.write([{"id": f"d{i}", "source": "s", "review": False, "rungs": {"t": "m"}, "outputs": {"t": {"v": v, "n": -5}}}
-                for i, v in enumerate(hostile)])
+    hostile = [
+        '=HYPERLINK("http://x","y")',
+        "+1+1",
+        "-2+3",
+        "@SUM(A1)",
+        "\t=1",
+        "plain",
+        "a=b",
+        " =1",
+        "\ufeff=1",
+        "\uff1d1",
+    ]
+    sink.write(
+        [
+            {"id": f"d{i}", "source": "s", "review": False, "rungs": {"t": "m"}, "outputs": {"t": {"v": v, "n": -5}}}
+            for i, v in enumerate(hostile)
+        ]
+    )
     sink.close()
     rows = list(csv.DictReader(path.open(newline="")))
-    assert [r["t.v"] for r in rows] == ["'=HYPERLINK(\"http://x\",\"y\")", "'+1+1", "'-2+3", "'@SUM(A1)", "'\t=1", "plain", "a=b",
-                                        "' =1", "'\ufeff=1", "'\uff1d1"]
+    assert [r["t.v"] for r in rows] == [
+        '\'=HYPERLINK("http://x","y")',
+        "'+1+1",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\t=1",
+        "plain",
+        "a=b",
+        "' =1",
+        "'\ufeff=1",
+        "'\uff1d1",
+    ]
     assert rows[0]["t.n"] == "-5"  # numbers stay numbers
 
 
@@ -214,6 +250,13 @@ def test_a_sink_outside_the_folder_is_locked_at_its_real_path(tmp_path: Path) ->
     spec = FileSink(kind="jsonl", path=str(shared / "all.jsonl"), outside_output=True)
     held = open_sinks(spec, tmp_path / "a", tmp_path, "a", first, None)
     with pytest.raises(LockedError, match="is in use by run a"):
-        open_sinks(FileSink(kind="jsonl", path=str(tmp_path / "alias" / "all.jsonl"), outside_output=True),
-                   tmp_path / "b", tmp_path, "b", second, None, overwrite=True)
+        open_sinks(
+            FileSink(kind="jsonl", path=str(tmp_path / "alias" / "all.jsonl"), outside_output=True),
+            tmp_path / "b",
+            tmp_path,
+            "b",
+            second,
+            None,
+            overwrite=True,
+        )
     held.close()

@@ -57,8 +57,10 @@ def test_a_decompression_bomb_is_quarantined_at_the_memory_bound(tmp_path: Path)
     limits = ReadLimits(pdf_memory_bytes=100 * MIB, pdf_seconds=30)
     [doc] = list(read_documents(source_for(str(path)), Path.cwd(), limits))
     assert doc.load_error is not None
-    assert doc.load_error in ("PDF extraction exceeded the memory cap (100 MB)", "unreadable PDF: LimitReachedError") or \
-        doc.load_error.startswith("PDF extraction failed (worker exit code"), doc.load_error
+    assert doc.load_error in (
+        "PDF extraction exceeded the memory cap (100 MB)",
+        "unreadable PDF: LimitReachedError",
+    ) or doc.load_error.startswith("PDF extraction failed (worker exit code"), doc.load_error
 
 
 def test_text_over_the_character_cap_is_quarantined(tmp_path: Path) -> None:

@@ -16,8 +16,13 @@ from steadyflow.spec.models import FileSink, SqlSink
 
 
 def row(i: int) -> dict[str, object]:
-    return {"id": f"d{i}", "source": f"s{i}", "review": i % 2 == 0, "rungs": {"triage": "model:small"},
-            "outputs": {"triage": {"category": "billing", "tags": ["a", "b"], "n": i}}}
+    return {
+        "id": f"d{i}",
+        "source": f"s{i}",
+        "review": i % 2 == 0,
+        "rungs": {"triage": "model:small"},
+        "outputs": {"triage": {"category": "billing", "tags": ["a", "b"], "n": i}},
+    }
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "csv"])
@@ -66,7 +71,9 @@ def _check_sql(url: str) -> None:
     assert written == {"d1", "d2", "d3"} and other_run.written_ids() == {"d1"}
     engine = sa.create_engine(url)
     with engine.connect() as connection:
-        got = connection.execute(sa.text("SELECT doc_id, outputs FROM tickets WHERE run_id = 'run1' ORDER BY doc_id")).fetchall()
+        got = connection.execute(
+            sa.text("SELECT doc_id, outputs FROM tickets WHERE run_id = 'run1' ORDER BY doc_id")
+        ).fetchall()
         reason = connection.execute(sa.text("SELECT reason FROM tickets_quarantine")).scalar_one()
     engine.dispose()
     assert [r[0] for r in got] == ["d1", "d2", "d3"]
@@ -90,7 +97,9 @@ def test_postgresql_table_sink(postgres_url: str) -> None:
     _check_sql(postgres_url)
 
 
-def test_url_takes_secrets_from_the_environment_and_never_shows_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_url_takes_secrets_from_the_environment_and_never_shows_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SF_PG_PASSWORD", "s3cret-value")
     url = expand_url("postgresql+psycopg://app:${SF_PG_PASSWORD}@db.internal/ops", tmp_path)
     assert "s3cret-value" in url and "s3cret-value" not in shown_url(url)
@@ -109,6 +118,10 @@ def test_unreachable_database_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_file_sink_paths(tmp_path: Path) -> None:
-    sinks = open_sinks(FileSink(kind="csv", path="x/tickets.csv"), tmp_path, tmp_path, "r", DecisionStore(tmp_path / "d.sqlite"), None)
+    sinks = open_sinks(
+        FileSink(kind="csv", path="x/tickets.csv"), tmp_path, tmp_path, "r", DecisionStore(tmp_path / "d.sqlite"), None
+    )
     sinks.close()
-    assert sinks.output_path == str(tmp_path / "tickets.csv") and sinks.quarantine_path == str(tmp_path / "quarantine.jsonl")
+    assert sinks.output_path == str(tmp_path / "tickets.csv") and sinks.quarantine_path == str(
+        tmp_path / "quarantine.jsonl"
+    )

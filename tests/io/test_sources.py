@@ -37,9 +37,11 @@ def pdf_bytes(lines: list[str]) -> bytes:
 
 def test_html_keeps_visible_text_and_drops_scripts_and_styles(tmp_path: Path) -> None:
     page = tmp_path / "ticket.html"
-    page.write_text("<html><head><title>Refund &amp; billing</title><style>p{color:red}</style>"
-                    "<script>alert('x'); document.write('SECRET')</script></head>"
-                    "<body><h1>Invoice 4411</h1><p>I was charged   twice.</p><noscript>enable js</noscript></body></html>")
+    page.write_text(
+        "<html><head><title>Refund &amp; billing</title><style>p{color:red}</style>"
+        "<script>alert('x'); document.write('SECRET')</script></head>"
+        "<body><h1>Invoice 4411</h1><p>I was charged   twice.</p><noscript>enable js</noscript></body></html>"
+    )
     doc = read_file(page, "ticket.html")
     assert doc.load_error is None
     assert doc.text == "Invoice 4411\nI was charged twice."

@@ -37,8 +37,10 @@ def _checked(docs: list[Document], expected: int, spec: Any, base: Path) -> None
     assert len({d.id for d in docs}) == len(docs)
     for doc in docs:
         assert 0 < len(doc.id) <= 220
-        json.dumps({"id": doc.id, "source": doc.source, "text": doc.text, "fields": doc.fields, "error": doc.load_error},
-                   ensure_ascii=False).encode("utf-8")
+        json.dumps(
+            {"id": doc.id, "source": doc.source, "text": doc.text, "fields": doc.fields, "error": doc.load_error},
+            ensure_ascii=False,
+        ).encode("utf-8")
         assert doc.load_error is None or "\n" not in doc.load_error
 
 
@@ -53,10 +55,16 @@ _hostile_json = st.one_of(
     st.builds(lambda depth: deep_json(depth), st.integers(1, 3000)),
     st.builds(lambda digits: '{"text": ' + "7" * digits + "}", st.integers(1, 6000)),
     st.builds(lambda code: f'{{"text": "a\\u{code:04x} b"}}', st.integers(0xD700, 0xE000)),
-    st.sampled_from(['{"text": NaN}', '{"text": -Infinity}', '{"text": 1e999}', "[]", "null", '{"text": "\\ud83d\\ude00"}']),
+    st.sampled_from(
+        ['{"text": NaN}', '{"text": -Infinity}', '{"text": 1e999}', "[]", "null", '{"text": "\\ud83d\\ude00"}']
+    ),
     st.builds(lambda value: json.dumps({"id": value, "text": value}), _json_values),
 )
-_contents = st.one_of(st.binary(max_size=300), _hostile_json.map(str.encode), st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")))
+_contents = st.one_of(
+    st.binary(max_size=300),
+    _hostile_json.map(str.encode),
+    st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+)
 
 
 # ---- folders ----------------------------------------------------------------------------------
@@ -64,9 +72,13 @@ _contents = st.one_of(st.binary(max_size=300), _hostile_json.map(str.encode), st
 _names = st.one_of(
     st.text(alphabet=st.characters(blacklist_characters="/\x00", blacklist_categories=["Cs"]), min_size=1, max_size=12),
     st.binary(min_size=1, max_size=12).filter(lambda b: b"/" not in b and b"\x00" not in b).map(os.fsdecode),
-).filter(lambda name: not name.startswith(".") and len(os.fsencode(name)) < 200 and not name.lower().startswith("target"))
+).filter(
+    lambda name: not name.startswith(".") and len(os.fsencode(name)) < 200 and not name.lower().startswith("target")
+)
 _suffixes = st.sampled_from([".txt", ".md", ".json", ".eml", ".html", ".pdf", ".TXT", ".bin", ""])
-_kinds = st.sampled_from(["file", "file", "file", "fifo", "socket", "link_out", "link_in", "dangling", "dir_like_doc", "pdf"])
+_kinds = st.sampled_from(
+    ["file", "file", "file", "fifo", "socket", "link_out", "link_in", "dangling", "dir_like_doc", "pdf"]
+)
 
 
 def _make(folder: Path, outside: Path, name: str, kind: str, content: bytes, sockets: list[socket.socket]) -> bool:
@@ -104,7 +116,9 @@ def test_any_folder_is_read_entry_for_entry(entries: list[tuple[str, str, str, b
         (folder / "target.txt").write_text("a link's target")
         sockets: list[socket.socket] = []
         try:
-            expected = 1 + sum(_make(folder, outside, name + suffix, kind, content, sockets) for name, suffix, kind, content in entries)
+            expected = 1 + sum(
+                _make(folder, outside, name + suffix, kind, content, sockets) for name, suffix, kind, content in entries
+            )
             spec = source_for(str(folder))
             docs = list(read_documents(spec, Path.cwd(), SMALL))
             _checked(docs, expected, spec, Path.cwd())
@@ -116,8 +130,13 @@ def test_any_folder_is_read_entry_for_entry(entries: list[tuple[str, str, str, b
 
 # ---- tables -----------------------------------------------------------------------------------
 
-_line = st.one_of(_contents.map(lambda b: b.replace(b"\n", b" ")), st.sampled_from([b"", b"   ", b"\r"]),
-                  st.builds(lambda i: json.dumps({"id": i, "text": "t"}).encode(), st.sampled_from(["x", "x~2", "x~3", "", "jsonl-1", 0])))
+_line = st.one_of(
+    _contents.map(lambda b: b.replace(b"\n", b" ")),
+    st.sampled_from([b"", b"   ", b"\r"]),
+    st.builds(
+        lambda i: json.dumps({"id": i, "text": "t"}).encode(), st.sampled_from(["x", "x~2", "x~3", "", "jsonl-1", 0])
+    ),
+)
 
 
 @PROPERTY
@@ -131,7 +150,9 @@ def test_any_jsonl_is_read_line_for_line(lines: list[bytes], ending: bytes, bom:
         _checked(docs, sum(1 for line in lines if line.strip()), spec, Path.cwd())
 
 
-_cell = st.text(alphabet=st.sampled_from('ab;,"\r\n\x00é~'), max_size=12)  # no blanks: a blank record is skipped, csv keeps it
+_cell = st.text(
+    alphabet=st.sampled_from('ab;,"\r\n\x00é~'), max_size=12
+)  # no blanks: a blank record is skipped, csv keeps it
 
 
 def _cells(doc: Document) -> list[str]:
@@ -157,7 +178,12 @@ def test_csv_rows_are_the_csv_modules_rows(rows: list[list[str]], ending: str) -
 
 
 @PROPERTY
-@given(st.lists(st.one_of(st.binary(max_size=60), _cell.map(str.encode), st.sampled_from([b'"', b'""', b'"a""', b"\xff"])), max_size=30))
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=60), _cell.map(str.encode), st.sampled_from([b'"', b'""', b'"a""', b"\xff"])),
+        max_size=30,
+    )
+)
 def test_any_csv_bytes_are_read_record_for_record(pieces: list[bytes]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "in.csv"

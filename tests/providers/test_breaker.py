@@ -64,7 +64,13 @@ def test_the_callers_faults_and_bad_answers_never_open_it(kind: ErrorKind) -> No
 
 
 def test_which_errors_open_is_explicit() -> None:
-    assert {ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.EMPTY} == set(OPENS)
+    assert {
+        ErrorKind.RATE_LIMITED,
+        ErrorKind.SERVER_ERROR,
+        ErrorKind.TIMEOUT,
+        ErrorKind.CONNECTION,
+        ErrorKind.EMPTY,
+    } == set(OPENS)
     assert ErrorKind.CLIENT_ERROR in NEUTRAL and ErrorKind.INVALID_OUTPUT in NEUTRAL
 
 

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from steadyflow.providers.local_model import DEFAULT_MODEL, LocalModelError, PackagedModel, check_gguf, default_model, file_sha256, model_file
+from steadyflow.providers.local_model import (
+    DEFAULT_MODEL,
+    LocalModelError,
+    PackagedModel,
+    check_gguf,
+    default_model,
+    file_sha256,
+    model_file,
+)
 
 
 @pytest.fixture
@@ -43,16 +51,28 @@ def test_a_truncated_or_wrong_file_is_refused_and_rebuilt(own_cache: Path, damag
 
 
 def test_packages_that_do_not_make_the_pinned_file_are_refused(own_cache: Path) -> None:
-    wrong = PackagedModel(name="wrong", parts=DEFAULT_MODEL.parts[:2], size=DEFAULT_MODEL.size, sha256=DEFAULT_MODEL.sha256,
-                          licence="x", origin="x")
+    wrong = PackagedModel(
+        name="wrong",
+        parts=DEFAULT_MODEL.parts[:2],
+        size=DEFAULT_MODEL.size,
+        sha256=DEFAULT_MODEL.sha256,
+        licence="x",
+        origin="x",
+    )
     with pytest.raises(LocalModelError, match="do not make the pinned file"):
         default_model(wrong)
     assert not model_file(wrong).exists()
 
 
 def test_missing_packages_say_how_to_install_them(own_cache: Path) -> None:
-    missing = PackagedModel(name="missing", parts=(("steadyflow-no-such-package", "x.bin"),), size=1, sha256="0" * 64,
-                            licence="x", origin="x")
+    missing = PackagedModel(
+        name="missing",
+        parts=(("steadyflow-no-such-package", "x.bin"),),
+        size=1,
+        sha256="0" * 64,
+        licence="x",
+        origin="x",
+    )
     with pytest.raises(LocalModelError, match=r"pip install 'steadyflow\[local\]'"):
         default_model(missing)
 

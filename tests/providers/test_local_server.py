@@ -57,7 +57,9 @@ def _ask(server: RunServer, prompt: str, model: type[BaseModel], reasks: int) ->
 
 def test_the_schema_grammar_constrains_what_the_model_can_say(server: RunServer) -> None:
     # Unconstrained, a small model copies the value it is told to; the grammar only admits the enum.
-    output, attempts = _ask(server, 'Answer with exactly this JSON and nothing else: {"category": "banana"}', Category, reasks=0)
+    output, attempts = _ask(
+        server, 'Answer with exactly this JSON and nothing else: {"category": "banana"}', Category, reasks=0
+    )
     assert isinstance(output, Category) and output.category in ("billing", "technical")
     assert len(attempts) == 1 and attempts[0].error_kind is None and attempts[0].tokens_out > 0
 
@@ -73,7 +75,12 @@ def test_instructor_reasks_on_top_of_the_grammar(server: RunServer) -> None:
 
 def test_one_server_is_shared_by_every_local_model_of_a_run(local_gguf: Path) -> None:
     same = ModelSpec(provider="local", model_path=str(local_gguf))
-    models = {"a": same, "b": same, "c": ModelSpec(provider="local", base_url="http://127.0.0.1:9/v1"), "d": ModelSpec(provider="openai")}
+    models = {
+        "a": same,
+        "b": same,
+        "c": ModelSpec(provider="local", base_url="http://127.0.0.1:9/v1"),
+        "d": ModelSpec(provider="openai"),
+    }
     before = set(host_children(os.getpid()))
     with LocalEndpoints(models) as urls:
         assert set(urls) == {"a", "b"} and urls["a"] == urls["b"] and answers(urls["a"])
@@ -84,7 +91,10 @@ def test_one_server_is_shared_by_every_local_model_of_a_run(local_gguf: Path) ->
 def test_the_server_stops_when_the_run_raises(local_gguf: Path) -> None:
     pids: list[int] = []
     before = set(host_children(os.getpid()))
-    with pytest.raises(RuntimeError, match="stage blew up"), LocalEndpoints({"small": ModelSpec(provider="local")}) as urls:
+    with (
+        pytest.raises(RuntimeError, match="stage blew up"),
+        LocalEndpoints({"small": ModelSpec(provider="local")}) as urls,
+    ):
         pids.extend(set(host_children(os.getpid())) - before)
         assert answers(urls["small"])
         raise RuntimeError("stage blew up")

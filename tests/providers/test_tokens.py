@@ -39,8 +39,14 @@ LONG = "My invoice shows a charge twice and the refund has not arrived yet. " * 
 SECRET = "zebra-4471-secret"
 
 
-def _run(tmp_path: Path, url: str, texts: list[str], model: str = ", context_tokens: 1024", input_spec: str = "",
-         ladder: str = "{model: m, reasks: 0, retries: 0}") -> list[DecisionRecord]:
+def _run(
+    tmp_path: Path,
+    url: str,
+    texts: list[str],
+    model: str = ", context_tokens: 1024",
+    input_spec: str = "",
+    ladder: str = "{model: m, reasks: 0, retries: 0}",
+) -> list[DecisionRecord]:
     file = tmp_path / "p.yaml"
     file.write_text(PIPELINE.format(url=url, model=model, input=input_spec, ladder=ladder))
     docs = [Document(f"d{i}", text, "mem") for i, text in enumerate(texts)]
@@ -58,8 +64,12 @@ def test_a_prompt_longer_than_the_declared_context_is_not_sent_and_says_why(tmp_
     assert SECRET not in json.dumps([long.reason, attempt.error])
 
 
-def test_the_ladder_moves_on_to_rules_when_a_model_rung_cannot_take_the_prompt(tmp_path: Path, chaos: ChaosServer) -> None:
-    ladder = "{model: m, reasks: 0}, {rules: {fields: {category: {keywords: {billing: [invoice]}, default: technical}}}}"
+def test_the_ladder_moves_on_to_rules_when_a_model_rung_cannot_take_the_prompt(
+    tmp_path: Path, chaos: ChaosServer
+) -> None:
+    ladder = (
+        "{model: m, reasks: 0}, {rules: {fields: {category: {keywords: {billing: [invoice]}, default: technical}}}}"
+    )
     [record] = _run(tmp_path, chaos.base_url, [LONG], ladder=ladder)
     assert record.status == "rules"
     assert [a.error_kind for a in record.attempts] == ["context_overflow", None]
@@ -71,7 +81,9 @@ def test_truncate_cuts_the_document_not_the_instructions_and_records_it(tmp_path
     assert record.status == "validated"
     [sent] = list(chaos.requests)
     user = sent["messages"][-1]["content"]
-    assert user.startswith("Classify this ticket.\n") and user.endswith("\nEnd of ticket.")  # the instructions stay whole
+    assert user.startswith("Classify this ticket.\n") and user.endswith(
+        "\nEnd of ticket."
+    )  # the instructions stay whole
     assert SECRET not in user and len(user) < len(LONG)
     [note] = [v for v in record.verdicts if v.check == "context"]
     assert note.action == "truncate" and note.message.startswith("document truncated to ") and "<= 1024" in note.message
@@ -111,21 +123,44 @@ def refusing() -> Iterator[ThreadingHTTPServer]:
     server.server_close()
 
 
-LLAMA_CPP_PYTHON = {"error": {"message": "This model's maximum context length is 2048 tokens. However, you requested 2100 tokens "
-                              f"(1900 in the messages, 200 in the completion). {SECRET}", "type": "invalid_request_error",
-                              "param": "messages", "code": "context_length_exceeded"}}
-LLAMA_CPP = {"error": {"code": 400, "message": "the request exceeds the available context size, try increasing it",
-                       "type": "exceed_context_size_error", "n_prompt_tokens": 5000, "n_ctx": 4096}}
-OPENAI = {"error": {"message": "This model's maximum context length is 128,000 tokens. However, your messages resulted in "
-                    "130,512 tokens. Please reduce the length of the messages.", "type": "invalid_request_error", "code": "context_length_exceeded"}}
+LLAMA_CPP_PYTHON = {
+    "error": {
+        "message": "This model's maximum context length is 2048 tokens. However, you requested 2100 tokens "
+        f"(1900 in the messages, 200 in the completion). {SECRET}",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+}
+LLAMA_CPP = {
+    "error": {
+        "code": 400,
+        "message": "the request exceeds the available context size, try increasing it",
+        "type": "exceed_context_size_error",
+        "n_prompt_tokens": 5000,
+        "n_ctx": 4096,
+    }
+}
+OPENAI = {
+    "error": {
+        "message": "This model's maximum context length is 128,000 tokens. However, your messages resulted in "
+        "130,512 tokens. Please reduce the length of the messages.",
+        "type": "invalid_request_error",
+        "code": "context_length_exceeded",
+    }
+}
 
 
-@pytest.mark.parametrize(("body", "reason"), [
-    (LLAMA_CPP_PYTHON, "prompt exceeds context (1900 + max_tokens 200 > 2048 tokens, said the endpoint)"),
-    (LLAMA_CPP, "prompt exceeds context (5000 > 4096 tokens, said the endpoint)"),
-    (OPENAI, "prompt exceeds context (130512 > 128000 tokens, said the endpoint)"),
-    ({"error": {"message": "Bad request", "type": "invalid_request_error"}}, "HTTP 400"),
-], ids=["llama-cpp-python", "llama.cpp", "openai", "other"])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (LLAMA_CPP_PYTHON, "prompt exceeds context (1900 + max_tokens 200 > 2048 tokens, said the endpoint)"),
+        (LLAMA_CPP, "prompt exceeds context (5000 > 4096 tokens, said the endpoint)"),
+        (OPENAI, "prompt exceeds context (130512 > 128000 tokens, said the endpoint)"),
+        ({"error": {"message": "Bad request", "type": "invalid_request_error"}}, "HTTP 400"),
+    ],
+    ids=["llama-cpp-python", "llama.cpp", "openai", "other"],
+)
 def test_a_400_for_a_long_prompt_is_a_context_overflow_with_its_numbers(
     tmp_path: Path, refusing: ThreadingHTTPServer, body: dict[str, Any], reason: str
 ) -> None:
@@ -168,7 +203,10 @@ def test_the_local_vocabulary_counts_what_the_server_counts(local_gguf: Path) ->
     prompts = [
         [{"role": "user", "content": "Hello"}],
         [{"role": "system", "content": "You classify tickets."}, {"role": "user", "content": LONG[:3000]}],
-        [{"role": "system", "content": "Réponds en JSON."}, {"role": "user", "content": "Grüße, 東京 ✓ <|im_end|> {\"a\": 1}\n\n\ttabs"}],
+        [
+            {"role": "system", "content": "Réponds en JSON."},
+            {"role": "user", "content": 'Grüße, 東京 ✓ <|im_end|> {"a": 1}\n\n\ttabs'},
+        ],
     ]
 
     async def usage(base_url: str, messages: list[dict[str, str]]) -> int:

@@ -62,7 +62,9 @@ def test_files_inside_the_folder_are_read(tmp_path: Path) -> None:
     assert _problems(_pipeline(tmp_path)) == ["loaded"]
 
 
-@pytest.mark.parametrize("prompt", ["../outside.md", "/etc/passwd", "/proc/self/environ", "/dev/zero", "link.md", "zero.md"])
+@pytest.mark.parametrize(
+    "prompt", ["../outside.md", "/etc/passwd", "/proc/self/environ", "/dev/zero", "link.md", "zero.md"]
+)
 def test_prompt_files_outside_the_folder_are_refused(tmp_path: Path, prompt: str) -> None:
     folder = tmp_path / "pipe"
     folder.mkdir()
@@ -77,8 +79,10 @@ def test_prompt_files_outside_the_folder_are_refused(tmp_path: Path, prompt: str
 def test_a_fifo_as_prompt_file_is_refused_without_hanging(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo.md")
     lines = _problems(_pipeline(tmp_path, prompt="fifo.md"))
-    assert lines == [f"{tmp_path / 'p.yaml'}:7:20: stages[0].prompt.file: prompt file 'fifo.md' is not a regular file (a FIFO): "
-                     "name a text file"]
+    assert lines == [
+        f"{tmp_path / 'p.yaml'}:7:20: stages[0].prompt.file: prompt file 'fifo.md' is not a regular file (a FIFO): "
+        "name a text file"
+    ]
 
 
 def test_a_directory_or_a_huge_file_is_refused(tmp_path: Path) -> None:
@@ -95,12 +99,17 @@ def test_rules_files_outside_the_folder_are_refused(tmp_path: Path, rules: str) 
     (tmp_path / "rules.yaml").write_text(RULES)
     (folder / "link.yaml").symlink_to(tmp_path / "rules.yaml")
     lines = _problems(_pipeline(folder, rules=rules))
-    assert len(lines) == 1 and f"stages[0].ladder[1].rules: rules file '{rules}' is outside the pipeline's folder" in lines[0]
+    assert (
+        len(lines) == 1
+        and f"stages[0].ladder[1].rules: rules file '{rules}' is outside the pipeline's folder" in lines[0]
+    )
 
 
 def test_a_fifo_as_pipeline_file_is_refused(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "p.yaml")
-    assert _problems(tmp_path / "p.yaml") == [f"{tmp_path / 'p.yaml'}:1:1: file is not a regular file (a FIFO): name a text file"]
+    assert _problems(tmp_path / "p.yaml") == [
+        f"{tmp_path / 'p.yaml'}:1:1: file is not a regular file (a FIFO): name a text file"
+    ]
 
 
 # --- ${ENV} -------------------------------------------------------------------------------------
@@ -193,19 +202,50 @@ def test_string_alias_bomb_is_one_problem() -> None:
 
 
 def test_too_many_stages_is_one_problem_within_a_second_or_so(tmp_path: Path) -> None:
-    stage = "  - {id: s%d, kind: ai, prompt: {template: 'x {{ text }}'}, output: {a: {enum: [x, y]}}, ladder: [{model: m}]}"
+    stage = (
+        "  - {id: s%d, kind: ai, prompt: {template: 'x {{ text }}'}, output: {a: {enum: [x, y]}}, ladder: [{model: m}]}"
+    )
     text = "pipeline: p\nmodels: {m: {provider: local}}\nstages:\n" + "\n".join(stage % i for i in range(2000)) + "\n"
     line = _fast_problem(text)
-    assert line == f"p.yaml:4:3: stages: 2000 stages: a pipeline has at most {MAX_STAGES}; split it into several pipelines"
+    assert (
+        line == f"p.yaml:4:3: stages: 2000 stages: a pipeline has at most {MAX_STAGES}; split it into several pipelines"
+    )
     ok = tmp_path / "ok.yaml"
-    ok.write_text("pipeline: p\nmodels: {m: {provider: local}}\nstages:\n" + "\n".join(stage % i for i in range(MAX_STAGES)) + "\n")
+    ok.write_text(
+        "pipeline: p\nmodels: {m: {provider: local}}\nstages:\n"
+        + "\n".join(stage % i for i in range(MAX_STAGES))
+        + "\n"
+    )
     started = time.process_time()
     assert len(load_pipeline(ok).stages) == MAX_STAGES
     assert time.process_time() - started < 3
 
 
-_yaml_tokens = st.sampled_from(["[", "]", "{", "}", ": ", ", ", "- ", "\n", "  ", "&a ", "*a", "<<: ", "x", "1", "'s'",
-                                "pipeline", "stages", "9" * 40, "!!str ", "? ", "|\n  "])
+_yaml_tokens = st.sampled_from(
+    [
+        "[",
+        "]",
+        "{",
+        "}",
+        ": ",
+        ", ",
+        "- ",
+        "\n",
+        "  ",
+        "&a ",
+        "*a",
+        "<<: ",
+        "x",
+        "1",
+        "'s'",
+        "pipeline",
+        "stages",
+        "9" * 40,
+        "!!str ",
+        "? ",
+        "|\n  ",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -218,6 +258,8 @@ def test_loader_only_ever_raises_its_own_error_on_yaml_like_text(text: str) -> N
 
 
 def test_nested_aliases_and_merges_are_bounded() -> None:
-    layers = ["l0: &l0 {a: 1}"] + [f"l{i}: &l{i} {{<<: [*l{i - 1}, *l{i - 1}], k{i}: [*l{i - 1}, *l{i - 1}]}}" for i in range(1, 30)]
+    layers = ["l0: &l0 {a: 1}"] + [
+        f"l{i}: &l{i} {{<<: [*l{i - 1}, *l{i - 1}], k{i}: [*l{i - 1}, *l{i - 1}]}}" for i in range(1, 30)
+    ]
     assert "document expands to more than" in _fast_problem("\n".join(layers) + "\npipeline: p\n")
     assert yaml  # the pure parser agrees these files are valid YAML; only their expansion is refused

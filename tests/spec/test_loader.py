@@ -58,9 +58,14 @@ def test_prompt_version_is_a_content_hash(tmp_path: Path) -> None:
 
 
 def test_set_overrides_any_value_and_items_by_stage_id() -> None:
-    pipeline = load_pipeline(ROOT / "configs/support_triage.yaml", [
-        "models.small.base_url=http://127.0.0.1:9/v1", "stages.triage.input.max_chars=99", "run.concurrency=3",
-    ])
+    pipeline = load_pipeline(
+        ROOT / "configs/support_triage.yaml",
+        [
+            "models.small.base_url=http://127.0.0.1:9/v1",
+            "stages.triage.input.max_chars=99",
+            "run.concurrency=3",
+        ],
+    )
     assert pipeline.spec.models["small"].base_url == "http://127.0.0.1:9/v1"
     assert pipeline.spec.stages[0].input.max_chars == 99
     assert pipeline.spec.run.concurrency == 3
@@ -127,8 +132,12 @@ def test_loader_only_ever_raises_its_own_error_on_arbitrary_text(text: str) -> N
 
 _yaml_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.sampled_from(["pipeline", "stages", "kind", "id", "ladder", "model", "output", "x"]), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["pipeline", "stages", "kind", "id", "ladder", "model", "output", "x"]), inner, max_size=4
+        )
+    ),
     max_leaves=20,
 )
 

@@ -17,8 +17,13 @@ EXAMPLE = ROOT / "configs/support_triage.yaml"
 
 
 def _run(chaos: ChaosServer, docs: list[Document], *overrides: str) -> list:
-    on_chaos = ["models.small.provider=openai", f"models.small.base_url={chaos.base_url}", "models.small.timeout_s=1",
-                "models.small.price.input_per_mtok=0.15", "models.small.price.output_per_mtok=0.6"]
+    on_chaos = [
+        "models.small.provider=openai",
+        f"models.small.base_url={chaos.base_url}",
+        "models.small.timeout_s=1",
+        "models.small.price.input_per_mtok=0.15",
+        "models.small.price.output_per_mtok=0.6",
+    ]
     return run_stage(load_pipeline(EXAMPLE, [*on_chaos, *overrides]), "triage", docs)
 
 
@@ -52,7 +57,9 @@ def test_rules_that_cannot_fill_the_schema_fall_to_default(chaos: ChaosServer) -
     assert doc.outputs["triage"]["summary"] == "needs human triage"
 
 
-@pytest.mark.parametrize(("text", "reason"), [("   ", "empty document"), ("a\x00b", "binary content (NUL bytes)"), ("y" * 9000, "too large")])
+@pytest.mark.parametrize(
+    ("text", "reason"), [("   ", "empty document"), ("a\x00b", "binary content (NUL bytes)"), ("y" * 9000, "too large")]
+)
 def test_bad_input_is_quarantined_before_any_call(chaos: ChaosServer, text: str, reason: str) -> None:
     doc = Document("d1", text, "mem")
     [record] = _run(chaos, [doc])
@@ -75,4 +82,6 @@ def test_rules_extractor_keywords_regex_and_failure() -> None:
     from steadyflow.spec.models import FieldRule, RulesSpec
 
     with pytest.raises(RulesFailed, match="category"):
-        extract(RulesSpec(fields={"category": FieldRule(keywords={"billing": ["invoice"]})}), stage.output_model, "hello")
+        extract(
+            RulesSpec(fields={"category": FieldRule(keywords={"billing": ["invoice"]})}), stage.output_model, "hello"
+        )

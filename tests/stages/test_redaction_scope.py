@@ -51,8 +51,10 @@ IN_ID = "jane.doe@example.com"
 IN_FIELD = ["Jane Doe", "+1 212-555-0142"]
 IN_TEXT = ["Robert Miller", "robert.miller@example.org", "(415) 555-0199"]
 IN_OUTPUT = "peter.parker@example.com"  # found by the rules stage, rendered through {{ outputs }}
-TEXT = ("I want a refund, my card was charged twice.\n"
-        f"Contact: {IN_TEXT[0]}, {IN_TEXT[1]}, phone {IN_TEXT[2]}\nCC {IN_OUTPUT}\n")
+TEXT = (
+    "I want a refund, my card was charged twice.\n"
+    f"Contact: {IN_TEXT[0]}, {IN_TEXT[1]}, phone {IN_TEXT[2]}\nCC {IN_OUTPUT}\n"
+)
 REDACT = ["EMAIL_ADDRESS", "PHONE_NUMBER", "PERSON"]
 
 
@@ -89,7 +91,9 @@ def test_a_placeholder_from_a_field_is_restored_where_allowed(tmp_path: Path, ch
     chaos.script.append({"content": {"category": "billing", "summary": "reply to <EMAIL_ADDRESS_3>"}})
     [record], doc = _run(tmp_path, chaos, {"redact_pii": REDACT, "restore_pii": ["summary"]})
     assert record.status == "validated"
-    assert doc.outputs["s"]["summary"] == f"reply to {IN_ID}"  # the placeholder the model saw only in the id and a field
+    assert (
+        doc.outputs["s"]["summary"] == f"reply to {IN_ID}"
+    )  # the placeholder the model saw only in the id and a field
     assert IN_ID not in json.dumps(list(chaos.requests))
 
 
@@ -98,7 +102,9 @@ def test_the_rules_rung_reads_the_redacted_text(tmp_path: Path, chaos: ChaosServ
     [record], doc = _run(tmp_path, chaos, {"redact_pii": REDACT})
     assert record.status == "rules"
     summary = doc.outputs["s"]["summary"]
-    assert not [v for v in IN_TEXT if v in summary], summary  # the rules copied the line the model saw, placeholders and all
+    assert not [v for v in IN_TEXT if v in summary], (
+        summary
+    )  # the rules copied the line the model saw, placeholders and all
     assert "<PERSON_" in summary and "<EMAIL_ADDRESS_" in summary
 
 

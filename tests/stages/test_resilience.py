@@ -34,8 +34,16 @@ stages:
 RULES = {"rules": {"fields": {"category": {"keywords": {"billing": ["refund"]}, "default": "technical"}}}}
 
 
-def _run(tmp_path: Path, url: str, ladder: list[dict[str, Any]], texts: list[str], extra: str = "",
-         concurrency: int = 1, cache: OutputCache | None = None, budget: Budget | None = None) -> list[DecisionRecord]:
+def _run(
+    tmp_path: Path,
+    url: str,
+    ladder: list[dict[str, Any]],
+    texts: list[str],
+    extra: str = "",
+    concurrency: int = 1,
+    cache: OutputCache | None = None,
+    budget: Budget | None = None,
+) -> list[DecisionRecord]:
     file = tmp_path / "p.yaml"
     file.write_text(PIPELINE.format(url=url, ladder=json.dumps(ladder), extra=extra))
     pipeline = load_pipeline(file)
@@ -46,7 +54,9 @@ def _run(tmp_path: Path, url: str, ladder: list[dict[str, Any]], texts: list[str
 def test_an_open_breaker_skips_the_endpoint_without_calling_it(tmp_path: Path) -> None:
     server = ChaosServer(ChaosConfig(faults={"http_503": 1.0})).start()
     try:
-        records = _run(tmp_path, server.base_url, [{"model": "small", "reasks": 0, "retries": 0}, RULES], ["refund"] * 10)
+        records = _run(
+            tmp_path, server.base_url, [{"model": "small", "reasks": 0, "retries": 0}, RULES], ["refund"] * 10
+        )
         calls = server.stats.get("http_503", 0)
     finally:
         server.stop()
@@ -69,9 +79,13 @@ def test_a_spent_run_budget_degrades_to_rules_instead_of_spending(tmp_path: Path
 
 
 def test_a_free_model_still_runs_when_the_budget_is_spent(tmp_path: Path, chaos: ChaosServer) -> None:
-    free = PIPELINE.replace("price: {{input_per_mtok: 1.0, output_per_mtok: 2.0}}", "price: {{input_per_mtok: 0, output_per_mtok: 0}}")
+    free = PIPELINE.replace(
+        "price: {{input_per_mtok: 1.0, output_per_mtok: 2.0}}", "price: {{input_per_mtok: 0, output_per_mtok: 0}}"
+    )
     file = tmp_path / "p.yaml"
-    file.write_text(free.format(url=chaos.base_url, ladder=json.dumps([{"model": "small"}, RULES]), extra="budget: {run: {usd: 0}}"))
+    file.write_text(
+        free.format(url=chaos.base_url, ladder=json.dumps([{"model": "small"}, RULES]), extra="budget: {run: {usd: 0}}")
+    )
     pipeline = load_pipeline(file)
 
     async def go() -> list[DecisionRecord]:
@@ -119,7 +133,7 @@ def test_a_cache_hit_must_still_pass_the_checks(tmp_path: Path, chaos: ChaosServ
     chaos.script.append({"content": {"category": "technical"}})
     ladder = [{"cache": "exact"}, {"model": "small", "reasks": 0}, RULES]
     _run(tmp_path, chaos.base_url, ladder, ["refund"], cache=cache)  # caches 'technical'
-    rule = '    validate: [{layer: business, check: rule, rule: "output.category == \'billing\'"}]'
+    rule = "    validate: [{layer: business, check: rule, rule: \"output.category == 'billing'\"}]"
     [record] = _run(tmp_path, chaos.base_url, ladder, ["refund"], extra=rule, cache=cache)
     assert record.rung_label != "cache:exact"
     assert [(v.check, v.action, v.rung) for v in record.verdicts if v.check == "rule"][:1] == [("rule", "escalate", 0)]
@@ -154,8 +168,17 @@ def test_a_spent_pipeline_budget_counts_earlier_runs(tmp_path: Path) -> None:
     from steadyflow.spec.resilience import BudgetSpec, Limit
 
     store = DecisionStore(tmp_path / "d.sqlite")
-    earlier = DecisionRecord("old", "d", "s", "resilience", "1", "h", None, "validated",
-                             attempts=[Attempt(0, "model", "small", tokens_in=10, cost_usd=0.4)])
+    earlier = DecisionRecord(
+        "old",
+        "d",
+        "s",
+        "resilience",
+        "1",
+        "h",
+        None,
+        "validated",
+        attempts=[Attempt(0, "model", "small", tokens_in=10, cost_usd=0.4)],
+    )
     store.add([earlier])
     usd, tokens = store.pipeline_spend("resilience", time.time() - 3600)
     assert (usd, tokens) == (0.4, 10)
@@ -168,11 +191,15 @@ def test_a_spent_pipeline_budget_counts_earlier_runs(tmp_path: Path) -> None:
 def test_when_every_rung_is_spent_the_record_carries_all_attempts_and_usage(tmp_path: Path) -> None:
     server = ChaosServer(ChaosConfig(faults={"wrong_type": 1.0})).start()
     try:
-        [record] = _run(tmp_path, server.base_url, [{"model": "small", "reasks": 1}, {"model": "big", "reasks": 1}], ["x"])
+        [record] = _run(
+            tmp_path, server.base_url, [{"model": "small", "reasks": 1}, {"model": "big", "reasks": 1}], ["x"]
+        )
     finally:
         server.stop()
     assert record.status == "quarantined" and record.reason == "every rung of the ladder failed"
-    assert [(a.model, a.error_kind) for a in record.attempts] == [("small", "invalid_output")] * 2 + [("big", "invalid_output")] * 2
+    assert [(a.model, a.error_kind) for a in record.attempts] == [("small", "invalid_output")] * 2 + [
+        ("big", "invalid_output")
+    ] * 2
     assert record.tokens_in > 0 and record.cost_usd == sum(a.cost_usd for a in record.attempts) > 0
 
 

@@ -23,8 +23,10 @@ def _model(**fields: dict[str, Any]) -> type[BaseModel]:
 
 
 def test_a_list_field_takes_every_match_once_in_document_order() -> None:
-    model = _model(companies={"type": "list", "items": {"type": "string"}, "max_items": 2},
-                   counts={"type": "list", "items": {"type": "integer"}})
+    model = _model(
+        companies={"type": "list", "items": {"type": "string"}, "max_items": 2},
+        counts={"type": "list", "items": {"type": "integer"}},
+    )
     rules = RulesSpec(fields={"companies": FieldRule(regex=r"(\w+) Inc"), "counts": FieldRule(regex=r"\d+", group=0)})
     out = extract(rules, model, NEWS)
     assert out.model_dump() == {"companies": ["Acme", "Foo"], "counts": [3]}
@@ -32,7 +34,11 @@ def test_a_list_field_takes_every_match_once_in_document_order() -> None:
 
 def test_keywords_fill_a_list_with_every_value_that_occurs_most_hits_first() -> None:
     model = _model(topics={"type": "list", "items": {"enum": ["mergers", "earnings", "sports"]}})
-    rules = RulesSpec(fields={"topics": FieldRule(keywords={"earnings": ["quarter"], "mergers": ["bought", "joined"], "sports": ["goal"]})})
+    rules = RulesSpec(
+        fields={
+            "topics": FieldRule(keywords={"earnings": ["quarter"], "mergers": ["bought", "joined"], "sports": ["goal"]})
+        }
+    )
     assert extract(rules, model, NEWS).model_dump() == {"topics": ["mergers", "earnings"]}
 
 
@@ -40,7 +46,9 @@ def test_a_group_the_pattern_lacks_gives_nothing_and_the_default_its_turn() -> N
     model = _model(buyer={"type": "string"})
     explicit = RulesSpec(fields={"buyer": FieldRule(regex=r"(\w+) bought", group=2, default="unknown")})
     assert extract(explicit, model, NEWS).model_dump() == {"buyer": "unknown"}
-    implicit = RulesSpec(fields={"buyer": FieldRule(regex=r"\w+ Inc")})  # group 1 of a pattern without groups: the match
+    implicit = RulesSpec(
+        fields={"buyer": FieldRule(regex=r"\w+ Inc")}
+    )  # group 1 of a pattern without groups: the match
     assert extract(implicit, model, NEWS).model_dump() == {"buyer": "Acme Inc"}
 
 
@@ -60,7 +68,9 @@ def test_an_output_model_that_raises_its_own_error_is_a_rules_failure() -> None:
 
 # --- property: any pattern that compiles, any document, any field type ---------------------------------
 
-_ATOMS = st.sampled_from([r"\w+", r"\d+", r"\s", ".", "a", "é", "東", r"[A-Z]\w*", r"\b", "^", "$", r"\p{L}+", "(?i)x", r"\n"])
+_ATOMS = st.sampled_from(
+    [r"\w+", r"\d+", r"\s", ".", "a", "é", "東", r"[A-Z]\w*", r"\b", "^", "$", r"\p{L}+", "(?i)x", r"\n"]
+)
 
 
 def _patterns() -> st.SearchStrategy[str]:
@@ -90,11 +100,19 @@ def _compiles(pattern: str) -> bool:
 
 
 FIELD_TYPES: list[dict[str, Any]] = [
-    {"type": "string"}, {"type": "string", "max_length": 5, "min_length": 1}, {"type": "integer", "minimum": 0},
-    {"type": "number"}, {"type": "boolean"}, {"enum": ["a", "b", "東"]}, {"type": "list", "items": {"type": "string"}, "max_items": 3},
-    {"type": "list", "items": {"type": "integer"}}, {"type": "object", "fields": {"x": {"type": "string"}}},
+    {"type": "string"},
+    {"type": "string", "max_length": 5, "min_length": 1},
+    {"type": "integer", "minimum": 0},
+    {"type": "number"},
+    {"type": "boolean"},
+    {"enum": ["a", "b", "東"]},
+    {"type": "list", "items": {"type": "string"}, "max_items": 3},
+    {"type": "list", "items": {"type": "integer"}},
+    {"type": "object", "fields": {"x": {"type": "string"}}},
 ]
-_VALUES = st.one_of(st.none(), st.text(max_size=8), st.integers(-5, 5), st.booleans(), st.lists(st.text(max_size=3), max_size=2))
+_VALUES = st.one_of(
+    st.none(), st.text(max_size=8), st.integers(-5, 5), st.booleans(), st.lists(st.text(max_size=3), max_size=2)
+)
 
 
 @st.composite
@@ -105,8 +123,13 @@ def _rule(draw: st.DrawFn) -> FieldRule:
         if draw(st.booleans()):
             values["group"] = draw(st.one_of(st.integers(0, 4), st.sampled_from(["n", "missing"])))
     if draw(st.booleans()):
-        values["keywords"] = draw(st.dictionaries(st.sampled_from(["a", "b", "東", "1", "true"]),
-                                                  st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=3), max_size=3))
+        values["keywords"] = draw(
+            st.dictionaries(
+                st.sampled_from(["a", "b", "東", "1", "true"]),
+                st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=3),
+                max_size=3,
+            )
+        )
     values["default"] = draw(_VALUES)
     return FieldRule.model_validate(values)
 
@@ -119,7 +142,9 @@ def _documents() -> st.SearchStrategy[str]:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(st.data(), _documents())
-def test_extract_returns_a_valid_output_or_raises_rules_failed_within_its_time_limits(data: st.DataObject, text: str) -> None:
+def test_extract_returns_a_valid_output_or_raises_rules_failed_within_its_time_limits(
+    data: st.DataObject, text: str
+) -> None:
     types = data.draw(st.lists(st.sampled_from(FIELD_TYPES), min_size=1, max_size=4))
     optional = data.draw(st.lists(st.booleans(), min_size=len(types), max_size=len(types)))
     model = _model(**{f"f{i}": {**t, "optional": o} for i, (t, o) in enumerate(zip(types, optional, strict=True))})
@@ -139,9 +164,16 @@ def test_extract_returns_a_valid_output_or_raises_rules_failed_within_its_time_l
 
 def test_keywords_match_whole_words_in_any_case_and_phrases_across_line_breaks() -> None:
     model = _model(category={"enum": ["billing", "account", "technical"]})
-    rules = RulesSpec(fields={"category": FieldRule(keywords={"billing": ["credit card", "refund"], "account": ["password"],
-                                                                "technical": ["error"]})})
+    rules = RulesSpec(
+        fields={
+            "category": FieldRule(
+                keywords={"billing": ["credit card", "refund"], "account": ["password"], "technical": ["error"]}
+            )
+        }
+    )
     assert extract(rules, model, "My CREDIT\n   card was charged").model_dump() == {"category": "billing"}
-    assert extract(rules, model, "errors everywhere, no password").model_dump() == {"category": "account"}  # not inside 'errors'
+    assert extract(rules, model, "errors everywhere, no password").model_dump() == {
+        "category": "account"
+    }  # not inside 'errors'
     # a tie keeps the value declared first
     assert extract(rules, model, "password error").model_dump() == {"category": "account"}

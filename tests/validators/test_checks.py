@@ -20,11 +20,18 @@ CHECK = TypeAdapter(CheckSpec)
 
 def _run(spec: dict[str, Any], output: dict[str, Any], text: str = "", **context: Any) -> Finding:
     check = compile_check(CHECK.validate_python(spec))
-    return check.run(output, Context(text, "doc-1", context.get("fields", {}), {"id": "r", "pipeline": "p", "version": "1", "stage": "s"}))
+    return check.run(
+        output,
+        Context(text, "doc-1", context.get("fields", {}), {"id": "r", "pipeline": "p", "version": "1", "stage": "s"}),
+    )
 
 
 def test_business_rule_over_input_and_output() -> None:
-    rule = {"layer": "business", "check": "rule", "rule": "output.category == 'billing' || !input.text.contains('refund')"}
+    rule = {
+        "layer": "business",
+        "check": "rule",
+        "rule": "output.category == 'billing' || !input.text.contains('refund')",
+    }
     assert _run(rule, {"category": "billing"}, "please refund me").passed
     assert _run(rule, {"category": "technical"}, "app crashes").passed
     failed = _run(rule, {"category": "technical"}, "please refund me")
@@ -46,8 +53,15 @@ def test_document_text_is_only_ever_data_to_a_rule(text: str, category: str) -> 
     assert finding.passed == (category != "x")
 
 
-@pytest.mark.parametrize("payload", ["__import__('os').system('touch /tmp/sf-pwned')", "{{ cycler.__init__.__globals__ }}",
-                                     "'; drop table x; --", "output.category == 'billing' || true"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "__import__('os').system('touch /tmp/sf-pwned')",
+        "{{ cycler.__init__.__globals__ }}",
+        "'; drop table x; --",
+        "output.category == 'billing' || true",
+    ],
+)
 def test_code_in_a_document_is_never_executed(payload: str, tmp_path: Any) -> None:
     rule = {"layer": "business", "check": "rule", "rule": "input.text.contains('refund')"}
     assert _run(rule, {"category": "billing"}, payload).passed is False
@@ -58,17 +72,28 @@ def test_compare_and_required_if() -> None:
     assert _run(compare, {"start": "2026-01-01", "end": "2026-02-01"}).passed
     assert not _run(compare, {"start": "2026-03-01", "end": "2026-02-01"}).passed
     assert _run({**compare, "left": "low", "right": "high"}, {"low": 1, "high": 2}).passed
-    required = {"layer": "structural", "check": "required_if", "field": "refund_amount", "when": "output.category == 'billing'"}
+    required = {
+        "layer": "structural",
+        "check": "required_if",
+        "field": "refund_amount",
+        "when": "output.category == 'billing'",
+    }
     assert not _run(required, {"category": "billing", "refund_amount": None}).passed
     assert _run(required, {"category": "billing", "refund_amount": 12.5}).passed
     assert _run(required, {"category": "technical"}).passed
 
 
-@pytest.mark.parametrize(("match", "quote", "ok"), [
-    ("exact", "order 4471", True), ("exact", "Order 4471", False),
-    ("normalized", "ORDER   4471!", True), ("normalized", "order 4417", False),
-    ("fuzzy", "my parcel has not arived", True), ("fuzzy", "a completely different sentence", False),
-])
+@pytest.mark.parametrize(
+    ("match", "quote", "ok"),
+    [
+        ("exact", "order 4471", True),
+        ("exact", "Order 4471", False),
+        ("normalized", "ORDER   4471!", True),
+        ("normalized", "order 4417", False),
+        ("fuzzy", "my parcel has not arived", True),
+        ("fuzzy", "a completely different sentence", False),
+    ],
+)
 def test_grounding(match: str, quote: str, ok: bool) -> None:
     text = "Hello, my parcel has not arrived. Tracking for order 4471 stopped on Monday."
     spec = {"layer": "semantic", "check": "grounded", "fields": ["quote"], "match": match}
@@ -88,7 +113,14 @@ def test_numbers_that_must_add_up_and_dates_in_order() -> None:
 def test_embedding_similarity_to_source_and_to_label_descriptions() -> None:
     labels = {"billing": "invoices, charges, payments and refunds", "technical": "errors, crashes and bugs in the app"}
     text = "I was charged twice on my last invoice and want my money back."
-    spec = {"layer": "semantic", "check": "similar", "field": "category", "to": "label", "labels": labels, "threshold": 0.3}
+    spec = {
+        "layer": "semantic",
+        "check": "similar",
+        "field": "category",
+        "to": "label",
+        "labels": labels,
+        "threshold": 0.3,
+    }
     assert _run(spec, {"category": "billing"}, text).passed
     assert not _run(spec, {"category": "technical"}, text).passed
     source = {"layer": "semantic", "check": "similar", "field": "summary", "to": "source", "threshold": 0.4}
@@ -105,12 +137,23 @@ def test_pii_in_output_is_masked_by_the_fix() -> None:
     assert _run(spec, {"summary": "Customer cannot log in"}).passed
 
 
-@pytest.mark.parametrize(("spec", "value", "fixed"), [
-    ({"check": "banned", "words": ["lawsuit", "guaranteed"]}, "A lawsuit is guaranteed", "A *** is ***"),
-    ({"check": "competitors", "names": ["Acme Corp", "Globex"]}, "Switch to acme corp now", "Switch to [REDACTED] now"),
-    ({"check": "secrets"}, "use key AKIAABCDEFGHIJKLMNOP please", "use key [SECRET] please"),
-    ({"check": "format", "field": "summary", "max_chars": 10, "single_line": True}, "one\ntwo three four", "one two"),
-])
+@pytest.mark.parametrize(
+    ("spec", "value", "fixed"),
+    [
+        ({"check": "banned", "words": ["lawsuit", "guaranteed"]}, "A lawsuit is guaranteed", "A *** is ***"),
+        (
+            {"check": "competitors", "names": ["Acme Corp", "Globex"]},
+            "Switch to acme corp now",
+            "Switch to [REDACTED] now",
+        ),
+        ({"check": "secrets"}, "use key AKIAABCDEFGHIJKLMNOP please", "use key [SECRET] please"),
+        (
+            {"check": "format", "field": "summary", "max_chars": 10, "single_line": True},
+            "one\ntwo three four",
+            "one two",
+        ),
+    ],
+)
 def test_guardrails_guards_find_and_fix(spec: dict[str, Any], value: str, fixed: str) -> None:
     full = {"layer": "safety", "fields": ["summary"], "on_fail": "fix", **spec}
     if spec["check"] == "format":
@@ -149,9 +192,11 @@ def test_guards_send_no_telemetry() -> None:
     import sys
     import time
 
-    code = ("from steadyflow.validators.guards import SteadyGuard\n"
-            "g = SteadyGuard('terms', terms=['x'], replacement='*', what='word')\n"
-            "print(g.check('an x here').passed, g.check('fine').passed)\n")
+    code = (
+        "from steadyflow.validators.guards import SteadyGuard\n"
+        "g = SteadyGuard('terms', terms=['x'], replacement='*', what='word')\n"
+        "print(g.check('an x here').passed, g.check('fine').passed)\n"
+    )
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.split() == ["False", "True"], result.stderr

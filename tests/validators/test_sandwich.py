@@ -42,10 +42,18 @@ stages:
 """
 
 
-def _engine_run(tmp_path: Path, chaos: ChaosServer, checks: list[dict[str, Any]], texts: list[str],
-                input_spec: dict[str, Any] | None = None, extra: str = "") -> list[DecisionRecord]:
+def _engine_run(
+    tmp_path: Path,
+    chaos: ChaosServer,
+    checks: list[dict[str, Any]],
+    texts: list[str],
+    input_spec: dict[str, Any] | None = None,
+    extra: str = "",
+) -> list[DecisionRecord]:
     file = tmp_path / "p.yaml"
-    file.write_text(PIPELINE.format(url=chaos.base_url, checks=json.dumps(checks), input=json.dumps(input_spec or {})) + extra)
+    file.write_text(
+        PIPELINE.format(url=chaos.base_url, checks=json.dumps(checks), input=json.dumps(input_spec or {})) + extra
+    )
     pipeline = load_pipeline(file)
     assert plugin_problems(pipeline) == []
     docs = [Document(f"d{i}", text, "mem") for i, text in enumerate(texts)]
@@ -55,12 +63,21 @@ def _engine_run(tmp_path: Path, chaos: ChaosServer, checks: list[dict[str, Any]]
     return records
 
 
-RULE = {"layer": "business", "check": "rule", "rule": "output.category == 'billing' || !input.text.contains('refund')",
-        "message": "a refund request is billing"}
+RULE = {
+    "layer": "business",
+    "check": "rule",
+    "rule": "output.category == 'billing' || !input.text.contains('refund')",
+    "message": "a refund request is billing",
+}
 
 
 def test_reask_sends_the_message_back_and_records_both_verdicts(tmp_path: Path, chaos: ChaosServer) -> None:
-    chaos.script.extend([{"content": {"category": "technical", "summary": "x"}}, {"content": {"category": "billing", "summary": "refund"}}])
+    chaos.script.extend(
+        [
+            {"content": {"category": "technical", "summary": "x"}},
+            {"content": {"category": "billing", "summary": "refund"}},
+        ]
+    )
     [record] = _engine_run(tmp_path, chaos, [{**RULE, "on_fail": "reask"}], ["I want a refund"])
     assert record.status == "validated" and record.doc_output["category"] == "billing"  # type: ignore[attr-defined]
     assert [a.error_kind for a in record.attempts] == ["invalid_output", None]
@@ -73,7 +90,10 @@ def test_escalate_moves_to_the_next_rung(tmp_path: Path, chaos: ChaosServer) -> 
     chaos.script.append({"content": {"category": "technical", "summary": "x"}})
     [record] = _engine_run(tmp_path, chaos, [{**RULE, "on_fail": "escalate"}], ["I want a refund"])
     assert record.status == "rules" and record.doc_output["category"] == "billing"  # type: ignore[attr-defined]
-    assert [(v.check, v.action, v.rung) for v in record.verdicts if v.check == "rule"] == [("rule", "escalate", 0), ("rule", "pass", 1)]
+    assert [(v.check, v.action, v.rung) for v in record.verdicts if v.check == "rule"] == [
+        ("rule", "escalate", 0),
+        ("rule", "pass", 1),
+    ]
 
 
 def test_quarantine_and_noop(tmp_path: Path, chaos: ChaosServer) -> None:
@@ -86,14 +106,19 @@ def test_quarantine_and_noop(tmp_path: Path, chaos: ChaosServer) -> None:
 
 
 def test_fix_and_filter(tmp_path: Path, chaos: ChaosServer) -> None:
-    chaos.script.append({"content": {"category": "billing", "summary": "Acme Corp is cheaper", "order_id": "not-grounded-123"}})
+    chaos.script.append(
+        {"content": {"category": "billing", "summary": "Acme Corp is cheaper", "order_id": "not-grounded-123"}}
+    )
     checks = [
         {"layer": "safety", "check": "competitors", "names": ["Acme Corp"], "fields": ["summary"], "on_fail": "fix"},
         {"layer": "semantic", "check": "grounded", "fields": ["order_id"], "on_fail": "filter"},
     ]
     [record] = _engine_run(tmp_path, chaos, checks, ["Order 4471: refund please"])
     assert record.doc_output == {"category": "billing", "summary": "[REDACTED] is cheaper", "order_id": None}  # type: ignore[attr-defined]
-    assert [(v.check, v.action) for v in record.verdicts if not v.passed] == [("competitors", "fix"), ("grounded", "filter")]
+    assert [(v.check, v.action) for v in record.verdicts if not v.passed] == [
+        ("competitors", "fix"),
+        ("grounded", "filter"),
+    ]
 
 
 def test_every_verdict_is_stored_without_document_text(tmp_path: Path, chaos: ChaosServer) -> None:
@@ -137,26 +162,36 @@ def test_placeholders_are_restored_only_where_the_pipeline_allows(tmp_path: Path
 
 
 def test_a_plugin_check_registered_with_the_decorator(tmp_path: Path, chaos: ChaosServer) -> None:
-    (tmp_path / "my_checks.py").write_text(textwrap.dedent("""
+    (tmp_path / "my_checks.py").write_text(
+        textwrap.dedent("""
         from steadyflow.validators.base import Finding, validator
 
         @validator("no_promises")
         def no_promises(params, output, context):
             bad = [w for w in params["words"] if w in output.get("summary", "").lower()]
             return Finding(passed=not bad, message="summary makes a promise")
-    """))
+    """)
+    )
     chaos.script.append({"content": {"category": "billing", "summary": "we guarantee a refund"}})
     check = {"layer": "business", "check": "no_promises", "with": {"words": ["guarantee"]}, "on_fail": "escalate"}
     [record] = _engine_run(tmp_path, chaos, [check], ["refund"], extra="plugins: [my_checks]\n")
     assert record.status == "rules"
-    assert [(v.check, v.action, v.message) for v in record.verdicts if not v.passed] == [("no_promises", "escalate", "summary makes a promise")]
+    assert [(v.check, v.action, v.message) for v in record.verdicts if not v.passed] == [
+        ("no_promises", "escalate", "summary makes a promise")
+    ]
 
 
-def test_a_plugin_from_an_installed_package_entry_point(tmp_path: Path, chaos: ChaosServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_plugin_from_an_installed_package_entry_point(
+    tmp_path: Path, chaos: ChaosServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     site = tmp_path / "site"
     (site / "sf_ext_demo-1.0.dist-info").mkdir(parents=True)
-    (site / "sf_ext_demo-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: sf-ext-demo\nVersion: 1.0\n")
-    (site / "sf_ext_demo-1.0.dist-info" / "entry_points.txt").write_text("[steadyflow.validators]\nshort_summary = sf_ext_demo:check\n")
+    (site / "sf_ext_demo-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: sf-ext-demo\nVersion: 1.0\n"
+    )
+    (site / "sf_ext_demo-1.0.dist-info" / "entry_points.txt").write_text(
+        "[steadyflow.validators]\nshort_summary = sf_ext_demo:check\n"
+    )
     (site / "sf_ext_demo.py").write_text(
         "from steadyflow.validators.base import Finding\n"
         "def check(params, output, context):\n    return Finding(len(output['summary']) <= params['max'], 'summary too long')\n"
@@ -164,7 +199,9 @@ def test_a_plugin_from_an_installed_package_entry_point(tmp_path: Path, chaos: C
     monkeypatch.syspath_prepend(str(site))
     import steadyflow.validators.base as base
 
-    monkeypatch.setattr(base, "_entry_points_loaded", False)  # entry points are read once per process; re-read them here
+    monkeypatch.setattr(
+        base, "_entry_points_loaded", False
+    )  # entry points are read once per process; re-read them here
     chaos.script.append({"content": {"category": "billing", "summary": "a long summary indeed"}})
     check = {"layer": "business", "check": "short_summary", "with": {"max": 5}, "on_fail": "noop"}
     [record] = _engine_run(tmp_path, chaos, [check], ["refund"])
