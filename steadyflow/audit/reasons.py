@@ -19,6 +19,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from steadyflow.core.vocabulary import QUARANTINED, ended_by
+
 TOP = 5
 """Reasons kept per stage, final rung and failing rung; the rest are summed as ``(other reasons)``."""
 
@@ -56,7 +58,7 @@ def _attempt_reason(attempt: Mapping[str, Any]) -> str:
 
 
 def _fell(record: Mapping[str, Any], attempts: list[Mapping[str, Any]]) -> bool:
-    if record["status"] == "quarantined":
+    if record["status"] == QUARANTINED:
         return True
     final = record["rung"] if record["rung"] is not None else -1
     models = [a["rung"] for a in attempts if a["kind"] == "model"]
@@ -70,8 +72,8 @@ def document_reasons(record: Mapping[str, Any]) -> set[Key]:
     attempts: list[Mapping[str, Any]] = record["attempts"]
     if not _fell(record, attempts):
         return set()
-    quarantined = record["status"] == "quarantined"
-    ended = "quarantined" if quarantined else (record["rung_label"] or record["status"])
+    quarantined = record["status"] == QUARANTINED
+    ended = ended_by(record["status"], record["rung_label"])
     final = record["rung"] if record["rung"] is not None else -1
 
     def above(rung: int | None) -> bool:  # every rung failed a quarantined document

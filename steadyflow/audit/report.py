@@ -8,6 +8,7 @@ from typing import Any
 
 from steadyflow.audit import reasons
 from steadyflow.audit.store import DecisionStore
+from steadyflow.core.vocabulary import ended_by
 
 
 @dataclass
@@ -41,7 +42,7 @@ def run_cost(store: DecisionStore, run_id: str) -> dict[str, Any]:
     lines: dict[tuple[str, str, int], CostLine] = {}
     outcomes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for record in records:
-        ended = "quarantined" if record["status"] == "quarantined" else (record["rung_label"] or record["status"])
+        ended = ended_by(record["status"], record["rung_label"])
         outcomes[record["stage_id"]][ended] += 1
         attempts = record["attempts"]
         for i, attempt in enumerate(attempts):

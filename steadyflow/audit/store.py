@@ -24,6 +24,7 @@ from typing import Any
 
 from steadyflow.audit import reasons
 from steadyflow.audit.records import DecisionRecord
+from steadyflow.core.vocabulary import ENDED_BY_SQL
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -341,7 +342,7 @@ class DecisionStore:
 
     def overview(self, run_id: str) -> dict[str, Any]:
         """Totals of a run computed in SQL (flat memory at any size): outcomes, cost, latency and queueing, failed checks, fallback reasons."""
-        ended = "CASE WHEN status = 'quarantined' THEN 'quarantined' ELSE COALESCE(rung_label, status) END"
+        ended = ENDED_BY_SQL
         by_rung: dict[str, dict[str, int]] = {}
         for stage, label, count in self._db.execute(
             f"SELECT stage_id, {ended}, COUNT(*) FROM decisions WHERE run_id = ? GROUP BY 1, 2 ORDER BY 1, 2", (run_id,)

@@ -30,11 +30,9 @@ def _parameters(
 
     prefect_defaults()
     if cron is not None:
-        from prefect.client.schemas.schedules import CronSchedule
+        from steadyflow.flows.deploy import cron_is_valid
 
-        try:
-            CronSchedule(cron=cron)
-        except ValueError:
+        if not cron_is_valid(cron):
             typer.echo(f'--cron "{cron}": not a cron expression (five fields: minute hour day month weekday)', err=True)
             raise typer.Exit(EXIT_INVALID) from None
     from steadyflow.flows.deploy import run_parameters

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from steadyflow.audit.records import DecisionRecord
 from steadyflow.audit.store import DecisionStore, StoreError
+from steadyflow.core.document import Document
 from steadyflow.flows.summary import RunSummary
 from steadyflow.io.lock import probe
 from steadyflow.io.outputs import STORE_NAME, check_file_sinks, open_sinks, output_folder, sink_spec
@@ -34,7 +35,6 @@ from steadyflow.spec.models import AiStage
 from steadyflow.spec.resilience import CacheRung
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import OutputCache
-from steadyflow.stages.document import Document
 
 
 class Progress(Protocol):

@@ -21,6 +21,7 @@ from prefect.states import Failed
 
 from steadyflow.audit.records import DecisionRecord
 from steadyflow.audit.store import DecisionStore, StoreError
+from steadyflow.core.document import Document
 from steadyflow.flows.artifact import publish_summary
 from steadyflow.flows.batch import (
     OnRecord,
@@ -43,7 +44,6 @@ from steadyflow.spec.errors import error_line
 from steadyflow.spec.loader import LoadedPipeline
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import OutputCache
-from steadyflow.stages.document import Document
 from steadyflow.stages.engine import Engine
 
 __all__ = ["OPERATIONAL", "RunOptions", "build_flow", "execute", "run_pipeline"]

@@ -50,6 +50,17 @@ async def pipeline_run(
     return result
 
 
+def cron_is_valid(cron: str) -> bool:
+    """Whether Prefect accepts ``cron`` as a schedule (five fields: minute hour day month weekday)."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron)
+    except ValueError:
+        return False
+    return True
+
+
 def run_parameters(file: Path, input: str | None, output: str | None, overrides: list[str]) -> dict[str, Any]:
     """Parameters of a deployment: absolute paths, so a worker in another folder finds the same files."""
     return {

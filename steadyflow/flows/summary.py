@@ -9,7 +9,8 @@ from typing import Any
 
 from steadyflow.audit import reasons
 from steadyflow.audit.records import DecisionRecord
-from steadyflow.stages.document import Document
+from steadyflow.core.document import Document
+from steadyflow.core.vocabulary import ended_by
 
 
 class Histogram:
@@ -97,7 +98,7 @@ class RunSummary:
         """Count a batch of decision records."""
         for record in records:
             # a document stopped by a check at some rung is counted as quarantined, not by that rung
-            ended = "quarantined" if record.status == "quarantined" else (record.rung_label or record.status)
+            ended = ended_by(record.status, record.rung_label)
             self.by_rung[record.stage_id][ended] += 1
             self.tokens_in += record.tokens_in
             self.tokens_out += record.tokens_out

@@ -20,10 +20,10 @@ from prefect.cache_policies import NONE
 from prefect.utilities.annotations import quote
 
 from steadyflow.audit.records import DecisionRecord
+from steadyflow.core.document import Document
 from steadyflow.spec.loader import LoadedPipeline, load_pipeline
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import OutputCache
-from steadyflow.stages.document import Document
 from steadyflow.stages.engine import Engine
 
 

@@ -24,10 +24,10 @@ from email.headerregistry import HeaderRegistry
 from email.parser import BytesFeedParser
 from typing import Any
 
+from steadyflow.core.document import Document
 from steadyflow.io.formats import Refused, html_text
 from steadyflow.io.limits import has_surrogate, printable
 from steadyflow.spec.models import ParseOptions
-from steadyflow.stages.document import Document
 
 MAX_PARTS = 200
 MAX_DEPTH = 16

@@ -14,8 +14,8 @@ import re
 from html.parser import HTMLParser
 from typing import Any
 
+from steadyflow.core.document import Document
 from steadyflow.io.limits import ReadLimits, has_surrogate
-from steadyflow.stages.document import Document
 
 BOM = "\ufeff"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")

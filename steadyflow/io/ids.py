@@ -13,8 +13,8 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 
+from steadyflow.core.document import Document
 from steadyflow.io.limits import printable
-from steadyflow.stages.document import Document
 
 MAX_ID_CHARS = 200
 """Longer ids are cut and made unique with a digest of the whole id."""

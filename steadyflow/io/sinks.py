@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from steadyflow.audit.store import Mark
-from steadyflow.stages.document import Document
+from steadyflow.core.document import Document
 
 
 def output_row(doc: Document) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from steadyflow.core.document import Document
 from steadyflow.io.email_parse import from_email, looks_like_email
 from steadyflow.io.files import open_regular, read_bounded
 from steadyflow.io.formats import Refused, decode, from_json, html_text
@@ -28,7 +29,6 @@ from steadyflow.io.limits import LIMITS, ReadLimits, printable
 from steadyflow.io.pdf import PDF_MAX_PAGES, PdfExtractor
 from steadyflow.io.tables import table_count, table_documents, table_ids
 from steadyflow.spec.models import FilesSource, TableSource
-from steadyflow.stages.document import Document
 
 __all__ = [
     "AUTO",

@@ -26,13 +26,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from steadyflow.core.document import Document
 from steadyflow.io.email_parse import from_email
 from steadyflow.io.files import open_regular
 from steadyflow.io.formats import Refused, decode, html_text, parse_json
 from steadyflow.io.ids import clean_id
 from steadyflow.io.limits import ReadLimits, printable
 from steadyflow.spec.models import TableSource
-from steadyflow.stages.document import Document
 
 Record = tuple[int, bytes | int]
 """(line the record starts on, its bytes or, over the cap, its size in bytes)."""

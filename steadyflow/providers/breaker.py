@@ -19,7 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from steadyflow.providers.errors import TRANSIENT, ErrorKind
+from steadyflow.core.vocabulary import ErrorKind
+from steadyflow.providers.errors import TRANSIENT
 from steadyflow.spec.models import BreakerSpec
 
 OPENS = TRANSIENT

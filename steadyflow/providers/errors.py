@@ -8,36 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from enum import StrEnum
 
 import aiohttp
 import openai
 from pydantic import ValidationError
 
 from steadyflow.audit.records import Attempt, validation_summary
-
-
-class ErrorKind(StrEnum):
-    """Why a model call did not produce an accepted output."""
-
-    RATE_LIMITED = "rate_limited"
-    SERVER_ERROR = "server_error"
-    TIMEOUT = "timeout"
-    CONNECTION = "connection"
-    EMPTY = "empty_response"
-    INVALID_OUTPUT = "invalid_output"
-    TRUNCATED = "truncated"
-    CLIENT_ERROR = "client_error"
-    UNKNOWN = "unknown"
-    CIRCUIT_OPEN = "circuit_open"
-    """Not called: the endpoint's breaker is open."""
-    BUDGET = "budget_exhausted"
-    """Not called: the run's or the pipeline's budget is spent."""
-    DEADLINE = "deadline"
-    """Not called: the document's deadline has passed."""
-    CONTEXT_OVERFLOW = "context_overflow"
-    """The prompt and the answer's max_tokens do not fit the model's context (counted before sending, or refused by the endpoint)."""
-
+from steadyflow.core.vocabulary import ErrorKind
 
 TRANSIENT = frozenset(
     {ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.EMPTY}

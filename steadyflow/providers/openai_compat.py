@@ -23,8 +23,9 @@ from instructor.core.hooks import Hooks
 from pydantic import BaseModel
 
 from steadyflow.audit.records import Attempt
+from steadyflow.core.vocabulary import ErrorKind
 from steadyflow.providers.breaker import CircuitBreaker
-from steadyflow.providers.errors import ErrorKind, ModelCallError, classify, validation_summary
+from steadyflow.providers.errors import ModelCallError, classify, validation_summary
 from steadyflow.spec.models import ModelSpec
 
 # instructor logs every failed call at ERROR with the server's message; our decision records

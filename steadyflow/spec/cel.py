@@ -296,7 +296,7 @@ def check_rule(source: str, output_fields: set[str]) -> list[CelIssue]:
         root, attr = pair
         allowed = {"output": output_fields, "input": INPUT_KEYS, "run": RUN_KEYS}.get(str(root))
         if allowed is not None and str(attr) not in allowed:
-            from steadyflow.spec.errors import did_you_mean
+            from steadyflow.core.names import did_you_mean
 
             hint = did_you_mean(str(attr), sorted(allowed)) or f" ({root} has: {', '.join(sorted(allowed))})"
             issues.append(CelIssue(attr.line or 1, attr.column or 1, f"unknown field '{root}.{attr}'{hint}"))

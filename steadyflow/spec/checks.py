@@ -12,7 +12,8 @@ from typing import Any
 import regex
 from pydantic import BaseModel, ValidationError
 
-from steadyflow.spec.errors import Problem, SpecError, did_you_mean, format_path
+from steadyflow.core.names import did_you_mean
+from steadyflow.spec.errors import Problem, SpecError, format_path
 from steadyflow.spec.errors_map import validation_problems
 from steadyflow.spec.loader import CompiledStage, ConfinedReadError, read_confined
 from steadyflow.spec.models import AiStage, DefaultRung, FieldRule, FieldSpec, ModelRung, Pipeline, RulesRung, RulesSpec

@@ -7,7 +7,6 @@ exits with code 2. Nothing else may escape the loader.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -58,14 +57,6 @@ class SpecError(Exception):
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems = sorted(set(problems))
         super().__init__("\n".join(str(p) for p in self.problems))
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
-    options = [str(c) for c in choices if str(c) != str(word)]  # never "unknown key 'x' (did you mean 'x'?)"
-    swapped = [c for c in options if sorted(c) == sorted(str(word)) and c != word]
-    matches = swapped or difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
-    return f" (did you mean '{matches[0]}'?)" if matches else ""
 
 
 def format_path(path: tuple[str | int, ...]) -> str:

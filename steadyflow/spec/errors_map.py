@@ -7,10 +7,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from steadyflow.core.names import did_you_mean
 from steadyflow.spec import models as m
 from steadyflow.spec import resilience as r
 from steadyflow.spec import validation as v
-from steadyflow.spec.errors import Problem, did_you_mean
+from steadyflow.spec.errors import Problem
 from steadyflow.spec.yaml_positions import Path, Positions
 
 _DSL_MODELS: list[type[BaseModel]] = [

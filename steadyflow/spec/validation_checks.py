@@ -12,8 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from steadyflow.core.names import did_you_mean
 from steadyflow.spec.cel import check_rule
-from steadyflow.spec.errors import Problem, did_you_mean, format_path
+from steadyflow.spec.errors import Problem, format_path
 from steadyflow.spec.models import AiStage
 from steadyflow.spec.validation import BUILTIN, FIXABLE, LAYER_OF, PluginCheck, RequiredIfCheck, RuleCheck, SimilarCheck
 from steadyflow.spec.yaml_positions import Path, Positions

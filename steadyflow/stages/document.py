@@ -1,30 +1,9 @@
-"""A document moving through a pipeline, and the checks it must pass first."""
+"""The checks a document must pass before any model sees it, and the text a stage reads."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
+from steadyflow.core.document import Document
 from steadyflow.spec.models import InputSpec
-
-
-@dataclass
-class Document:
-    """One untrusted input document and what the stages made of it."""
-
-    id: str
-    text: str
-    source: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    load_error: str | None = None
-    """Why the source could not read it (undecodable, bad JSON...); it is quarantined."""
-    id_made: bool = False
-    """The id was made by steadyflow (a fallback, escaped or cut), not given by the source: a real id wins over it."""
-    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    rungs: dict[str, str] = field(default_factory=dict)
-    review: bool = False
-    quarantined: tuple[str, str] | None = None
-    """(stage id, reason) once a stage quarantined it; later stages skip it."""
 
 
 def stage_text(doc: Document, spec: InputSpec) -> str | None:

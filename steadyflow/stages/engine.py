@@ -15,13 +15,14 @@ from typing import Any
 import jinja2
 
 from steadyflow.audit.records import Attempt, DecisionRecord, text_hash
+from steadyflow.core.document import Document
 from steadyflow.providers.openai_compat import CLIENTS, OpenAICompatClient
 from steadyflow.spec.loader import CompiledStage, LoadedPipeline
 from steadyflow.spec.models import AiStage, ModelRung, RulesStage
 from steadyflow.spec.resilience import CacheRung
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import CacheContext, OutputCache
-from steadyflow.stages.document import Document, check_input, stage_text
+from steadyflow.stages.document import check_input, stage_text
 from steadyflow.stages.ladder import LadderResult, Sandwich, internal_reason, walk
 from steadyflow.stages.routing import route
 from steadyflow.stages.rules import RulesFailed, extract

@@ -19,7 +19,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from steadyflow.audit.records import Attempt, Verdict, error_type, validation_summary
-from steadyflow.providers.errors import TRANSIENT, ErrorKind, ModelCallError
+from steadyflow.core.vocabulary import ErrorKind
+from steadyflow.providers.errors import TRANSIENT, ModelCallError
 from steadyflow.providers.openai_compat import OpenAICompatClient
 from steadyflow.providers.tokens import fit_for
 from steadyflow.spec.loader import CompiledStage

@@ -15,7 +15,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from steadyflow.spec.errors import Problem, did_you_mean
+from steadyflow.core.names import did_you_mean
+from steadyflow.spec.errors import Problem
 from steadyflow.spec.loader import LoadedPipeline
 from steadyflow.spec.models import AiStage, ModelRung
 from steadyflow.spec.resilience import RouteSpec

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-from steadyflow.spec.errors import Problem, did_you_mean
+from steadyflow.core.names import did_you_mean
+from steadyflow.spec.errors import Problem
 from steadyflow.spec.loader import LoadedPipeline
 from steadyflow.spec.models import AiStage
 from steadyflow.spec.validation import BUILTIN, PluginCheck

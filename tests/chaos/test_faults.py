@@ -8,7 +8,8 @@ import pytest
 from pydantic import BaseModel
 
 from steadyflow.chaos.server import FAULTS, ChaosConfig, ChaosServer
-from steadyflow.providers.errors import ErrorKind, ModelCallError
+from steadyflow.core.vocabulary import ErrorKind
+from steadyflow.providers.errors import ModelCallError
 from steadyflow.providers.openai_compat import OpenAICompatClient
 from steadyflow.spec.models import FieldSpec, ModelSpec, Price
 from steadyflow.spec.output_schema import compile_output

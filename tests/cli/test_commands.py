@@ -56,8 +56,8 @@ def test_report_prints_true_cost_by_stage_model_and_rung(tmp_path: Path, chaos: 
     import asyncio
 
     from steadyflow.audit.store import DecisionStore
+    from steadyflow.core.document import Document
     from steadyflow.spec import load_pipeline
-    from steadyflow.stages.document import Document
     from steadyflow.stages.engine import Engine
 
     chaos.script.extend(

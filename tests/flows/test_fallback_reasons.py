@@ -18,11 +18,11 @@ from steadyflow.audit.report import run_cost
 from steadyflow.audit.store import DecisionStore
 from steadyflow.chaos.server import ChaosServer
 from steadyflow.cli import _print_summary, app
+from steadyflow.core.document import Document
 from steadyflow.flows.artifact import render_summary
 from steadyflow.flows.batch import RunOptions
 from steadyflow.flows.summary import RunSummary
 from steadyflow.spec.loader import load_pipeline
-from steadyflow.stages.document import Document
 from tests.conftest import batch_without_prefect
 
 PIPELINE = """

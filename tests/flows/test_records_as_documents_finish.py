@@ -15,10 +15,10 @@ import pytest
 
 from steadyflow.audit.store import DecisionStore
 from steadyflow.chaos.server import ChaosConfig, ChaosServer
+from steadyflow.core.document import Document
 from steadyflow.flows.batch import RunOptions
 from steadyflow.flows.summary import RunSummary
 from steadyflow.spec.loader import LoadedPipeline, load_pipeline
-from steadyflow.stages.document import Document
 from tests.conftest import batch_without_prefect, run_stage
 
 LATENCY_MS = 300

@@ -16,10 +16,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from steadyflow.core.document import Document
 from steadyflow.io.email_parse import MAX_PARTS, PARSE_SECONDS, from_email, looks_like_email, strip_quoted
 from steadyflow.io.sources import read_documents, read_file
 from steadyflow.spec.models import FilesSource, TableSource
-from steadyflow.stages.document import Document
 
 PDF_BYTES = b"%PDF-1.4 binary \x00\x01\x02 SECRET-IN-PDF " * 20
 

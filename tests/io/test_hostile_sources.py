@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from steadyflow.core.document import Document
 from steadyflow.io.limits import LIMITS, MIB, ReadLimits
 from steadyflow.io.sources import count_documents, read_documents, source_for
-from steadyflow.stages.document import Document
 from tests.io.hostile_files import deep_json
 
 

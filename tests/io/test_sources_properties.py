@@ -21,10 +21,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from steadyflow.core.document import Document
 from steadyflow.io.limits import ReadLimits
 from steadyflow.io.sources import count_documents, read_documents, source_for
 from steadyflow.spec.models import TableSource
-from steadyflow.stages.document import Document
 from tests.io.hostile_files import deep_json, text_pdf
 
 SMALL = ReadLimits(record_bytes=2048, file_bytes=64 * 1024, pdf_seconds=5.0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from steadyflow.core.vocabulary import ErrorKind
 from steadyflow.providers.breaker import NEUTRAL, OPENS, CircuitBreaker
-from steadyflow.providers.errors import ErrorKind
 from steadyflow.spec.resilience import BreakerSpec
 
 

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 
 from steadyflow.audit.records import DecisionRecord
 from steadyflow.chaos.server import ChaosServer
+from steadyflow.core.document import Document
 from steadyflow.providers.errors import ModelCallError
 from steadyflow.providers.tokens import EstimateCounter, VocabCounter, fit_prompt
 from steadyflow.spec import load_pipeline
-from steadyflow.stages.document import Document
 from tests.conftest import run_stage
 
 PIPELINE = """

@@ -152,7 +152,7 @@ def test_loader_only_ever_raises_its_own_error_on_arbitrary_structures(value: ob
 
 
 def test_did_you_mean_never_suggests_the_word_itself() -> None:
-    from steadyflow.spec.errors import did_you_mean
+    from steadyflow.core.names import did_you_mean
 
     assert did_you_mean("field", ["field", "fields"]) == " (did you mean 'fields'?)"
     assert did_you_mean("field", ["field"]) == ""

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from steadyflow.chaos.server import ChaosServer
+from steadyflow.core.document import Document
 from steadyflow.spec import load_pipeline
-from steadyflow.stages.document import Document
 from steadyflow.stages.rules import RulesFailed, extract
 from tests.conftest import run_stage
 

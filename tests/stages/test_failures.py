@@ -13,9 +13,9 @@ import pytest
 
 from steadyflow.audit.records import DecisionRecord
 from steadyflow.chaos.server import ChaosServer
+from steadyflow.core.document import Document
 from steadyflow.spec import load_pipeline
 from steadyflow.spec.models import FieldRule, RulesSpec
-from steadyflow.stages.document import Document
 from steadyflow.stages.rules import extract
 from tests.conftest import run_stage
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from steadyflow.audit.records import DecisionRecord
 from steadyflow.chaos.server import ChaosServer
+from steadyflow.core.document import Document
 from steadyflow.spec import load_pipeline
-from steadyflow.stages.document import Document
 from tests.conftest import run_stage
 
 PIPELINE = """

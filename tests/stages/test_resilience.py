@@ -9,10 +9,10 @@ from typing import Any
 
 from steadyflow.audit.records import DecisionRecord
 from steadyflow.chaos.server import ChaosConfig, ChaosServer
+from steadyflow.core.document import Document
 from steadyflow.spec import load_pipeline
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import OutputCache
-from steadyflow.stages.document import Document
 from steadyflow.stages.engine import Engine
 from tests.conftest import run_stage
 

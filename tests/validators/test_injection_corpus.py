@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from steadyflow.chaos.server import ChaosServer
+from steadyflow.core.document import Document
 from steadyflow.spec import load_pipeline
-from steadyflow.stages.document import Document
 from steadyflow.stages.engine import Engine
 from tests.conftest import ROOT, run_stage
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from steadyflow.audit.store import DecisionStore
 from steadyflow.chaos.server import ChaosServer
+from steadyflow.core.document import Document
 from steadyflow.spec import load_pipeline
-from steadyflow.stages.document import Document
 from tests.conftest import run_stage
 
 PIPELINE = """

@@ -14,8 +14,8 @@ import pytest
 from steadyflow.audit.records import DecisionRecord
 from steadyflow.audit.store import DecisionStore
 from steadyflow.chaos.server import ChaosServer
+from steadyflow.core.document import Document
 from steadyflow.spec import load_pipeline
-from steadyflow.stages.document import Document
 from steadyflow.validators.plugins import plugin_problems
 from tests.conftest import ROOT, run_stage
 
