@@ -44,15 +44,9 @@ def _load(file: Path, overrides: list[str], *, import_code: bool = True) -> Load
 
     ``import_code=False`` imports none of the pipeline's code (plugins, output_model): plugin checks go unverified.
     """
-    from steadyflow.spec.loader import load_pipeline
-    from steadyflow.stages.routing import route_problems
-    from steadyflow.validators.plugins import plugin_problems
+    from steadyflow.stages.checks import load_checked
 
-    pipeline = load_pipeline(file, overrides, import_code=import_code)
-    problems = plugin_problems(pipeline, import_plugins=import_code) + route_problems(pipeline)
-    if problems:
-        raise SpecError(problems)
-    return pipeline
+    return load_checked(file, overrides, import_code=import_code)
 
 
 def load_with_source(file: Path, overrides: list[str] | None, input: str | None) -> LoadedPipeline:
