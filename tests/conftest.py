@@ -221,3 +221,36 @@ def batch_without_prefect(pipeline: Any, options: Any, concurrency: int = 8, sto
         return summary
 
     return asyncio.run(go())
+
+
+@pytest.fixture(autouse=True)
+def undo_registrations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Undo what a test registers: plugin checks, estimators, stage kinds, its ``sys.path`` and the modules it wrote.
+
+    A plugin module a test writes and imports (``plugins: [my_checks]``) is forgotten too, so the
+    next test that imports a module of that name runs it again and registers again.
+    """
+    from contextlib import ExitStack
+    from types import ModuleType
+
+    import steadyflow.stages.routing
+    import steadyflow.validators.base
+    from steadyflow.core.registry import Registry
+
+    modules: list[ModuleType] = [steadyflow.validators.base, steadyflow.stages.routing]
+    try:
+        import steadyflow.stages.kinds  # type: ignore[import-not-found, unused-ignore]
+
+        modules.append(steadyflow.stages.kinds)
+    except ImportError:  # the stage-kind registry has not landed yet
+        pass
+    temp = str(tmp_path_factory.getbasetemp())
+    path, imported = list(sys.path), set(sys.modules)
+    with ExitStack() as stack:
+        for registry in [value for module in modules for value in vars(module).values() if isinstance(value, Registry)]:
+            stack.enter_context(registry.scoped())
+        yield
+    sys.path[:] = path
+    for name in set(sys.modules) - imported:
+        if (getattr(sys.modules[name], "__file__", None) or "").startswith(temp):
+            del sys.modules[name]

@@ -72,12 +72,17 @@ class Registry(Generic[T]):
 
     @contextmanager
     def scoped(self) -> Iterator[Registry[T]]:
-        """Undo every registration made inside the block (tests register plugins without leaking them)."""
-        items, builtin = dict(self._items), set(self._builtin)
+        """Undo every registration made inside the block (tests register plugins without leaking them).
+
+        Entry points are read afresh inside the block (a test may put a package on ``sys.path``);
+        on leaving, what was loaded before, and whether it was, comes back as it was.
+        """
+        saved = dict(self._items), set(self._builtin), dict(self.broken), self._entry_points_loaded
+        self._entry_points_loaded = self.group is None
         try:
             yield self
         finally:
-            self._items, self._builtin = items, builtin
+            self._items, self._builtin, self.broken, self._entry_points_loaded = saved
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded or self.group is None:

@@ -15,14 +15,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from steadyflow.core.names import did_you_mean
+from steadyflow.core.registry import Registry
 from steadyflow.spec.errors import Problem
 from steadyflow.spec.loader import LoadedPipeline
 from steadyflow.spec.models import AiStage, ModelRung
 from steadyflow.spec.resilience import RouteSpec
 
 Estimator = Callable[[str], float]
-_ESTIMATORS: dict[str, Estimator] = {}
+ESTIMATORS: Registry[Estimator] = Registry("estimator")
+"""Complexity estimators by name; ``heuristic`` is built in."""
 
 _REASONING = re.compile(
     r"\b(why|explain|compare|analy[sz]e|reconcile|calculate|discrepan\w*|contract|clause|liabilit\w*|"
@@ -34,19 +35,14 @@ _REASONING = re.compile(
 def estimator(name: str) -> Callable[[Estimator], Estimator]:
     """Register ``function(text) -> score in [0, 1]`` as a complexity estimator."""
 
-    def register(function: Estimator) -> Estimator:
-        _ESTIMATORS[name] = function
-        return function
-
-    return register
+    return ESTIMATORS.register(name)
 
 
 def estimators() -> dict[str, Estimator]:
     """Every registered estimator by name."""
-    return dict(_ESTIMATORS)
+    return {name: function for name in ESTIMATORS.names() if (function := ESTIMATORS.get(name)) is not None}
 
 
-@estimator("heuristic")
 def heuristic(text: str) -> float:
     """Length, structure and reasoning cues, each saturating, blended into one score.
 
@@ -63,6 +59,9 @@ def heuristic(text: str) -> float:
     cues = len(_REASONING.findall(text))
     content = 1 - math.exp(-cues / 6)
     return round(min(1.0, 0.75 * length + 0.15 * structure + 0.10 * content), 4)
+
+
+ESTIMATORS.add("heuristic", heuristic, builtin=True)
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,10 @@ def route(spec: RouteSpec, stage: AiStage, text: str, prices: dict[str, float] |
     ``prices`` (model name -> USD per million input plus output tokens) decide the entry of
     a class that ``enter`` does not name.
     """
-    score = _ESTIMATORS[spec.estimator](text)
+    function = ESTIMATORS.get(spec.estimator)
+    if function is None:
+        raise ValueError(ESTIMATORS.unknown(spec.estimator))
+    score = function(text)
     complexity = classify(score, spec.thresholds)
     model = spec.enter.get(complexity)
     if model is None:
@@ -115,7 +117,7 @@ def route_problems(pipeline: LoadedPipeline) -> list[Problem]:
         if not isinstance(stage, AiStage) or stage.route is None:
             continue
         at = ("stages", i, "route")
-        if stage.route.estimator not in _ESTIMATORS:
-            message = f"unknown estimator '{stage.route.estimator}'{did_you_mean(stage.route.estimator, _ESTIMATORS)}"
+        if stage.route.estimator not in ESTIMATORS:
+            message = ESTIMATORS.unknown(stage.route.estimator)
             problems.append(pipeline.positions.problem((*at, "estimator"), message))
     return problems

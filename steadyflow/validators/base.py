@@ -9,14 +9,14 @@ used as ``{layer: ..., check: name, with: {...}, on_fail: ...}``.
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from steadyflow.audit.records import Verdict
+from steadyflow.core.registry import Registry
 
-__all__ = ["Context", "Finding", "Verdict", "plugin", "validator"]
+__all__ = ["CHECKS", "Context", "Finding", "Verdict", "plugin", "validator"]
 
 ENTRY_POINT_GROUP = "steadyflow.validators"
 
@@ -61,8 +61,8 @@ class Finding:
 Plugin = Callable[[dict[str, Any], dict[str, Any], Context], Finding]
 """A plugin check: ``(params from 'with:', output, context) -> Finding``."""
 
-_PLUGINS: dict[str, Plugin] = {}
-_entry_points_loaded = False
+CHECKS: Registry[Plugin] = Registry("check", ENTRY_POINT_GROUP)
+"""Plugin checks by name (the built-in ``check:`` names live in :data:`steadyflow.spec.validation.BUILTIN`)."""
 
 
 def validator(name: str) -> Callable[[Plugin], Plugin]:
@@ -73,28 +73,17 @@ def validator(name: str) -> Callable[[Plugin], Plugin]:
         bad = "we will refund" in output.get("summary", "").lower()
         return Finding(passed=not bad, message="summary promises a refund")
     """
-
-    def register(function: Plugin) -> Plugin:
-        _PLUGINS[name] = function
-        return function
-
-    return register
+    return CHECKS.register(name)
 
 
 def plugin(name: str) -> Plugin | None:
     """The plugin registered as ``name``, loading installed packages' entry points once."""
-    global _entry_points_loaded
-    if name not in _PLUGINS and not _entry_points_loaded:
-        _entry_points_loaded = True
-        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            _PLUGINS.setdefault(entry.name, entry.load())
-    return _PLUGINS.get(name)
+    return CHECKS.get(name)
 
 
 def plugin_names() -> list[str]:
     """Every registered plugin name (after loading entry points)."""
-    plugin("")
-    return sorted(_PLUGINS)
+    return CHECKS.names()
 
 
 def get_path(output: dict[str, Any], name: str) -> Any:

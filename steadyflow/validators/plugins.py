@@ -5,12 +5,11 @@ from __future__ import annotations
 import importlib
 import sys
 
-from steadyflow.core.names import did_you_mean
 from steadyflow.spec.errors import Problem
 from steadyflow.spec.loader import LoadedPipeline
 from steadyflow.spec.models import AiStage
 from steadyflow.spec.validation import BUILTIN, PluginCheck
-from steadyflow.validators.base import plugin, plugin_names
+from steadyflow.validators.base import CHECKS
 
 
 def load_plugins(pipeline: LoadedPipeline) -> list[Problem]:
@@ -52,12 +51,7 @@ def plugin_problems(pipeline: LoadedPipeline, *, import_plugins: bool = True) ->
         if not isinstance(stage, AiStage):
             continue
         for j, check in enumerate(stage.validate_):
-            if isinstance(check, PluginCheck) and plugin(check.check) is None:
-                known = plugin_names()
-                hint = (
-                    did_you_mean(check.check, [*BUILTIN, *known])
-                    or f" (registered plugins: {', '.join(known) or 'none'})"
-                )
+            if isinstance(check, PluginCheck) and check.check not in CHECKS:
                 where = ("stages", i, "validate", j, "check")
-                problems.append(pipeline.positions.problem(where, f"unknown check '{check.check}'{hint}"))
+                problems.append(pipeline.positions.problem(where, CHECKS.unknown(check.check, also=tuple(BUILTIN))))
     return problems
