@@ -135,7 +135,7 @@ async def execute(pipeline: LoadedPipeline, options: RunOptions) -> RunSummary:
         logger.removeFilter(quiet)
     if failures:
         raise failures[0]
-    summary: RunSummary = await state.result()  # raises what the flow raised
+    summary: RunSummary = await state.aresult()  # raises what the flow raised; result() is sync inside a sync parent flow
     return summary
 
 
