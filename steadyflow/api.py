@@ -28,7 +28,7 @@ from steadyflow.core.vocabulary import QUARANTINED, ended_by
 
 if TYPE_CHECKING:
     from steadyflow.audit.records import DecisionRecord
-    from steadyflow.flows.summary import RunSummary
+    from steadyflow.runner.summary import RunSummary
     from steadyflow.providers.local_server import LocalEndpoints
     from steadyflow.spec.loader import LoadedPipeline
     from steadyflow.stages.engine import Engine
@@ -174,8 +174,8 @@ class Pipeline:
         from steadyflow.flows.settings import prefect_defaults
 
         prefect_defaults()  # before Prefect is imported
-        from steadyflow.flows.batch import RunOptions, check_outputs, check_resume
         from steadyflow.flows.compiler import execute
+        from steadyflow.runner.run import RunOptions, check_outputs, check_resume
 
         options = RunOptions(
             input=input,
