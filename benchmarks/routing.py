@@ -1,6 +1,6 @@
 """Direct call vs static fallback chain vs steadyflow's router, on a simulated provider fleet.
 
-    .venv/bin/python benchmarks/routing.py --fleet ../shared/bench/fleet.yaml --json
+    .venv/bin/python benchmarks/routing.py --json   # the scenario: benchmarks/scenarios/fleet.yaml
 
 Starts the scenario's fleet (steadyflow/chaos/fleet.py) on loopback in its own
 process, generates the scenario's requests, and runs each strategy's pipeline file
@@ -37,6 +37,8 @@ from steadyflow.stages.engine import Engine  # noqa: E402
 
 STRATEGIES = ("direct", "static", "router")
 PIPELINES = ROOT / "benchmarks" / "pipelines"
+FLEET = "benchmarks/scenarios/fleet.yaml"
+"""The default scenario, relative to the repository root (a copy kept in the repository)."""
 
 
 def _serve(path: str, count: int, port: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -174,7 +176,7 @@ SCENARIO: dict[str, Any] = {}
 def main() -> None:
     """Run the three strategies and print the JSON object and the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fleet", required=True, help="scenario file, e.g. ../shared/bench/fleet.yaml")
+    parser.add_argument("--fleet", default=str(ROOT / FLEET), help=f"scenario file (default: {FLEET})")
     parser.add_argument(
         "--json", action="store_true", help="print the JSON object on stdout (the table always goes to stderr)"
     )
@@ -194,7 +196,9 @@ def main() -> None:
     server.start()
     try:
         os.environ["FLEET_URL"] = f"http://127.0.0.1:{port.get(timeout=30)}"
-        out: dict[str, Any] = {"scenario": str(args.fleet), "requests": count, "time_scale": SCENARIO["time_scale"]}
+        fleet = Path(args.fleet).resolve()
+        shown = fleet.relative_to(ROOT) if fleet.is_relative_to(ROOT) else fleet  # no machine's folders in the JSON
+        out: dict[str, Any] = {"scenario": str(shown), "requests": count, "time_scale": SCENARIO["time_scale"]}
         for name in STRATEGIES:
             started = time.perf_counter()
             out[name] = asyncio.run(_strategy(name, requests, args.concurrency))

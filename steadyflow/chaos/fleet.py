@@ -1,6 +1,6 @@
 """A simulated provider fleet: OpenAI-compatible endpoints with prices, latencies, errors and incidents.
 
-Reads a scenario file of the form of ``shared/bench/fleet.yaml``. Every endpoint
+Reads a scenario file of the form of ``benchmarks/scenarios/fleet.yaml``. Every endpoint
 answers at ``/<endpoint>/v1/chat/completions`` on one loopback server. Requests are
 documents the scenario's workload generates (:func:`workload`); each carries a
 ``Request-ID`` line, which is how the simulator knows a request's hidden truth

@@ -1,4 +1,4 @@
-"""The routing benchmark runs end to end on a small scenario of the shared form and reports every metric."""
+"""The routing benchmark runs end to end on a small cut of the repository's scenario and reports every metric."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "bench" / "fleet.yaml"
+FLEET = ROOT / "benchmarks" / "scenarios" / "fleet.yaml"
 
 
 def test_three_strategies_one_json_object_nothing_lost(tmp_path: Path) -> None:
-    scenario = yaml.safe_load(SHARED.read_text()) if SHARED.exists() else None
-    assert scenario is not None, f"{SHARED} is missing (CI runs next to shared/)"
+    scenario = yaml.safe_load(FLEET.read_text())
     scenario["requests"] = 120
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump(scenario))
