@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Generator
@@ -80,7 +81,9 @@ async def _try(pipeline: Pipeline, docs: list[Document]) -> None:
         f"try {pipeline.name} {pipeline.version}: {len(docs)} documents, stages {' -> '.join(pipeline.stages)} "
         "(no Prefect, nothing written)"
     )
-    output_width = max(30, shutil.get_terminal_size((160, 24)).columns - _ID_WIDTH - _RUNG_WIDTH - _CHECKS_WIDTH - 22)
+    # on a terminal the row fits its width; in a log or a pipe the output is cut only when very long
+    columns = shutil.get_terminal_size().columns if sys.stdout.isatty() else 480
+    output_width = max(30, columns - _ID_WIDTH - _RUNG_WIDTH - _CHECKS_WIDTH - 22)
     typer.echo(
         f"{'id':{_ID_WIDTH}} {'ended by':{_RUNG_WIDTH}} {'failed checks':{_CHECKS_WIDTH}} {'tokens':>7} "
         f"{'USD':>10}  output"
