@@ -183,44 +183,30 @@ def stop(process: subprocess.Popen[Any], timeout_s: float = 60) -> None:
 
 
 def batch_without_prefect(pipeline: Any, options: Any, concurrency: int = 8, stop_after_s: float | None = None) -> Any:
-    """One run of the batch as the flow runs it, without Prefect: the folder lock, the store, the engine as stage runner.
+    """One run of the batch without Prefect (:func:`steadyflow.runner.batch.arun_local`); its summary.
 
-    ``stop_after_s`` cuts the batch off after that long (a crash mid-run: the run is not finished).
+    ``stop_after_s`` cuts the run off after that long (a crash mid-run: the run is not finished; the summary
+    then holds what was done until the cut).
     """
     import asyncio
 
-    from steadyflow.audit.store import DecisionStore
-    from steadyflow.flows.batch import run_batch
-    from steadyflow.flows.summary import RunSummary
-    from steadyflow.io.lock import folder_lock
-    from steadyflow.io.outputs import output_folder
-    from steadyflow.stages.engine import Engine
+    from steadyflow.runner.batch import local_stages, process
+    from steadyflow.runner.run import Run
 
-    out = output_folder(pipeline.spec, pipeline.base_dir, options.output)
+    options.concurrency = options.concurrency or concurrency
+    if stop_after_s is None:
+        from steadyflow.runner.batch import run_local
 
-    async def go() -> RunSummary:
-        summary = RunSummary(run_id=options.run_id, pipeline=pipeline.spec.pipeline)
-        engine = Engine.create(pipeline, options.run_id, concurrency)
+        return run_local(pipeline, options)
 
-        async def stage(stage_id: str, index: int, docs: list[Any], on_record: Any) -> tuple[list[Any], list[Any]]:
-            return docs, await engine.run_stage(stage_id, docs, on_record)
+    async def cut() -> Any:
+        with Run.open(pipeline, options) as run:
+            engine = run.engine()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(process(run, local_stages(engine), engine), stop_after_s)
+            return run.summary
 
-        with folder_lock(out).acquire(options.run_id):
-            store = DecisionStore(out / "decisions.sqlite")
-            try:
-                batch = run_batch(pipeline, options, store, summary, stage)
-                if stop_after_s is None:
-                    await batch
-                    store.finish_run(options.run_id, summary.as_json())
-                else:
-                    with pytest.raises(TimeoutError):
-                        await asyncio.wait_for(batch, stop_after_s)
-            finally:
-                store.close()
-                await engine.aclose()
-        return summary
-
-    return asyncio.run(go())
+    return asyncio.run(cut())
 
 
 @pytest.fixture(autouse=True)

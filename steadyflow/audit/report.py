@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from steadyflow.audit import reasons
-from steadyflow.audit.store import DecisionStore
+from steadyflow.audit.ledger import RunLedger
+from steadyflow.audit.log import DecisionLog
 from steadyflow.core.vocabulary import ended_by
 
 
@@ -36,9 +37,19 @@ class CostLine:
 _SKIPS = {"circuit_open", "budget_exhausted", "deadline"}
 
 
-def run_cost(store: DecisionStore, run_id: str) -> dict[str, Any]:
-    """The cost table of one run, and its totals, as plain JSON types."""
-    records = store.records(run_id)
+def run_overview(log: DecisionLog, ledger: RunLedger, run_id: str) -> dict[str, Any]:
+    """Totals of a run over every attempt, in flat memory: documents from the ledger, outcomes and cost from the log.
+
+    The cost is that of the records (as the artifact always showed it); :func:`run_cost` adds interrupted attempts.
+    """
+    documents, quarantined = ledger.documents(run_id)
+    overview = log.overview(run_id)
+    return {"documents": documents, "quarantined": quarantined, "outputs": documents - quarantined, **overview}
+
+
+def run_cost(log: DecisionLog, ledger: RunLedger, run_id: str) -> dict[str, Any]:
+    """The cost table of one run, and its totals, as plain JSON types (interrupted attempts from the ledger)."""
+    records = log.records(run_id)
     lines: dict[tuple[str, str, int], CostLine] = {}
     outcomes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for record in records:
@@ -67,7 +78,7 @@ def run_cost(store: DecisionStore, run_id: str) -> dict[str, Any]:
             else:
                 line.usd_failed += attempt["cost_usd"]  # answered, but its output was rejected by a check
     rows = sorted(lines.values(), key=lambda line: (line.stage, line.rung, line.producer))
-    interrupted_usd, interrupted_tokens = store.interrupted(run_id)
+    interrupted_usd, interrupted_tokens = ledger.interrupted(run_id)
     total_usd = sum(line.usd for line in rows) + interrupted_usd
     return {
         "run_id": run_id,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import click
 import typer
 
-from steadyflow.audit.store import StoreError
+from steadyflow.audit.sqlite import StoreError
 from steadyflow.spec.errors import SpecError, error_line
 
 if TYPE_CHECKING:
@@ -157,11 +157,11 @@ def run(
     ):  # Prefect's INFO lines are progress too; warnings and errors still show (a user's setting wins)
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from steadyflow.cli.progress import BarProgress
-    from steadyflow.flows.batch import ResumeError, check_outputs, check_resume
-    from steadyflow.flows.compiler import RunOptions, run_pipeline
+    from steadyflow.flows.compiler import run_pipeline
     from steadyflow.io.lock import LockedError
     from steadyflow.io.sinks import SinkError
     from steadyflow.providers.local_model import LocalModelError
+    from steadyflow.runner.run import ResumeError, RunOptions, check_outputs, check_resume
 
     options = RunOptions(
         input=input,
@@ -193,6 +193,8 @@ def run(
     except LocalModelError as exc:
         typer.echo(f"{file}: {exc}", err=True)
         raise typer.Exit(1) from None
+    except SpecError as exc:  # a Dask worker found the pipeline file changed since the run started
+        _fail(exc)
     except (OSError, StoreError) as exc:  # disk full, read-only folder: what was marked completed is safe
         then = (
             f"completed documents are kept: fix it, then steadyflow run {file} --resume {options.run_id}"
@@ -208,19 +210,20 @@ def run(
 
 
 def _registered(pipeline: LoadedPipeline, options: Any) -> bool:
-    """Whether the run got as far as its store (only then can it be resumed)."""
-    from steadyflow.audit.store import DecisionStore
-    from steadyflow.flows.batch import folder_of
+    """Whether the run got as far as its run ledger (only then can it be resumed); reads, never migrates."""
+    from steadyflow.audit.ledger import read_ledger
+    from steadyflow.runner.run import folder_of
 
-    db = folder_of(pipeline, options) / "decisions.sqlite"
     try:
-        store = DecisionStore(db, readonly=True)
+        ledger = read_ledger(folder_of(pipeline, options) / "decisions.sqlite")
     except StoreError:
         return False
+    if ledger is None:
+        return False
     try:
-        return store.run_info(options.run_id) is not None
+        return ledger.run_info(options.run_id) is not None
     finally:
-        store.close()
+        ledger.close()
 
 
 def _check_local_models(file: Path, pipeline: LoadedPipeline) -> None:
@@ -282,28 +285,34 @@ def _ms(value: float | None) -> str:
 @app.command()
 def report(
     run_id: Annotated[str | None, typer.Argument(help="run id (default: the newest run in the store)")] = None,
-    db: Annotated[Path, typer.Option(help="the run's decisions.sqlite")] = Path("out/decisions.sqlite"),
+    db: Annotated[
+        Path, typer.Option(help="the run's decisions.sqlite (its runs.sqlite is read from the same folder)")
+    ] = Path("out/decisions.sqlite"),
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """True cost of a run: tokens and USD by stage, model and rung, failed attempts and re-asks included."""
+    from steadyflow.audit.ledger import read_ledger
+    from steadyflow.audit.log import DecisionLog
     from steadyflow.audit.report import run_cost
-    from steadyflow.audit.store import DecisionStore
 
     if not db.is_file():
         typer.echo(f"--db {db}: no such file (a run prints where its decisions.sqlite is)", err=True)
         raise typer.Exit(EXIT_INVALID)
     try:
-        store = DecisionStore(db, readonly=True)  # a report never writes, whatever database it is given
+        # a report never writes (nor migrates a folder from before runs.sqlite), whatever database it is given
+        log = DecisionLog(db, readonly=True)
+        ledger = read_ledger(db)
     except StoreError as exc:
         typer.echo(f"--db {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
-    known = store.run_ids()
+    known = ledger.run_ids() if ledger is not None else []
     run_id = run_id or (known[0] if known else None)
-    if run_id not in known:
+    if ledger is None or run_id not in known:
         typer.echo(f"{db}: no run '{run_id}' (runs: {', '.join(known[:5]) or 'none'})", err=True)
         raise typer.Exit(EXIT_INVALID)
-    data = run_cost(store, run_id)
-    store.close()
+    data = run_cost(log, ledger, run_id)
+    log.close()
+    ledger.close()
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
         return

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from steadyflow.flows.summary import RunSummary
+from steadyflow.runner.summary import RunSummary
 
 INTERVAL_ENV = "STEADYFLOW_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL_S = 10.0

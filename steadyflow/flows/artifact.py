@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect.artifacts import acreate_markdown_artifact
 
-from steadyflow.flows.summary import RunSummary
+from steadyflow.runner.summary import RunSummary
 
 
 def artifact_key(pipeline: str) -> str:
@@ -23,7 +23,7 @@ def _md(text: str) -> str:
 def render_summary(summary: RunSummary, overview: dict[str, Any]) -> str:
     """Markdown of a run: documents by rung and why they fell, quarantined, cost, latency and queueing p50/p95, failing validators.
 
-    ``overview`` is :meth:`DecisionStore.overview` for the run, so a resumed run shows all of it.
+    ``overview`` is :func:`steadyflow.audit.report.run_overview` for the run, so a resumed run shows all of it.
     """
     latency, queue = overview["latency_ms"], overview["queue_ms"]
     lines = [

@@ -4,15 +4,15 @@ Stages become tasks that run over *chunks* of documents (one task run per
 stage per chunk, named ``stage[chunk]`` in the UI), with bounded async
 concurrency per model inside. Per-document state lives in the decision
 records, not in Prefect, which keeps Prefect's per-task overhead off the
-per-document path. The batch itself (sources, sinks, resume) is
-``flows/batch.py``; the run's summary artifact is ``flows/artifact.py``.
+per-document path. The batch itself (sources, sinks, resume) is the
+Prefect-free runner (:mod:`steadyflow.runner`); the run's summary artifact is
+``flows/artifact.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from prefect import Flow, flow
@@ -20,30 +20,16 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from steadyflow.audit.records import DecisionRecord
-from steadyflow.audit.store import DecisionStore, StoreError
+from steadyflow.audit.report import run_overview
 from steadyflow.core.document import Document
 from steadyflow.flows.artifact import publish_summary
-from steadyflow.flows.batch import (
-    OnRecord,
-    ResumeError,
-    RunOptions,
-    StageRunner,
-    check_resume,
-    folder_of,
-    open_budget,
-    open_cache,
-    run_batch,
-)
-from steadyflow.flows.summary import RunSummary
-from steadyflow.flows.tasks import RemoteJob, quoted, remote_stage_task, stage_task
-from steadyflow.io.lock import LockedError, folder_lock
-from steadyflow.io.outputs import STORE_NAME, check_run_files
-from steadyflow.io.sinks import SinkError
+from steadyflow.flows.tasks import RemoteJob, RemoteResult, quoted, remote_stage_task, stage_task
 from steadyflow.providers.local_server import LocalEndpoints
-from steadyflow.spec.errors import error_line
+from steadyflow.runner.batch import OnRecord, StageRunner, process
+from steadyflow.runner.run import OPERATIONAL, Run, RunOptions, check_resume
+from steadyflow.runner.summary import RunSummary
+from steadyflow.spec.errors import SpecError, error_line
 from steadyflow.spec.loader import LoadedPipeline
-from steadyflow.stages.budget import Budget
-from steadyflow.stages.cache import OutputCache
 from steadyflow.stages.engine import Engine
 
 __all__ = ["OPERATIONAL", "RunOptions", "build_flow", "execute", "run_pipeline"]
@@ -66,10 +52,6 @@ def _task_runner(pipeline: LoadedPipeline) -> Any:
             "dashboard_address": None,
         }
     )
-
-
-OPERATIONAL = (OSError, StoreError, SinkError, LockedError, ResumeError)
-"""Failures of the machine or of the folder, not of a document: the run stops with one line, resumable."""
 
 
 def build_flow(
@@ -98,7 +80,7 @@ def build_flow(
         try:
             with local as base_urls:
                 return await _process(pipeline, options, base_urls, local)
-        except OPERATIONAL as exc:
+        except (*OPERATIONAL, SpecError) as exc:  # SpecError: a Dask worker found the pipeline file changed
             if failures is None:
                 raise
             failures.append(exc)
@@ -135,60 +117,25 @@ async def execute(pipeline: LoadedPipeline, options: RunOptions) -> RunSummary:
         logger.removeFilter(quiet)
     if failures:
         raise failures[0]
-    summary: RunSummary = await state.aresult()  # raises what the flow raised; result() is sync inside a sync parent flow
+    summary: RunSummary = await state.aresult()  # raises what the flow raised (result() is sync in a sync parent)
     return summary
 
 
 async def _process(
     pipeline: LoadedPipeline, options: RunOptions, base_urls: dict[str, str], local: LocalEndpoints
 ) -> RunSummary:
-    # one run at a time per output folder: its store, quarantine and sinks (released however the run ends)
-    folder = folder_of(pipeline, options)
-    with folder_lock(folder).acquire(options.run_id):
-        check_run_files(folder)  # once no other run can change the folder (the CLI checked before start-up too)
-        store = DecisionStore(folder / STORE_NAME)
-        try:
-            with store.writing():
-                return await _process_locked(pipeline, options, base_urls, local, store)
-        finally:
-            store.close()
-
-
-async def _process_locked(
-    pipeline: LoadedPipeline,
-    options: RunOptions,
-    base_urls: dict[str, str],
-    local: LocalEndpoints,
-    store: DecisionStore,
-) -> RunSummary:
-    started = time.perf_counter()
-    spec = pipeline.spec
-    concurrency = options.concurrency or spec.run.concurrency
-    summary = RunSummary(
-        run_id=options.run_id, pipeline=spec.pipeline, flow_run_id=flow_run.get_id(), decisions_path=str(store.path)
-    )
-    summary.notes.extend(local.notes)
-    budget = open_budget(pipeline, store, options.run_id)
-    cache = open_cache(pipeline, options)
-    engine: Engine | None = None  # with Dask, each worker builds its own per chunk (flows/tasks.py)
-    if spec.run.task_runner == "dask":
-        run_stage = _remote_runner(pipeline, options, concurrency, base_urls, local.model_ids, budget, cache, summary)
-    else:
-        engine = Engine.create(pipeline, options.run_id, concurrency, base_urls, local.model_ids, budget, cache)
-        run_stage = _local_runner(engine)
-    try:
-        await run_batch(pipeline, options, store, summary, run_stage)
-    finally:
-        if engine is not None:
-            await engine.aclose()
-            summary.breakers_opened = {name: c.breaker.opened for name, c in engine.clients.items() if c.breaker.opened}
-        if cache is not None:
-            cache.close()
-        summary.budget_skipped = budget.skipped
-        summary.duration_s = time.perf_counter() - started
-    store.finish_run(options.run_id, summary.as_json())  # only a run that got here is finished: others can be resumed
-    await publish_summary(summary, store.overview(options.run_id))
-    return summary
+    # one run at a time per output folder: the Run holds its lock, stores and sinks (released however it ends)
+    with Run.open(pipeline, options, flow_run_id=flow_run.get_id()) as run:
+        run.summary.notes.extend(local.notes)
+        engine: Engine | None = None  # with Dask, each worker builds its own per chunk (flows/tasks.py)
+        if pipeline.spec.run.task_runner == "dask":
+            run_stage = _remote_runner(run, base_urls, local.model_ids)
+        else:
+            engine = run.engine(base_urls, local.model_ids)
+            run_stage = _local_runner(engine)
+        summary = await process(run, run_stage, engine)
+        await publish_summary(summary, run_overview(run.log, run.ledger, run.run_id))
+        return summary
 
 
 def _local_runner(engine: Engine) -> StageRunner:
@@ -201,17 +148,10 @@ def _local_runner(engine: Engine) -> StageRunner:
     return run
 
 
-def _remote_runner(
-    pipeline: LoadedPipeline,
-    options: RunOptions,
-    concurrency: int,
-    base_urls: dict[str, str],
-    model_ids: dict[str, str],
-    budget: Budget,
-    cache: OutputCache | None,
-    summary: RunSummary,
-) -> StageRunner:
-    async def run(
+def _remote_runner(run: Run, base_urls: dict[str, str], model_ids: dict[str, str]) -> StageRunner:
+    pipeline, options, summary, budget, cache = run.pipeline, run.options, run.summary, run.budget, run.cache
+
+    async def run_remote(
         stage_id: str, index: int, docs: list[Document], on_record: OnRecord
     ) -> tuple[list[Document], list[DecisionRecord]]:
         # a worker process cannot call back here: its records come back with the chunk (run_batch stores them then)
@@ -220,7 +160,7 @@ def _remote_runner(
             tuple(options.overrides),
             options.run_id,
             stage_id,
-            concurrency,
+            run.concurrency,
             base_urls,
             model_ids,
             budget.usd + summary.cost_usd,
@@ -229,16 +169,18 @@ def _remote_runner(
         )
         # not quoted: a quoted argument reaches a Dask worker as a plain tuple, not the documents
         future = remote_stage_task.with_options(task_run_name=f"{stage_id}[{index}]").submit(job, docs)
-        result: tuple[list[Document], list[DecisionRecord]] = await asyncio.to_thread(future.result)  # type: ignore[arg-type]  # a future of an async task returns its value
+        result: RemoteResult = await asyncio.to_thread(future.result)  # type: ignore[arg-type]  # a future of an async task returns its value
+        if isinstance(result, list):
+            raise SpecError(result)  # the worker could not load the pipeline file (changed since the run started)
         return result
 
-    return run
+    return run_remote
 
 
 def run_pipeline(pipeline: LoadedPipeline, options: RunOptions) -> RunSummary:
     """Compile and run ``pipeline`` against Prefect's ephemeral API or ``PREFECT_API_URL``.
 
-    Raises :class:`~steadyflow.flows.batch.ResumeError` before anything runs when
+    Raises :class:`~steadyflow.runner.run.ResumeError` before anything runs when
     ``options.resume`` names a run that cannot be continued, and the exceptions of
     :data:`OPERATIONAL` when the run stops on one (one line each; the run can be resumed).
     """

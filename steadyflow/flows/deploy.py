@@ -17,10 +17,10 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.types.entrypoint import EntrypointType
 
-from steadyflow.flows.batch import RunOptions
-from steadyflow.flows.compiler import OPERATIONAL, execute
-from steadyflow.spec.errors import error_line
-from steadyflow.spec.loader import load_pipeline
+from steadyflow.flows.compiler import execute
+from steadyflow.runner.run import OPERATIONAL, RunOptions
+from steadyflow.spec.errors import SpecError, error_line
+from steadyflow.stages.checks import load_checked
 
 
 def _run_name() -> str:
@@ -37,14 +37,22 @@ async def pipeline_run(
     concurrency: int | None = None,
     no_cache: bool = False,
 ) -> Any:
-    """Run a pipeline file once (the pipeline itself runs as a subflow named after it); returns its summary."""
-    pipeline = load_pipeline(pipeline_file, overrides or [])
+    """Run a pipeline file once (the pipeline itself runs as a subflow named after it); returns its summary.
+
+    A pipeline file that does not load or check (it may have changed since it was deployed) ends the flow run
+    in a Failed state with its first problem, as an operational failure does: one line, no traceback.
+    """
+    try:
+        pipeline = load_checked(pipeline_file, overrides or [])
+    except SpecError as exc:
+        more = f" (+{len(exc.problems) - 1} more problems)" if len(exc.problems) > 1 else ""
+        return Failed(message=error_line(exc) + more)
     options = RunOptions(
         input=input, output=output, concurrency=concurrency, no_cache=no_cache, overrides=overrides or []
     )
     try:
         summary = await execute(pipeline, options)
-    except OPERATIONAL as exc:  # one line in the flow run's state, not a traceback in the worker's log
+    except (*OPERATIONAL, SpecError) as exc:  # one line in the flow run's state, not a traceback in the worker's log
         return Failed(message=error_line(exc))
     result: dict[str, Any] = summary.as_json()
     return result

@@ -21,9 +21,11 @@ from prefect.utilities.annotations import quote
 
 from steadyflow.audit.records import DecisionRecord
 from steadyflow.core.document import Document
-from steadyflow.spec.loader import LoadedPipeline, load_pipeline
+from steadyflow.spec.errors import Problem, SpecError
+from steadyflow.spec.loader import LoadedPipeline
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import OutputCache
+from steadyflow.stages.checks import load_checked
 from steadyflow.stages.engine import Engine
 
 
@@ -58,14 +60,25 @@ class RemoteJob:
 
 @lru_cache(maxsize=8)
 def _pipeline(file: str, overrides: tuple[str, ...], mtime: float) -> LoadedPipeline:
-    """Each worker process loads (and compiles) a pipeline once per file version."""
-    return load_pipeline(file, list(overrides))
+    """Each worker process loads (compiles and checks, as the flow's process did) a pipeline once per file version."""
+    return load_checked(file, list(overrides))
+
+
+RemoteResult = tuple[list[Document], list[DecisionRecord]] | list[Problem]
+"""The updated documents and their records, or why the worker could not load the pipeline (the file changed)."""
 
 
 @task(name="stage", cache_policy=NONE, persist_result=False, retries=0)
-async def remote_stage_task(job: RemoteJob, docs: list[Document]) -> tuple[list[Document], list[DecisionRecord]]:
-    """Run one stage over a chunk in a worker process; return the updated documents and their records."""
-    pipeline = _pipeline(job.pipeline_file, job.overrides, Path(job.pipeline_file).stat().st_mtime)
+async def remote_stage_task(job: RemoteJob, docs: list[Document]) -> RemoteResult:
+    """Run one stage over a chunk in a worker process; return the updated documents and their records.
+
+    A pipeline file that no longer loads comes back as its problems (the flow ends with one line), not
+    as an exception Prefect would log with a traceback in the worker.
+    """
+    try:
+        pipeline = _pipeline(job.pipeline_file, job.overrides, Path(job.pipeline_file).stat().st_mtime)
+    except SpecError as exc:
+        return exc.problems
     budget = Budget(pipeline.spec.budget, usd=job.spent_usd, tokens=job.spent_tokens)
     cache = OutputCache(Path(job.cache_path)) if job.cache_path else None
     engine = Engine.create(pipeline, job.run_id, job.concurrency, job.base_urls, job.model_ids, budget, cache)

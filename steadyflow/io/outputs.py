@@ -2,7 +2,7 @@
 
 * The **output folder** is ``--output``, else the pipeline's ``run.output``, else the
   folder of the file sink's path (next to the pipeline file). It holds the run's own
-  files (``decisions.sqlite``, ``quarantine.jsonl``, the lock), which no sink may name.
+  files (``decisions.sqlite``, ``runs.sqlite``, ``quarantine.jsonl``, the lock), which no sink may name.
 * One run at a time owns a folder (see :mod:`steadyflow.io.lock`), and a SQLite or
   PostgreSQL sink outside it.
 * A new run never truncates a file another run still needs: a sink file that belongs to
@@ -15,17 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steadyflow.audit.store import DecisionStore, Mark
+from steadyflow.audit.ledger import LEDGER_NAME, Mark, RunLedger, read_ledger
+from steadyflow.audit.log import LOG_NAME
 from steadyflow.io.lock import RunLock
 from steadyflow.io.sinks import FileRows, RowSink, SinkError, SqlRows, expand_url, shown_url, sqlite_file
 from steadyflow.spec.models import RUN_FILES, FileSink, Pipeline, SqlSink
 
-STORE_NAME = "decisions.sqlite"
 QUARANTINE_NAME = "quarantine.jsonl"
 
 
 def output_folder(spec: Pipeline, base_dir: Path, output: str | None) -> Path:
-    """The folder of outputs, quarantine and decisions.sqlite."""
+    """The folder of outputs, quarantine, the decision log and the run ledger."""
     if output:
         return Path(output)
     if spec.run.output:
@@ -58,8 +58,8 @@ def _file_targets(spec: FileSink, folder: Path, base_dir: Path) -> tuple[Path, P
 def check_run_files(folder: Path) -> None:
     """Refuse an output folder whose own files are symbolic links.
 
-    A linked ``decisions.sqlite`` or ``quarantine.jsonl`` would let this run write into
-    another folder's store while that folder's run holds its own lock.
+    A linked ``decisions.sqlite``, ``runs.sqlite`` or ``quarantine.jsonl`` would let this run write into
+    another folder's files while that folder's run holds its own lock.
     """
     for name in RUN_FILES:
         if (folder / name).is_symlink():
@@ -102,9 +102,9 @@ class OpenSinks:
             lock.release()
 
 
-def _refusal(path: Path, store: DecisionStore, run_id: str, resume: bool, overwrite: bool) -> str | None:
+def _refusal(path: Path, ledger: RunLedger, run_id: str, resume: bool, overwrite: bool) -> str | None:
     """Why this run may not write the file sink at ``path`` (see the module docstring), or None."""
-    owner = store.sink_owner(path)
+    owner = ledger.sink_owner(path)
     if resume:
         if path.exists() and owner not in (None, run_id):
             return f"{path} was replaced by run {owner} since this run wrote it; resuming would lose its data: start a new run"
@@ -113,10 +113,10 @@ def _refusal(path: Path, store: DecisionStore, run_id: str, resume: bool, overwr
         return None
     if owner is None:
         return (
-            f"{path} exists and was not written by a run recorded in {store.path}; "
+            f"{path} exists and was not written by a run recorded in {ledger.path}; "
             "move it away, choose another --output, or pass --overwrite"
         )
-    info = store.run_info(owner)
+    info = ledger.run_info(owner)
     if owner != run_id and info is not None and info["finished_at"] is None:
         return (
             f"{path} holds the outputs of run {owner}, which did not finish; resume it with --resume {owner}, "
@@ -133,37 +133,36 @@ def check_file_sinks(
         check_run_files(folder)
         return  # rows keyed by run: a table is never truncated
     targets = _file_targets(spec, folder, base_dir)
-    store_path = folder / STORE_NAME
-    if not store_path.is_file():
+    ledger = read_ledger(folder / LOG_NAME)
+    if ledger is None:
         if not overwrite and not resume and (taken := [t for t in targets if t.exists() and t.stat().st_size > 0]):
             raise SinkError(
-                f"{taken[0]} exists and was not written by a run recorded in {store_path}; "
+                f"{taken[0]} exists and was not written by a run recorded in {folder / LEDGER_NAME}; "
                 "move it away, choose another --output, or pass --overwrite"
             )
         return
-    store = DecisionStore(store_path, readonly=True)
     try:
         for target in targets:
-            if (why := _refusal(target, store, run_id, resume, overwrite)) is not None:
+            if (why := _refusal(target, ledger, run_id, resume, overwrite)) is not None:
                 raise SinkError(why)
     finally:
-        store.close()
+        ledger.close()
 
 
-def _claim(path: Path, store: DecisionStore, run_id: str, resume: bool, overwrite: bool) -> None:
-    if (why := _refusal(path, store, run_id, resume, overwrite)) is not None:
+def _claim(path: Path, ledger: RunLedger, run_id: str, resume: bool, overwrite: bool) -> None:
+    if (why := _refusal(path, ledger, run_id, resume, overwrite)) is not None:
         raise SinkError(why)
-    store.claim_sink(path, run_id)
+    ledger.claim_sink(path, run_id)
 
 
-def _open_sql(spec: SqlSink, folder: Path, run_id: str, store: DecisionStore) -> OpenSinks:
+def _open_sql(spec: SqlSink, folder: Path, run_id: str, ledger: RunLedger) -> OpenSinks:
     url = expand_url(spec.url, folder)
     locks: list[RunLock] = []
     database = sqlite_file(url)
     if database is not None:
         _check_not_run_file(database, folder)
-        if database.resolve() == store.path.resolve():
-            raise SinkError(f"sink {database} is the run's decisions store; give the sink another database")
+        if database.resolve() in ((folder / LOG_NAME).resolve(), ledger.path.resolve()):
+            raise SinkError(f"sink {database} is one of the run's own files; give the sink another database")
         real = database.resolve()
         if real.parent != folder.resolve():  # inside the folder, the folder's lock covers it
             locks.append(RunLock(real.with_name(real.name + ".lock"), f"sink {database}").acquire(run_id))
@@ -185,14 +184,14 @@ def open_sinks(
     folder: Path,
     base_dir: Path,
     run_id: str,
-    store: DecisionStore,
+    ledger: RunLedger,
     marks: dict[str, Mark] | None,
     overwrite: bool = False,
 ) -> OpenSinks:
     """Open a run's sinks; ``marks`` (a resume) cut file sinks back to what the run recorded."""
     resume = marks is not None
     if isinstance(spec, SqlSink):
-        return _open_sql(spec, folder, run_id, store)
+        return _open_sql(spec, folder, run_id, ledger)
     path, quarantine_path = _file_targets(spec, folder, base_dir)
     locks: list[RunLock] = []
     real = path.resolve()
@@ -200,7 +199,7 @@ def open_sinks(
         locks.append(RunLock(real.with_name(real.name + ".lock"), f"sink {path}").acquire(run_id))
     try:
         for target in (path, quarantine_path):
-            _claim(target, store, run_id, resume, overwrite)
+            _claim(target, ledger, run_id, resume, overwrite)
         out = FileRows(path, spec.kind, (marks or {}).get("outputs", (0, "")) if resume else None)
         try:
             held = FileRows(quarantine_path, "jsonl", (marks or {}).get("quarantine", (0, "")) if resume else None)

@@ -25,7 +25,7 @@ import unicodedata
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from steadyflow.audit.store import Mark
+from steadyflow.audit.ledger import Mark
 from steadyflow.core.document import Document
 
 

@@ -132,6 +132,10 @@ RUN_FILES = (
     "decisions.sqlite-wal",
     "decisions.sqlite-shm",
     "decisions.sqlite-journal",
+    "runs.sqlite",
+    "runs.sqlite-wal",
+    "runs.sqlite-shm",
+    "runs.sqlite-journal",
     "quarantine.jsonl",
     ".steadyflow.lock",
 )

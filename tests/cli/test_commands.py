@@ -55,7 +55,8 @@ def test_run_with_a_broken_file_exits_2() -> None:
 def test_report_prints_true_cost_by_stage_model_and_rung(tmp_path: Path, chaos: ChaosServer) -> None:
     import asyncio
 
-    from steadyflow.audit.store import DecisionStore
+    from steadyflow.audit.ledger import RunLedger
+    from steadyflow.audit.log import DecisionLog
     from steadyflow.core.document import Document
     from steadyflow.spec import load_pipeline
     from steadyflow.stages.engine import Engine
@@ -86,10 +87,11 @@ def test_report_prints_true_cost_by_stage_model_and_rung(tmp_path: Path, chaos: 
         finally:
             await engine.aclose()
 
-    store = DecisionStore(tmp_path / "decisions.sqlite")
-    store.start_run("run-r", "support-triage", "1", None)
+    store, ledger = DecisionLog(tmp_path / "decisions.sqlite"), RunLedger(tmp_path / "runs.sqlite")
+    ledger.start_run("run-r", "support-triage", "1", None)
     store.add(asyncio.run(go()))
     store.close()
+    ledger.close()
     result = _cli("report", "run-r", "--db", str(tmp_path / "decisions.sqlite"), "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)

@@ -15,7 +15,7 @@ import pytest
 
 from steadyflow.chaos.server import ChaosConfig, ChaosServer
 from steadyflow.cli.progress import LineProgress, eta_text, rate_text
-from steadyflow.flows.summary import RunSummary
+from steadyflow.runner.summary import RunSummary
 from tests.conftest import ROOT
 
 

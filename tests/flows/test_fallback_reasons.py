@@ -13,15 +13,16 @@ from typing import Any
 
 from typer.testing import CliRunner
 
+from steadyflow.audit.ledger import RunLedger
+from steadyflow.audit.log import DecisionLog
 from steadyflow.audit.reasons import normalise
-from steadyflow.audit.report import run_cost
-from steadyflow.audit.store import DecisionStore
+from steadyflow.audit.report import run_cost, run_overview
 from steadyflow.chaos.server import ChaosServer
 from steadyflow.cli import _print_summary, app
 from steadyflow.core.document import Document
 from steadyflow.flows.artifact import render_summary
-from steadyflow.flows.batch import RunOptions
-from steadyflow.flows.summary import RunSummary
+from steadyflow.runner.run import RunOptions
+from steadyflow.runner.summary import RunSummary
 from steadyflow.spec.loader import load_pipeline
 from tests.conftest import batch_without_prefect
 
@@ -79,10 +80,11 @@ def test_reasons_with_counts_in_summary_report_and_artifact(tmp_path: Path, chao
     assert reasons == EXPECTED
     assert quarantine == {"quarantine": {"empty document": 1}}
 
-    store = DecisionStore(db, readonly=True)
-    assert run_cost(store, run_id)["fallback_reasons"] == data["fallback_reasons"]
-    overview = store.overview(run_id)
+    store, ledger = DecisionLog(db, readonly=True), RunLedger(db.parent / "runs.sqlite", readonly=True)
+    assert run_cost(store, ledger, run_id)["fallback_reasons"] == data["fallback_reasons"]
+    overview = run_overview(store, ledger, run_id)
     store.close()
+    ledger.close()
     assert overview["fallback_reasons"] == data["fallback_reasons"]
     markdown = render_summary(summary, overview)
     assert "## Why documents fell down the ladder" in markdown

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from steadyflow.chaos.server import ChaosConfig, ChaosServer
-from steadyflow.flows.batch import RunOptions
-from steadyflow.flows.summary import RunSummary
 from steadyflow.io.sources import count_documents, source_for
+from steadyflow.runner.run import RunOptions
+from steadyflow.runner.summary import RunSummary
 from steadyflow.spec.loader import load_pipeline
 from tests.conftest import ROOT, batch_without_prefect
 from tests.flows.test_prefect import THIRTY_PERCENT
@@ -241,7 +241,7 @@ def test_soak_hostile_documents_faults_kills_and_a_second_run(prefect_env: dict[
             str(out),
             "--quiet",
         ]
-        db = out / "decisions.sqlite"
+        db = out / "runs.sqlite"
         _kill_after(cmd, prefect_env, db, after=80)
         _kill_after([*cmd, "--resume", "last"], prefect_env, db, after=200)
         # the last attempt must still run when the second run arrives: slow, and without faults (with them its breaker

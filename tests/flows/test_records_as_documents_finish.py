@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from steadyflow.audit.store import DecisionStore
+from steadyflow.audit.ledger import RunLedger
+from steadyflow.audit.log import DecisionLog
+from steadyflow.audit.report import run_overview
 from steadyflow.chaos.server import ChaosConfig, ChaosServer
 from steadyflow.core.document import Document
-from steadyflow.flows.batch import RunOptions
-from steadyflow.flows.summary import RunSummary
+from steadyflow.runner.run import RunOptions
+from steadyflow.runner.summary import RunSummary
 from steadyflow.spec.loader import LoadedPipeline, load_pipeline
 from tests.conftest import batch_without_prefect, run_stage
 
@@ -60,14 +62,15 @@ def test_latency_is_the_documents_own_time_and_queueing_is_recorded_apart(
     queued = sorted(r.queue_ms for r in records)
     assert queued[0] < LATENCY_MS / 2 and queued[-1] > 3 * LATENCY_MS, queued
 
-    store = DecisionStore(tmp_path / "d.sqlite")
-    store.start_run("run", "timing", "1", None)
+    store, ledger = DecisionLog(tmp_path / "decisions.sqlite"), RunLedger(tmp_path / "runs.sqlite")
+    ledger.start_run("run", "timing", "1", None)
     store.add(records)
-    store.complete("run", [(d.id, False) for d in docs], {})
+    ledger.complete("run", [(store.key(d.id), False) for d in docs], {})
     assert sorted(r["queue_ms"] for r in store.records("run")) == queued
-    overview = store.overview("run")
+    overview = run_overview(store, ledger, "run")
     assert overview["latency_ms"]["p95"] < 2.5 * LATENCY_MS and overview["queue_ms"]["p95"] > 3 * LATENCY_MS
     store.close()
+    ledger.close()
 
 
 class _Watch:
@@ -83,7 +86,8 @@ class _Watch:
     def update(self, summary: RunSummary, finished: int) -> None:
         with sqlite3.connect(self.db) as db:
             stored = db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
-            completed = db.execute("SELECT COUNT(*) FROM completed").fetchone()[0]
+        with sqlite3.connect(self.db.with_name("runs.sqlite")) as ledger:
+            completed = ledger.execute("SELECT COUNT(*) FROM completed").fetchone()[0]
         self.seen.append((finished, stored, completed))
 
 
@@ -116,8 +120,10 @@ def test_records_are_stored_as_documents_finish_and_a_crash_keeps_them_exactly_o
     assert summary.documents == 8 and summary.outputs == 8
     db = sqlite3.connect(out / "decisions.sqlite")
     assert db.execute("SELECT COUNT(*), COUNT(DISTINCT doc_id) FROM decisions").fetchone() == (8, 8)
+    ledger = sqlite3.connect(out / "runs.sqlite")
     assert (
-        db.execute("SELECT COUNT(*) FROM superseded").fetchone()[0] == done
+        ledger.execute("SELECT COUNT(*) FROM superseded").fetchone()[0] == done
     )  # the unfinished chunk's records, set aside once
+    ledger.close()
     ids = [json.loads(line)["id"] for line in (out / "out.jsonl").read_text().splitlines()]
     assert sorted(ids) == sorted(f"t{i}" for i in range(8))

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from steadyflow.audit.store import DecisionStore
+from steadyflow.audit.ledger import RunLedger
+from steadyflow.audit.log import DecisionLog
 from steadyflow.chaos.server import ChaosConfig, ChaosServer
 from tests.conftest import ROOT
 
@@ -125,17 +126,17 @@ def test_killed_twice_then_resumed_every_document_once_and_no_model_call_repeate
             str(out),
             "--quiet",
         ]
-        db = out / "decisions.sqlite"
-        run_until_killed(cmd, prefect_env, db, after=80)
-        with sqlite3.connect(db) as connection:
+        db, ledger = out / "decisions.sqlite", out / "runs.sqlite"
+        run_until_killed(cmd, prefect_env, ledger, after=80)
+        with sqlite3.connect(ledger) as connection:
             run_id = connection.execute("SELECT run_id FROM runs").fetchone()[0]
-        key = DecisionStore(db, readonly=True).key  # the store knows documents by a keyed hash of their id
+        key = DecisionLog(db, readonly=True).key  # the folder knows documents by a keyed hash of their id
         for kill_after in (220, None):
-            done_before = completed(db)
+            done_before = completed(ledger)
             asked_before = len(server.requests)
             resume = [*cmd, "--resume", run_id]
             if kill_after is not None:
-                run_until_killed(resume, prefect_env, db, after=kill_after)
+                run_until_killed(resume, prefect_env, ledger, after=kill_after)
             else:
                 result = subprocess.run(
                     [*resume[:-3], "--json", "--resume", "last"],
@@ -162,6 +163,7 @@ def test_killed_twice_then_resumed_every_document_once_and_no_model_call_repeate
             connection.execute("SELECT COUNT(DISTINCT doc_id) FROM decisions WHERE run_id = ?", (run_id,)).fetchone()[0]
             == N
         )
+    with sqlite3.connect(ledger) as connection:
         assert (
             connection.execute("SELECT finished_at IS NOT NULL FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0]
             == 1
@@ -190,9 +192,8 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path) -> None:
         return result.stderr.strip()
 
     assert "no decisions store at" in refused("--resume", "abc")
-    from steadyflow.audit.store import DecisionStore
-
-    store = DecisionStore(tmp_path / "out" / "decisions.sqlite")
+    DecisionLog(tmp_path / "out" / "decisions.sqlite").close()
+    store = RunLedger(tmp_path / "out" / "runs.sqlite")
     store.start_run("old1", "resumable", "0.0.0", None, "not-this-pipeline")
     store.start_run("done1", "resumable", "0.0.0", None, "x")
     store.finish_run("done1", {})
@@ -201,7 +202,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path) -> None:
     assert "the pipeline changed since that run started" in refused(
         "--resume", "last"
     )  # last = old1, which another pipeline made
-    store = DecisionStore(tmp_path / "out" / "decisions.sqlite")
+    store = RunLedger(tmp_path / "out" / "runs.sqlite")
     store.finish_run("old1", {})
     store.close()
     assert "no unfinished run of resumable" in refused("--resume", "last")

@@ -97,7 +97,7 @@ def test_a_second_run_into_a_busy_folder_is_refused_and_the_first_is_intact(
     first = subprocess.Popen(
         command(pipeline, docs, out), cwd=ROOT, env=prefect_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    wait_for(lambda: completed(out / "decisions.sqlite") >= 10, first)
+    wait_for(lambda: completed(out / "runs.sqlite") >= 10, first)
     second = subprocess.run(
         command(pipeline, docs, out), cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=120
     )
@@ -119,7 +119,7 @@ def test_a_killed_run_keeps_its_outputs_from_a_second_run_and_resumes_cleanly(
     first = subprocess.Popen(
         cmd, cwd=ROOT, env=prefect_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
-    wait_for(lambda: completed(out / "decisions.sqlite") >= 30, first)
+    wait_for(lambda: completed(out / "runs.sqlite") >= 30, first)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(30)
     kept = (out / "shared.jsonl").read_bytes()

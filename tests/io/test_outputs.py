@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from steadyflow.audit.store import DecisionStore, StoreError
+from steadyflow.audit.ledger import RunLedger
+from steadyflow.audit.log import DecisionLog
+from steadyflow.audit.sqlite import StoreError
 from steadyflow.io.lock import LockedError, folder_lock, probe
 from steadyflow.io.outputs import check_run_files, open_sinks
 from steadyflow.io.sinks import FileRows, SinkError
@@ -57,13 +59,13 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     folder_lock(tmp_path).acquire("next").release()  # the kernel dropped the dead run's lock
 
 
-def _open(folder: Path, store: DecisionStore, run_id: str, *, resume: bool = False, overwrite: bool = False) -> object:
+def _open(folder: Path, store: RunLedger, run_id: str, *, resume: bool = False, overwrite: bool = False) -> object:
     marks = store.marks(run_id) if resume else None
     return open_sinks(FileSink(kind="jsonl", path="out.jsonl"), folder, folder, run_id, store, marks, overwrite)
 
 
 def test_a_new_run_never_truncates_an_unfinished_runs_outputs(tmp_path: Path) -> None:
-    store = DecisionStore(tmp_path / "decisions.sqlite")
+    store = RunLedger(tmp_path / "runs.sqlite")
     store.start_run("a", "p", "1", None)
     sinks = _open(tmp_path, store, "a")
     mark = sinks.outputs.write([row(1), row(2)])  # type: ignore[attr-defined]
@@ -81,7 +83,7 @@ def test_a_new_run_never_truncates_an_unfinished_runs_outputs(tmp_path: Path) ->
 
 
 def test_a_finished_runs_file_is_replaced_and_a_foreign_file_only_when_asked(tmp_path: Path) -> None:
-    store = DecisionStore(tmp_path / "decisions.sqlite")
+    store = RunLedger(tmp_path / "runs.sqlite")
     (tmp_path / "out.jsonl").write_text("the user's own file\n")
     store.start_run("a", "p", "1", None)
     with pytest.raises(SinkError, match="was not written by a run recorded in"):
@@ -146,7 +148,8 @@ def test_outside_output_is_an_explicit_choice(tmp_path: Path) -> None:
     assert _problems("{kind: sql, url: 'sqlite:////var/lib/app.sqlite', outside_output: true}") == []
     # even then, never onto the run's own stores
     folder = tmp_path / "out"
-    store = DecisionStore(folder / "decisions.sqlite")
+    DecisionLog(folder / "decisions.sqlite").close()
+    store = RunLedger(folder / "runs.sqlite")
     link = tmp_path / "alias.jsonl"
     link.symlink_to(folder / "decisions.sqlite")  # a symlink is no way around it either
     before = hashlib.sha256((folder / "decisions.sqlite").read_bytes()).hexdigest()
@@ -201,22 +204,24 @@ def test_a_read_only_store_is_checked_and_never_written(tmp_path: Path) -> None:
         connection.execute("CREATE TABLE customers (name TEXT)")
     before = other.read_bytes()
     with pytest.raises(StoreError, match="not a steadyflow decisions store"):
-        DecisionStore(other, readonly=True)
+        DecisionLog(other, readonly=True)
+    with pytest.raises(StoreError, match="not a steadyflow run ledger"):
+        RunLedger(other, readonly=True)
     assert other.read_bytes() == before
 
 
 def test_a_store_from_before_sink_ownership_still_knows_who_wrote_the_sink(tmp_path: Path) -> None:
     import sqlite3
 
-    store = DecisionStore(tmp_path / "decisions.sqlite")
+    store = RunLedger(tmp_path / "runs.sqlite")
     store.start_run("old", "p", "1", None)
     store.complete("old", [("d1", False)], {"outputs": (10, ""), "quarantine": (0, "")})
     store.finish_run("old", {})
     store.close()
-    with sqlite3.connect(tmp_path / "decisions.sqlite") as connection:
-        connection.execute("DROP TABLE sink_files")  # as an earlier version left it
+    with sqlite3.connect(tmp_path / "runs.sqlite") as connection:
+        connection.execute("DELETE FROM sink_files")  # as a folder from before sink ownership has it once migrated
     (tmp_path / "out.jsonl").write_text('{"id": "d1"}\n')
-    store = DecisionStore(tmp_path / "decisions.sqlite")
+    store = RunLedger(tmp_path / "runs.sqlite")
     store.start_run("new", "p", "1", None)
     _open(tmp_path, store, "new").close()  # type: ignore[attr-defined]  # the old finished run's file makes way
 
@@ -228,14 +233,13 @@ def test_sinks_and_stores_are_never_written_through_links(tmp_path: Path) -> Non
     folder.mkdir()
     (other / "out.jsonl").write_text('{"id": "theirs"}\n')
     (folder / "out.jsonl").symlink_to(other / "out.jsonl")
-    store = DecisionStore(folder / "decisions.sqlite")
+    store = RunLedger(folder / "runs.sqlite")
     with pytest.raises(SinkError, match="is a symbolic link"):
         _open(folder, store, "r", overwrite=True)
     assert (other / "out.jsonl").read_text() == '{"id": "theirs"}\n'
     store.close()
     (folder / "out.jsonl").unlink()
-    (folder / "decisions.sqlite").unlink()
-    DecisionStore(other / "decisions.sqlite").close()
+    DecisionLog(other / "decisions.sqlite").close()
     (folder / "decisions.sqlite").symlink_to(other / "decisions.sqlite")
     with pytest.raises(SinkError, match=r"decisions\.sqlite is a symbolic link"):
         check_run_files(folder)
@@ -245,8 +249,8 @@ def test_a_sink_outside_the_folder_is_locked_at_its_real_path(tmp_path: Path) ->
     shared = tmp_path / "shared"
     shared.mkdir()
     (tmp_path / "alias").symlink_to(shared)
-    first = DecisionStore(tmp_path / "a" / "decisions.sqlite")
-    second = DecisionStore(tmp_path / "b" / "decisions.sqlite")
+    first = RunLedger(tmp_path / "a" / "runs.sqlite")
+    second = RunLedger(tmp_path / "b" / "runs.sqlite")
     spec = FileSink(kind="jsonl", path=str(shared / "all.jsonl"), outside_output=True)
     held = open_sinks(spec, tmp_path / "a", tmp_path, "a", first, None)
     with pytest.raises(LockedError, match="is in use by run a"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from steadyflow.audit.store import DecisionStore
+from steadyflow.audit.ledger import RunLedger
 from steadyflow.io.outputs import open_sinks
 from steadyflow.io.sinks import FileRows, SinkError, SqlRows, expand_url, shown_url
 from steadyflow.spec.models import FileSink, SqlSink
@@ -114,12 +114,12 @@ def test_unreachable_database_is_one_clear_error(tmp_path: Path) -> None:
 
     spec = SqlSink(kind="sql", url=f"postgresql+psycopg://nobody:pw@127.0.0.1:{free_port()}/x")
     with pytest.raises(SinkError, match=r"cannot open sink postgresql\+psycopg://nobody:\*\*\*@127.0.0.1"):
-        open_sinks(spec, tmp_path, tmp_path, "r", DecisionStore(tmp_path / "decisions.sqlite"), None)
+        open_sinks(spec, tmp_path, tmp_path, "r", RunLedger(tmp_path / "runs.sqlite"), None)
 
 
 def test_file_sink_paths(tmp_path: Path) -> None:
     sinks = open_sinks(
-        FileSink(kind="csv", path="x/tickets.csv"), tmp_path, tmp_path, "r", DecisionStore(tmp_path / "d.sqlite"), None
+        FileSink(kind="csv", path="x/tickets.csv"), tmp_path, tmp_path, "r", RunLedger(tmp_path / "runs.sqlite"), None
     )
     sinks.close()
     assert sinks.output_path == str(tmp_path / "tickets.csv") and sinks.quarantine_path == str(

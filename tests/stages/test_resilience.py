@@ -163,11 +163,11 @@ def test_expired_cache_entries_are_not_used(tmp_path: Path, chaos: ChaosServer) 
 def test_a_spent_pipeline_budget_counts_earlier_runs(tmp_path: Path) -> None:
     import time
 
+    from steadyflow.audit.log import DecisionLog
     from steadyflow.audit.records import Attempt
-    from steadyflow.audit.store import DecisionStore
     from steadyflow.spec.resilience import BudgetSpec, Limit
 
-    store = DecisionStore(tmp_path / "d.sqlite")
+    store = DecisionLog(tmp_path / "d.sqlite")
     earlier = DecisionRecord(
         "old",
         "d",

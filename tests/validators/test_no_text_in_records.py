@@ -11,7 +11,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from steadyflow.audit.store import DecisionStore
+from steadyflow.audit.ledger import RunLedger
+from steadyflow.audit.log import DecisionLog
 from steadyflow.chaos.server import ChaosServer
 from steadyflow.core.document import Document
 from steadyflow.spec import load_pipeline
@@ -83,13 +84,15 @@ def test_no_marker_or_pii_of_documents_or_outputs_reaches_records_or_the_store(
     texts = [f"Refund please {mark}. Note: {PII[0]} at {PII[1]}, call {PII[2]} about {mark}\n" for mark in DOC_MARKS]
     docs = [Document(f"d{i}", text, "mem") for i, text in enumerate(texts)]
     records = run_stage(load_pipeline(tmp_path / "p.yaml"), "s", docs, concurrency=2)
-    store = DecisionStore(tmp_path / "decisions.sqlite")
-    store.start_run("run", "leaks", "1", None)
+    store, ledger = DecisionLog(tmp_path / "decisions.sqlite"), RunLedger(tmp_path / "runs.sqlite")
+    ledger.start_run("run", "leaks", "1", None)
     store.add(records)
+    ledger.complete("run", [(store.key(r.doc_id), False) for r in records], {})
     rows = store.records("run")
     store.close()
+    ledger.close()
 
-    stored = b"".join(p.read_bytes() for p in tmp_path.glob("decisions.sqlite*"))
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("*.sqlite*"))
     dumped = json.dumps([asdict(r) for r in records]) + json.dumps(rows, default=str)
     found = [m for m in [*DOC_MARKS, *OUT_MARKS, *PII] if m in dumped or m.encode() in stored]
     assert found == [], f"in records or the store: {found}"

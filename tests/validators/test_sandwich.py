@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from steadyflow.audit.records import DecisionRecord
 from steadyflow.audit.log import DecisionLog
+from steadyflow.audit.records import DecisionRecord
 from steadyflow.chaos.server import ChaosServer
 from steadyflow.core.document import Document
 from steadyflow.spec import load_pipeline

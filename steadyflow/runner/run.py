@@ -1,0 +1,289 @@
+"""One run, computed once: its folder, stores, settings, resume state, budget, cache and sinks.
+
+:meth:`Run.open` takes the output folder's lock, opens the decision log and the run
+ledger (moving a pre-split folder's run tables into the ledger), works out what a
+resume skips, opens the sinks and registers the run; :meth:`Run.close` releases all
+of it, however the run ended. :mod:`steadyflow.runner.batch` drives the documents through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from steadyflow.audit.ledger import Mark, RunLedger, open_ledger, read_ledger, supersede_unfinished
+from steadyflow.audit.log import LOG_NAME, DecisionLog
+from steadyflow.audit.records import DecisionRecord
+from steadyflow.audit.sqlite import StoreError
+from steadyflow.core.document import Document
+from steadyflow.io.lock import LockedError, folder_lock, probe
+from steadyflow.io.outputs import OpenSinks, check_file_sinks, check_run_files, open_sinks, output_folder, sink_spec
+from steadyflow.io.sinks import SinkError, SqlRows
+from steadyflow.providers.local_model import cache_dir
+from steadyflow.runner.summary import RunSummary
+from steadyflow.spec.loader import LoadedPipeline
+from steadyflow.spec.models import AiStage
+from steadyflow.spec.resilience import CacheRung
+from steadyflow.stages.budget import Budget
+from steadyflow.stages.cache import OutputCache
+from steadyflow.stages.engine import Engine
+
+
+class Progress(Protocol):
+    """What ``steadyflow run`` shows while a batch runs (see cli/progress.py)."""
+
+    def start(self, total: int | None, skipped: int) -> None:
+        """The batch starts: ``total`` documents (None if unknown), ``skipped`` done by an earlier attempt."""
+
+    def update(self, summary: RunSummary, finished: int) -> None:
+        """A document finished: ``finished`` documents of this attempt went through every stage (or were quarantined)."""
+
+
+class ResumeError(Exception):
+    """A run cannot be resumed (unknown id, or the pipeline changed since)."""
+
+
+OPERATIONAL = (OSError, StoreError, SinkError, LockedError, ResumeError)
+"""Failures of the machine or of the folder, not of a document: the run stops with one line, resumable."""
+
+
+@dataclass
+class RunOptions:
+    """Per-run settings from the CLI; ``None`` means "as the pipeline file says"."""
+
+    input: str | None = None
+    output: str | None = None
+    concurrency: int | None = None
+    chunk_size: int | None = None
+    no_cache: bool = False
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    resume: bool = False
+    """Continue ``run_id``: skip its completed documents, cut file sinks back to its last marks."""
+    overwrite: bool = False
+    """Replace sink files that belong to an unfinished run or to no run recorded in the folder."""
+    overrides: list[str] = field(default_factory=list)
+    """The ``--set`` values the pipeline was loaded with (Dask workers load it again)."""
+    progress: Progress | None = None
+
+
+def spec_hash(pipeline: LoadedPipeline) -> str:
+    """A fingerprint of the pipeline as loaded (overrides included): resume refuses a changed pipeline."""
+    return hashlib.sha256(pipeline.spec.model_dump_json().encode()).hexdigest()[:16]
+
+
+def folder_of(pipeline: LoadedPipeline, options: RunOptions) -> Path:
+    """The folder of outputs, quarantine, decision log and run ledger (see :func:`steadyflow.io.outputs.output_folder`)."""
+    return output_folder(pipeline.spec, pipeline.base_dir, options.output)
+
+
+def _resolve_resume(ledger: RunLedger | None, pipeline: LoadedPipeline, options: RunOptions) -> None:
+    """Check ``options.run_id`` can be resumed with this pipeline (``last``: the newest unfinished run), or raise."""
+    db = folder_of(pipeline, options) / LOG_NAME
+    if ledger is None:
+        raise ResumeError(f"--resume {options.run_id}: no decisions store at {db} (give the --output of that run)")
+    if options.run_id == "last":
+        unfinished = ledger.unfinished_runs(pipeline.spec.pipeline)
+        if not unfinished:
+            raise ResumeError(f"--resume last: {db} has no unfinished run of {pipeline.spec.pipeline}")
+        options.run_id = unfinished[0]
+    info = ledger.run_info(options.run_id)
+    if info is None:
+        known = ", ".join(ledger.run_ids()[:5]) or "none"
+        raise ResumeError(f"--resume {options.run_id}: {db} has no such run (newest: {known})")
+    if info["pipeline"] != pipeline.spec.pipeline or (info["spec_hash"] or "") != spec_hash(pipeline):
+        raise ResumeError(
+            f"--resume {options.run_id}: the pipeline changed since that run started; "
+            "resume with the same file and --set values, or start a new run"
+        )
+
+
+def check_resume(pipeline: LoadedPipeline, options: RunOptions) -> None:
+    """Raise :class:`ResumeError` unless ``options.run_id`` can be resumed with this pipeline; writes nothing.
+
+    ``--resume last`` means the newest run of this pipeline in the folder that never finished (``run_id`` is set to it).
+    """
+    folder = folder_of(pipeline, options)
+    ledger = read_ledger(folder / LOG_NAME) if (folder / LOG_NAME).is_file() else None
+    try:
+        _resolve_resume(ledger, pipeline, options)
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def check_outputs(pipeline: LoadedPipeline, options: RunOptions) -> None:
+    """Raise ``SinkError`` or ``LockedError`` now if the run would be refused its output folder or sinks."""
+    folder = folder_of(pipeline, options)
+    probe(folder)
+    check_file_sinks(
+        sink_spec(pipeline.spec), folder, pipeline.base_dir, options.run_id, options.resume, options.overwrite
+    )
+
+
+def open_budget(pipeline: LoadedPipeline, log: DecisionLog, ledger: RunLedger, run_id: str) -> Budget:
+    """The run's budget, charged with what earlier runs (and earlier attempts of this run) spent: records and interrupted."""
+    spec = pipeline.spec.budget
+    before_usd, before_tokens = 0.0, 0
+    if spec is not None and spec.pipeline is not None:
+        since = time.time() - spec.pipeline_window_h * 3600
+        recorded, interrupted = (
+            log.pipeline_spend(pipeline.spec.pipeline, since),
+            ledger.interrupted_since(pipeline.spec.pipeline, since),
+        )
+        before_usd, before_tokens = recorded[0] + interrupted[0], recorded[1] + interrupted[1]
+    budget = Budget(spec, before_usd, before_tokens)
+    recorded, interrupted = log.run_spend(run_id), ledger.interrupted(run_id)
+    budget.usd, budget.tokens = recorded[0] + interrupted[0], recorded[1] + interrupted[1]
+    budget.pipeline_usd_before -= budget.usd  # already counted in the pipeline's spend
+    budget.pipeline_tokens_before -= budget.tokens
+    return budget
+
+
+def open_cache(pipeline: LoadedPipeline, options: RunOptions) -> OutputCache | None:
+    """The output cache, when a ladder has a cache rung and --no-cache is not given."""
+    uses_cache = any(isinstance(r, CacheRung) for s in pipeline.spec.stages if isinstance(s, AiStage) for r in s.ladder)
+    if options.no_cache or not uses_cache:
+        return None
+    path = pipeline.spec.run.cache_path
+    return OutputCache(pipeline.base_dir / path if path else cache_dir() / "outputs.sqlite")
+
+
+@dataclass
+class Run:
+    """One run of a pipeline, computed once by :meth:`open`; it owns its lock, stores, sinks and cache.
+
+    ``done`` holds the keys of documents an earlier attempt completed (skipped on resume);
+    use it as a context manager, or call :meth:`close`, which releases everything.
+    """
+
+    pipeline: LoadedPipeline
+    options: RunOptions
+    folder: Path
+    concurrency: int
+    chunk_size: int
+    log: DecisionLog
+    ledger: RunLedger
+    sinks: OpenSinks
+    budget: Budget
+    cache: OutputCache | None
+    summary: RunSummary
+    done: set[str]
+    _resources: ExitStack = field(repr=False)
+
+    @property
+    def run_id(self) -> str:
+        """The run's id (``--resume last`` resolved)."""
+        return self.options.run_id
+
+    @classmethod
+    def open(cls, pipeline: LoadedPipeline, options: RunOptions, flow_run_id: str | None = None) -> Run:
+        """Take the folder's lock and open everything the run needs; raise the one-line :data:`OPERATIONAL` errors.
+
+        A resume is checked again here, under the lock; a run refused at the door is not registered.
+        """
+        folder = folder_of(pipeline, options)
+        spec = pipeline.spec
+        with ExitStack() as stack:
+            stack.enter_context(folder_lock(folder).acquire(options.run_id))
+            check_run_files(folder)  # once no other run can change the folder (the CLI checked before start-up too)
+            if options.resume and not (folder / LOG_NAME).is_file():
+                _resolve_resume(None, pipeline, options)
+            log = DecisionLog(folder / LOG_NAME)
+            stack.callback(log.close)
+            ledger = open_ledger(folder, log)
+            stack.callback(ledger.close)
+            done: set[str] = set()
+            marks: dict[str, Mark] | None = None
+            if options.resume:
+                _resolve_resume(ledger, pipeline, options)
+                done, marks = ledger.completed_keys(options.run_id), ledger.marks(options.run_id)
+            sinks = open_sinks(
+                sink_spec(spec), folder, pipeline.base_dir, options.run_id, ledger, marks, options.overwrite
+            )
+            stack.callback(sinks.close)
+            summary = RunSummary(
+                run_id=options.run_id, pipeline=spec.pipeline, flow_run_id=flow_run_id, decisions_path=str(log.path)
+            )
+            summary.output_path, summary.quarantine_path = sinks.output_path, sinks.quarantine_path
+            with ledger.writing(), log.writing():
+                # registered only once its sinks are claimed: a run refused at the door is not left "unfinished"
+                ledger.start_run(options.run_id, spec.pipeline, spec.version, flow_run_id, spec_hash(pipeline))
+                if options.resume:
+                    done |= _complete_written(log, ledger, sinks, options.run_id, done)
+                    summary.interrupted_usd = supersede_unfinished(log, ledger, options.run_id)[0]
+            budget = open_budget(pipeline, log, ledger, options.run_id)
+            cache = open_cache(pipeline, options)
+            if cache is not None:
+                stack.callback(cache.close)
+            run = cls(
+                pipeline,
+                options,
+                folder,
+                options.concurrency or spec.run.concurrency,
+                options.chunk_size or spec.run.chunk_size,
+                log,
+                ledger,
+                sinks,
+                budget,
+                cache,
+                summary,
+                done,
+                stack.pop_all(),
+            )
+        return run
+
+    def engine(self, base_urls: dict[str, str] | None = None, model_ids: dict[str, str] | None = None) -> Engine:
+        """An engine for this run's stages in this process (the caller closes it with ``await engine.aclose()``)."""
+        return Engine.create(
+            self.pipeline, self.run_id, self.concurrency, base_urls or {}, model_ids or {}, self.budget, self.cache
+        )
+
+    def record(self, records: list[DecisionRecord]) -> None:
+        """Store decision records at once (a crash keeps them and their cost); a write failure is a StoreError."""
+        with self.log.writing():
+            self.log.add(records)
+
+    def complete(self, docs: list[Document], marks: dict[str, Mark]) -> None:
+        """Mark documents completed with the sink marks that cover them, in one ledger transaction."""
+        with self.ledger.writing():
+            self.ledger.complete(self.run_id, [(self.log.key(d.id), d.quarantined is not None) for d in docs], marks)
+
+    def finish(self) -> None:
+        """Store the summary: the run is finished (a run that never gets here can be resumed)."""
+        with self.ledger.writing():
+            self.ledger.finish_run(self.run_id, self.summary.as_json())
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Any SQLite write failure in the block is a one-line StoreError naming the folder's stores."""
+        with self.ledger.writing(), self.log.writing():
+            yield
+
+    def close(self) -> None:
+        """Release everything the run holds: sinks, cache, stores, the folder's lock (in reverse order of opening)."""
+        self._resources.close()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _complete_written(log: DecisionLog, ledger: RunLedger, sinks: OpenSinks, run_id: str, done: set[str]) -> set[str]:
+    """On resume: documents in a SQL sink's table but not yet marked are completed (a second insert would be ignored)."""
+    added: set[str] = set()
+    for rows, quarantined in ((sinks.outputs, False), (sinks.quarantine, True)):
+        if isinstance(rows, SqlRows):
+            written = [(log.key(doc_id), quarantined) for doc_id in rows.written_ids()]
+            fresh = [(key, q) for key, q in written if key not in done]
+            ledger.complete(run_id, fresh, {})
+            added |= {key for key, _ in fresh}
+    return added
