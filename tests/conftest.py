@@ -240,3 +240,10 @@ def undo_registrations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
     for name in set(sys.modules) - imported:
         if (getattr(sys.modules[name], "__file__", None) or "").startswith(temp):
             del sys.modules[name]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis keeps its examples and caches under the system's temporary folder, not in the repository."""
+    import tempfile
+
+    os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "steadyflow-hypothesis"))

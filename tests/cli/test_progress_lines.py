@@ -30,7 +30,10 @@ def test_lines_come_at_the_interval_before_any_document_finishes() -> None:
     stream = io.StringIO()
     lines = LineProgress("r1", stream, every_s=0.05)
     lines.start(total=70, skipped=0)
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while not stream.getvalue().endswith("\n"):  # a whole line, with no document finished
+        assert time.monotonic() < deadline, "no progress line"
+        time.sleep(0.01)
     first = stream.getvalue().splitlines()
     assert first and first[0].startswith("progress r1: 0/70 documents, 0 docs/s, ETA -"), first
     summary = RunSummary(run_id="r1", pipeline="p")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -48,12 +49,10 @@ def test_prompt_version_is_a_content_hash(tmp_path: Path) -> None:
     assert first.pipeline == "support-triage"
     v1 = load_pipeline(ROOT / "configs/support_triage.yaml").stages[0].prompt
     assert v1 is not None and len(v1.version) == 12
-    edited = ROOT / "configs" / f".edited-{tmp_path.name}.yaml"
+    edited = tmp_path / "support_triage.yaml"  # the files it names (rules, data) next to it, as in configs/
+    shutil.copytree(ROOT / "configs", tmp_path, dirs_exist_ok=True)
     edited.write_text(text.replace("{file: prompts/triage.md}", '{template: "Classify {{ text }}"}'))
-    try:
-        v2 = load_pipeline(edited).stages[0].prompt
-    finally:
-        edited.unlink()
+    v2 = load_pipeline(edited).stages[0].prompt
     assert v2 is not None and v2.version != v1.version
 
 

@@ -151,11 +151,12 @@ def test_routing_enters_the_ladder_by_estimated_complexity(tmp_path: Path, chaos
 
 def test_expired_cache_entries_are_not_used(tmp_path: Path, chaos: ChaosServer) -> None:
     cache = OutputCache(tmp_path / "cache.sqlite")
-    ladder = [{"cache": "exact", "ttl_h": 0.0000001}, {"model": "small"}, RULES]
+    ladder = [{"cache": "exact", "ttl_h": 1}, {"model": "small"}, RULES]
     _run(tmp_path, chaos.base_url, ladder, ["refund"], cache=cache)
-    import time
+    import sqlite3
 
-    time.sleep(0.01)
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:  # the entry was stored two hours ago
+        assert db.execute("UPDATE exact SET created = created - 7200").rowcount == 1
     [record] = _run(tmp_path, chaos.base_url, ladder, ["refund"], cache=cache)
     assert record.status == "validated" and record.attempts[0].error_kind == "cache_miss"
 
