@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SHOTS = Path(os.environ.get("STEADYFLOW_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
+# screenshots to look at after the run; outside the repository unless asked
+SHOTS = Path(os.environ.get("STEADYFLOW_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "steadyflow-test-artifacts"))
 
 
 def test_the_flow_run_page_shows_the_run_summary(prefect_env: dict[str, str], tmp_path: Path) -> None:
