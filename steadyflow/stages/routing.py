@@ -5,7 +5,8 @@ An estimator scores a document's complexity in [0, 1] from the document alone
 thresholds turn the score into a class, and ``enter`` names the model rung
 where that class starts: simple work goes to cheap rungs first, and the rungs
 below still catch what they get wrong. Estimators register by name with
-``@estimator("name")``; the built-in one is ``heuristic``.
+``@estimator("name")`` or through the ``steadyflow.estimators`` entry-point group
+of an installed package; the built-in one is ``heuristic``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from steadyflow.spec.models import AiStage, ModelRung
 from steadyflow.spec.resilience import RouteSpec
 
 Estimator = Callable[[str], float]
-ESTIMATORS: Registry[Estimator] = Registry("estimator")
-"""Complexity estimators by name; ``heuristic`` is built in."""
+ESTIMATORS: Registry[Estimator] = Registry("estimator", "steadyflow.estimators")
+"""Complexity estimators by name; ``heuristic`` is built in, packages add theirs as ``steadyflow.estimators`` entry points."""
 
 _REASONING = re.compile(
     r"\b(why|explain|compare|analy[sz]e|reconcile|calculate|discrepan\w*|contract|clause|liabilit\w*|"

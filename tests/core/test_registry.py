@@ -120,3 +120,14 @@ def test_checks_and_estimators_share_the_registry() -> None:
 def test_registrations_of_an_earlier_test_are_gone() -> None:
     """The autouse fixture in tests/conftest.py undoes what each test registers (the test above registered these)."""
     assert plugin("always_passes") is None and "always_half" not in estimators()
+
+
+def test_an_installed_package_adds_an_estimator(installed: Path) -> None:
+    _distribution(
+        installed,
+        "sf_demo_good",
+        "[steadyflow.estimators]\nalways_one = sf_demo_good:always_one\n",
+        "def always_one(text):\n    return 1.0\n",
+    )
+    function = estimators()["always_one"]  # read afresh: each test runs in a scope of its own (tests/conftest.py)
+    assert function("x") == 1.0 and ESTIMATORS.get("always_one") is function
