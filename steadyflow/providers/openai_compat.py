@@ -65,6 +65,21 @@ def prepared(model: type[BaseModel]) -> type[BaseModel]:
     return _PREPARED[model]
 
 
+class _Unrendered(dict[str, Any]):
+    """A validation context that instructor will not use as a template context.
+
+    instructor 1.17 has one ``context=`` for two things: pydantic's validation context, and the
+    variables its Jinja templating renders every message with (``handle_templating`` in
+    ``instructor/v2/core/templating.py`` returns the messages untouched only when ``not context``).
+    Rendering would run a document's ``{{ ... }}``/``{% ... %}`` and dedent and trim its text, so
+    this dict says it is empty (falsy) while holding its items: instructor skips the templating,
+    and pydantic still hands this very object to the validators as ``ValidationInfo.context``.
+    """
+
+    def __bool__(self) -> bool:
+        return False
+
+
 def cost_usd(spec: ModelSpec, tokens_in: int, tokens_out: int) -> float:
     """List-price cost of one call."""
     return (tokens_in * spec.price.input_per_mtok + tokens_out * spec.price.output_per_mtok) / 1_000_000
@@ -182,12 +197,15 @@ class OpenAICompatClient:
         rung: int,
         timeout_s: float | None = None,
         gate: Callable[[], str | None] | None = None,
+        validation_context: dict[str, Any] | None = None,
     ) -> tuple[BaseModel, list[Attempt]]:
         """Ask for ``response_model``; return the output and every attempt made.
 
         ``timeout_s`` shortens the model's own timeout (a document's deadline). ``gate``
         is asked once a slot is free (so queued calls see spend made meanwhile) and
-        returns a reason to skip the call (a spent budget), or None.
+        returns a reason to skip the call (a spent budget), or None. ``validation_context``
+        reaches ``response_model``'s validators as ``ValidationInfo.context`` (the document
+        the re-ask checks judge); the messages are sent as they are, never rendered as templates.
         Raises :class:`ModelCallError` whose ``attempts`` attribute lists the attempts.
         """
         log = _CallLog(self.name, self.spec, rung, self.breaker)
@@ -223,6 +241,7 @@ class OpenAICompatClient:
                     messages=messages,  # type: ignore[arg-type]
                     max_retries=reasks,
                     hooks=log.hooks(),
+                    context=_Unrendered(validation_context or {}),
                     **kwargs,
                 )
             except Exception as exc:

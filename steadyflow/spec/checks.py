@@ -16,7 +16,17 @@ from steadyflow.core.names import did_you_mean
 from steadyflow.spec.errors import Problem, SpecError, format_path
 from steadyflow.spec.errors_map import validation_problems
 from steadyflow.spec.loader import CompiledStage, ConfinedReadError, read_confined
-from steadyflow.spec.models import AiStage, DefaultRung, FieldRule, FieldSpec, ModelRung, Pipeline, RulesRung, RulesSpec
+from steadyflow.spec.models import (
+    AiStage,
+    DefaultRung,
+    FieldRule,
+    FieldSpec,
+    ModelRung,
+    Pipeline,
+    RulesRung,
+    RulesSpec,
+    RulesStage,
+)
 from steadyflow.spec.output_schema import compile_output, field_name_problem, import_model, pattern_problem
 from steadyflow.spec.prompt import Prompt, check_template, make_prompt
 from steadyflow.spec.validation_checks import check_validators
@@ -373,11 +383,13 @@ def compile_stages(
             problems += found
             problems += check_validators(stage, model, pos, at)
             problems += _check_ladder(stage, spec, model, pos, at, base, result)
-        else:
-            rules, found = _load_rules(stage.rules, model, pos, (*at, "rules"), base)
-            problems += found
-            if rules is not None:
-                result.rules[0] = rules
+        else:  # rules and plugin stages: their output, then their default, through their checks
+            problems += check_validators(stage, model, pos, at)
+            if isinstance(stage, RulesStage):
+                rules, found = _load_rules(stage.rules, model, pos, (*at, "rules"), base)
+                problems += found
+                if rules is not None:
+                    result.rules[0] = rules
             if stage.default is not None:
                 problems += _check_default(stage.default, model, pos, (*at, "default"))
         compiled.append(result)

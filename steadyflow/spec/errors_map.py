@@ -32,6 +32,7 @@ _DSL_MODELS: list[type[BaseModel]] = [
     m.DefaultRung,
     m.AiStage,
     m.RulesStage,
+    m.PluginStage,
     m.RunSettings,
     *v.BUILTIN.values(),
     v.PluginCheck,
@@ -121,13 +122,16 @@ def _message(err: dict[str, Any], path: Path, value: Any, data: Any) -> tuple[st
     if kind == "literal_error":
         expected = _quoted(str(ctx.get("expected", "")))
         return f"'{value}' is not one of {', '.join(expected)}{did_you_mean(str(value), expected)}", False
+    discriminator = str(ctx.get("discriminator", "'kind'"))
+    if discriminator.endswith("()"):  # a function picks the member (stage kinds): it reads the 'kind' key
+        discriminator = "'kind'"
     if kind == "union_tag_invalid":
         tags = _quoted(str(ctx.get("expected_tags", "")))
         tag = ctx.get("tag")
         hint = did_you_mean(str(tag), tags) or f" (expected {', '.join(tags)})"
-        return f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} '{tag}'{hint}", False
+        return f"unknown {discriminator.strip(chr(39))} '{tag}'{hint}", False
     if kind == "union_tag_not_found":
-        return f"missing required key {ctx.get('discriminator', 'kind')}", False
+        return f"missing required key {discriminator}", False
     if kind in _TYPE_WORDS:
         return f"expected {_TYPE_WORDS[kind]}, got {type(value).__name__ if value is not None else 'nothing'}", False
     msg = str(err["msg"]).removeprefix("Value error, ")

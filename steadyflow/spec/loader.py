@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from steadyflow.spec.errors import Problem, SpecError
 from steadyflow.spec.errors_map import validation_problems
-from steadyflow.spec.models import AiStage, Pipeline, RulesSpec, RulesStage
+from steadyflow.spec.models import Pipeline, RulesSpec, Stage
 from steadyflow.spec.overrides import apply_overrides, interpolate_env, scrub
 from steadyflow.spec.prompt import Prompt
 from steadyflow.spec.yaml_positions import MAX_FILE_BYTES, Positions, load_yaml
@@ -26,7 +26,7 @@ from steadyflow.spec.yaml_positions import MAX_FILE_BYTES, Positions, load_yaml
 class CompiledStage:
     """A stage with everything its files and declarations resolve to."""
 
-    spec: AiStage | RulesStage
+    spec: Stage
     output_model: type[BaseModel]
     prompt: Prompt | None = None
     rules: dict[int, RulesSpec] = field(default_factory=dict)

@@ -400,15 +400,60 @@ class AiStage(_StageBase):
 
 
 class RulesStage(_StageBase):
-    """A stage with no model at all: rules, then an optional default."""
+    """A stage with no model at all: rules, then an optional default, each output through the stage's checks."""
 
     kind: Literal["rules"]
     rules: str | RulesSpec
+    validate_: list[CheckSpec] = Field(
+        default_factory=list, alias="validate", description="checks on each output, in order (reask acts as escalate)"
+    )
     default: dict[str, Any] | None = None
     review: bool = True
 
 
-Stage = Annotated[AiStage | RulesStage, Field(discriminator="kind")]
+class PluginStage(_StageBase):
+    """A stage kind registered with ``@stage("name")`` (or the ``steadyflow.stages`` entry points).
+
+    Its function makes the output from ``with:`` and the document; then the optional default,
+    each output through the stage's checks, as in a ``rules`` stage.
+    """
+
+    kind: str = Field(pattern=IDENT, description="the name a plugin registered with @stage")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the plugin's parameters")
+    validate_: list[CheckSpec] = Field(
+        default_factory=list, alias="validate", description="checks on each output, in order (reask acts as escalate)"
+    )
+    default: dict[str, Any] | None = None
+    review: bool = True
+
+
+BUILTIN_STAGE_KINDS = ("ai", "rules")
+_PLUGIN_TAG = "a @stage name"
+"""The union tag of :class:`PluginStage`, as an unknown-kind message lists it: "(expected ai, rules, a @stage name)"."""
+_BUILTIN_ONLY_KEYS = frozenset({"prompt", "ladder", "route", "deadline_s", "rules"})
+
+
+def _stage_kind(value: Any) -> str | None:
+    """The union member of a stage: 'ai', 'rules', else a plugin stage for any other name.
+
+    A mapping with keys only a built-in kind takes (``prompt``, ``ladder``, ``rules``) under another
+    kind is a misspelt built-in kind (``kind: ia``): its own kind is returned, an unknown tag, so the
+    error says "unknown kind 'ia' (did you mean 'ai'?)" instead of listing the keys a plugin stage lacks.
+    """
+    if not isinstance(value, dict):
+        return {"AiStage": "ai", "RulesStage": "rules", "PluginStage": _PLUGIN_TAG}.get(type(value).__name__)
+    kind = value.get("kind")
+    if not isinstance(kind, str):
+        return None
+    if kind in BUILTIN_STAGE_KINDS:
+        return kind
+    return kind if _BUILTIN_ONLY_KEYS & set(value) else _PLUGIN_TAG
+
+
+Stage = Annotated[
+    Annotated[AiStage, Tag("ai")] | Annotated[RulesStage, Tag("rules")] | Annotated[PluginStage, Tag(_PLUGIN_TAG)],
+    Discriminator(_stage_kind),
+]
 
 
 class RunSettings(Strict):

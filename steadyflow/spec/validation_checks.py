@@ -1,4 +1,4 @@
-"""Static checks of an AI stage's ``validate:`` list and PII settings, run by ``steadyflow validate``.
+"""Static checks of a stage's ``validate:`` list and PII settings, run by ``steadyflow validate``.
 
 Everything that can be known before a document arrives is checked here: the
 layer of each check, the output fields it names, whether its ``on_fail`` makes
@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from steadyflow.core.names import did_you_mean
 from steadyflow.spec.cel import check_rule
 from steadyflow.spec.errors import Problem, format_path
-from steadyflow.spec.models import AiStage
+from steadyflow.spec.models import AiStage, PluginStage, RulesStage
 from steadyflow.spec.validation import BUILTIN, FIXABLE, LAYER_OF, PluginCheck, RequiredIfCheck, RuleCheck, SimilarCheck
 from steadyflow.spec.yaml_positions import Path, Positions
 
@@ -145,8 +145,10 @@ def _on_fail_problems(check: Any, model: type[BaseModel], pos: Positions, at: Pa
     return []
 
 
-def check_validators(stage: AiStage, model: type[BaseModel], pos: Positions, at: Path) -> list[Problem]:
-    """Problems in ``stage.validate_`` and in the stage's PII settings."""
+def check_validators(
+    stage: AiStage | RulesStage | PluginStage, model: type[BaseModel], pos: Positions, at: Path
+) -> list[Problem]:
+    """Problems in ``stage.validate_`` and in the stage's PII settings (every stage kind has both)."""
     problems: list[Problem] = []
     fields = set(model.model_fields)
     for j, check in enumerate(stage.validate_):

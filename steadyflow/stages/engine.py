@@ -14,21 +14,22 @@ from typing import Any
 
 import jinja2
 
-from steadyflow.audit.records import Attempt, DecisionRecord, text_hash
+from steadyflow.audit.records import DecisionRecord, text_hash
 from steadyflow.core.document import Document
+from steadyflow.core.vocabulary import Status
 from steadyflow.providers.openai_compat import CLIENTS, OpenAICompatClient
+from steadyflow.spec.errors import SpecError
 from steadyflow.spec.loader import CompiledStage, LoadedPipeline
-from steadyflow.spec.models import AiStage, ModelRung, RulesStage
+from steadyflow.spec.models import AiStage, ModelRung
 from steadyflow.spec.resilience import CacheRung
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import CacheContext, OutputCache
+from steadyflow.stages.checks import check_pipeline
 from steadyflow.stages.document import check_input, stage_text
-from steadyflow.stages.ladder import LadderResult, Sandwich, internal_reason, walk
+from steadyflow.stages.ladder import Ladder, LadderResult, Sandwich, build_ladder, internal_reason, walk
 from steadyflow.stages.routing import route
-from steadyflow.stages.rules import RulesFailed, extract
 from steadyflow.validators.base import Context
 from steadyflow.validators.inputs import prepare
-from steadyflow.validators.plugins import load_plugins
 from steadyflow.validators.runner import StageChecks, restore_fields
 
 
@@ -41,6 +42,8 @@ class Engine:
     concurrency: int
     clients: dict[str, OpenAICompatClient] = field(default_factory=dict)
     checks: dict[str, StageChecks] = field(default_factory=dict)
+    ladders: dict[str, Ladder] = field(default_factory=dict)
+    """Each stage's rungs, built once: every stage kind is a ladder walked by the same loop."""
     budget: Budget = field(default_factory=Budget)
     cache: OutputCache | None = None
     slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
@@ -61,6 +64,8 @@ class Engine:
 
         ``base_urls`` and ``model_ids`` come from what is found at run time: the local
         model servers and the GGUF files they run (recorded as the model of a decision).
+        Raises :class:`SpecError` with every problem :func:`check_pipeline` finds (it imports the
+        pipeline's plugins, which register its checks and stage kinds).
         """
         used = {
             r.model for s in pipeline.spec.stages if isinstance(s, AiStage) for r in s.ladder if hasattr(r, "model")
@@ -72,8 +77,11 @@ class Engine:
             for name, spec in pipeline.spec.models.items()
             if name in used
         }
-        load_plugins(pipeline)  # `steadyflow validate` and `run` report broken plugin modules before this point
-        checks = {s.id: StageChecks(s.validate_) for s in pipeline.spec.stages if isinstance(s, AiStage)}
+        problems = check_pipeline(pipeline)  # the one check `validate`, `run` and `try` make too
+        if problems:
+            raise SpecError(problems)
+        checks = {s.id: StageChecks(s.validate_) for s in pipeline.spec.stages}
+        ladders = {stage.id: build_ladder(stage) for stage in pipeline.stages}
         budget = budget or Budget(pipeline.spec.budget)
         return cls(
             pipeline=pipeline,
@@ -81,6 +89,7 @@ class Engine:
             concurrency=concurrency,
             clients=clients,
             checks=checks,
+            ladders=ladders,
             budget=budget,
             cache=cache,
         )
@@ -134,7 +143,9 @@ class Engine:
             output = result.output.model_dump(mode="json") if result.output is not None else None
         except Exception as exc:
             result, output = (
-                LadderResult(None, "quarantined", reason=internal_reason(f"stage '{stage.id}' at {_origin(exc)}", exc)),
+                LadderResult(
+                    None, Status.QUARANTINED, reason=internal_reason(f"stage '{stage.id}' at {_origin(exc)}", exc)
+                ),
                 None,
             )
         if output is not None:
@@ -150,10 +161,17 @@ class Engine:
     async def _decide(self, stage: CompiledStage, doc: Document, text: str) -> LadderResult:
         reason = check_input(doc, stage.spec.input)
         if reason is not None:
-            return LadderResult(None, "quarantined", reason=reason)
-        if isinstance(stage.spec, RulesStage):
-            return _rules_stage(stage, text)
-        return await self._ai_stage(stage, doc, text)
+            return LadderResult(None, Status.QUARANTINED, reason=reason)
+        if isinstance(stage.spec, AiStage):
+            return await self._ai_stage(stage, doc, text)
+        # rules and plugin stages: their rungs and their checks, on the text as it is (no model sees it)
+        context = Context(text, doc.id, doc.fields, self._run_facts(stage))
+        return await walk(self.ladders[stage.id], Sandwich(text, [], {}, self.checks[stage.id], context))
+
+    def _run_facts(self, stage: CompiledStage) -> dict[str, str]:
+        """What a check's ``run`` holds: the run id, the pipeline, its version and the stage."""
+        spec = self.pipeline.spec
+        return {"id": self.run_id, "pipeline": spec.pipeline, "version": spec.version, "stage": stage.id}
 
     async def _ai_stage(self, stage: CompiledStage, doc: Document, text: str) -> LadderResult:
         spec = stage.spec
@@ -164,7 +182,7 @@ class Engine:
         # allows it, only after every check
         prepared = prepare(spec.input, text, doc.id, doc.fields, doc.outputs)
         if prepared.quarantine is not None:
-            return LadderResult(None, "quarantined", reason=prepared.quarantine, verdicts=prepared.verdicts)
+            return LadderResult(None, Status.QUARANTINED, reason=prepared.quarantine, verdicts=prepared.verdicts)
         variables: dict[str, Any] = {
             "text": prepared.text,
             "doc": prepared.fields,
@@ -175,7 +193,7 @@ class Engine:
             user = prepared.scrub(stage.prompt.render(variables))  # a value a template joined from parts is hidden too
         except jinja2.TemplateError as exc:
             return LadderResult(
-                None, "quarantined", reason=f"prompt cannot be rendered for this document: {type(exc).__name__}"
+                None, Status.QUARANTINED, reason=f"prompt cannot be rendered for this document: {type(exc).__name__}"
             )
         messages = [{"role": "system", "content": stage.prompt.system}, {"role": "user", "content": user}]
         prompt = stage.prompt
@@ -186,12 +204,7 @@ class Engine:
             user = prepared.scrub(prompt.render({**variables, "text": cut}))
             return [{"role": "system", "content": prompt.system}, {"role": "user", "content": user}]
 
-        run = {
-            "id": self.run_id,
-            "pipeline": self.pipeline.spec.pipeline,
-            "version": self.pipeline.spec.version,
-            "stage": stage.id,
-        }
+        run = self._run_facts(stage)
         context = Context(prepared.text, prepared.doc_id, prepared.fields, run, prepared.pii, prepared.injection)
         sandwich = Sandwich(prepared.text, messages, self.clients, self.checks[stage.id], context, self.budget)
         sandwich.render, sandwich.overflow = render, spec.input.on_overflow
@@ -208,7 +221,7 @@ class Engine:
             sandwich.cache = CacheContext(
                 self.cache, scope, text_hash(prepared.text), prepared.text, self.clients, semantic
             )
-        result = await walk(stage, sandwich)
+        result = await walk(self.ladders[stage.id], sandwich)
         if sandwich.route is not None:
             result.route = asdict(sandwich.route)
         result.verdicts[:0] = prepared.verdicts
@@ -252,27 +265,6 @@ class Engine:
         # the same bound as OpenAICompatClient's semaphore: a document with a slot finds its model free
         limits = [min(self.concurrency, c.spec.max_concurrency or c.default_slots or self.concurrency) for c in clients]
         return max(limits, default=self.concurrency)
-
-
-def _rules_stage(stage: CompiledStage, text: str) -> LadderResult:
-    """A ``rules`` stage: its rules, then its default; a failing rule is a recorded attempt, never an exception."""
-    spec = stage.spec
-    if not isinstance(spec, RulesStage):
-        raise TypeError("not a rules stage")
-    attempt = Attempt(rung=0, kind="rules")
-    try:
-        return LadderResult(extract(stage.rules[0], stage.output_model, text), "rules", 0, "rules", attempts=[attempt])
-    except RulesFailed as exc:
-        attempt.error_kind, attempt.error = "rules_failed", str(exc)  # built from field names only
-    except Exception as exc:
-        attempt.error_kind, attempt.error = "rules_error", internal_reason("rules", exc)
-    if spec.default is not None:
-        default = Attempt(rung=1, kind="default")
-        output = stage.output_model.model_validate(spec.default)
-        return LadderResult(output, "default", 1, "default", review=spec.review, attempts=[attempt, default])
-    return LadderResult(
-        None, "quarantined", reason="rules gave no valid output and there is no default", attempts=[attempt]
-    )
 
 
 def _origin(exc: BaseException) -> str:

@@ -2,7 +2,10 @@
 
 ``reask`` checks also run *inside* instructor's parsing (see
 :meth:`StageChecks.response_model`): a failure there raises a validation error
-whose message goes back to the model, within the rung's ``reasks``. After a
+whose message goes back to the model, within the rung's ``reasks``. The document
+they check travels with the call, as pydantic's validation context: the ladder
+passes ``{CHECK_RUN: CheckRun(...)}`` to the model client, which hands it to
+instructor (see :mod:`steadyflow.providers.openai_compat`); no global state. After a
 rung produced an output, :meth:`StageChecks.apply` runs every check once more,
 records a verdict for each, and decides: accept (after any fix or filter),
 escalate to the next rung, or quarantine the document.
@@ -12,12 +15,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from steadyflow.audit.records import Verdict, validation_summary
 from steadyflow.spec.validation import (
@@ -76,8 +78,8 @@ class CheckRun:
     """A check that raised while instructor parsed: the ladder quarantines the document after the call."""
 
 
-#: Set by the ladder around each model call; every document runs in its own asyncio task, so this is per document.
-CURRENT: ContextVar[CheckRun | None] = ContextVar("steadyflow_check_run", default=None)
+CHECK_RUN = "steadyflow.check_run"
+"""The key of the :class:`CheckRun` in the validation context a model call is given."""
 
 
 @dataclass
@@ -204,9 +206,9 @@ def _with_checks(base: type[BaseModel], reask: list[CompiledCheck]) -> type[Base
         model_config = ConfigDict(title=base.model_config.get("title") or base.__name__)
 
         @model_validator(mode="after")
-        def _steadyflow_checks(self) -> Any:
-            current = CURRENT.get()
-            if current is None:
+        def _steadyflow_checks(self, info: ValidationInfo) -> Any:
+            current = info.context.get(CHECK_RUN) if isinstance(info.context, dict) else None
+            if not isinstance(current, CheckRun):  # validated outside a model call (a cache hit, a test): no re-ask
                 return self
             data = self.model_dump(mode="json")
             failures = []
