@@ -418,7 +418,13 @@ class PluginStage(_StageBase):
     each output through the stage's checks, as in a ``rules`` stage.
     """
 
-    kind: str = Field(pattern=IDENT, description="the name a plugin registered with @stage")
+    kind: str = Field(
+        pattern=IDENT,
+        description="the name a plugin registered with @stage",
+        json_schema_extra={
+            "not": {"enum": ["ai", "rules"]}
+        },  # so an editor's oneOf picks AiStage or RulesStage for those
+    )
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the plugin's parameters")
     validate_: list[CheckSpec] = Field(
         default_factory=list, alias="validate", description="checks on each output, in order (reask acts as escalate)"
