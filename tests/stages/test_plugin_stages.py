@@ -151,3 +151,22 @@ def test_a_plugin_kind_cannot_take_a_built_in_name() -> None:
     for name in ("ai", "rules", "model", "default"):
         with pytest.raises(ValueError, match="built-in"):
             stage(name)
+
+
+def test_rungs_are_built_once_per_stage_with_their_labels_and_statuses() -> None:
+    from steadyflow.stages.ladder import build_ladder
+    from tests.conftest import ROOT
+
+    [triage] = load_pipeline(ROOT / "configs/support_triage.yaml").stages
+    rungs = build_ladder(triage).rungs
+    assert [(r.index, r.label, r.status.value, r.routable, r.final) for r in rungs] == [
+        (0, "model:small", "validated", True, False),
+        (1, "rules", "rules", False, False),
+        (2, "default", "default", False, True),
+    ]
+    assert [r.where for r in rungs] == [
+        "ladder rung 0 (model small)",
+        "ladder rung 1 (rules)",
+        "ladder rung 2 (default)",
+    ]
+    assert rungs[2].review is True and rungs[0].model == "small"
