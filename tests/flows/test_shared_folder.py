@@ -158,9 +158,10 @@ def test_a_full_disk_is_one_line_and_a_resume_completes(prefect_env: dict[str, s
         docs, out = documents(tmp_path, 2000), tmp_path / "out"
         out.mkdir()
         run = " ".join(command(pipeline, docs, out))
-        # 200 KB hold the store and the first chunks, not 2,000 rows: the disk fills mid-batch
+        # 320 KB hold the decision log and the run ledger (each with its WAL index) and the first chunks, not 2,000
+        # rows: the disk fills mid-batch
         script = (
-            f"mount -t tmpfs -o size=200k tmpfs {out}\n"
+            f"mount -t tmpfs -o size=320k tmpfs {out}\n"
             f"set +e; {run} 2> {tmp_path}/full.err; echo $? > {tmp_path}/full.rc; set -e\n"
             f"mount -o remount,size=50m {out}\n"
             f"{run} --resume last 2> {tmp_path}/resume.err; echo $? > {tmp_path}/resume.rc\n"
