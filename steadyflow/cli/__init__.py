@@ -6,6 +6,7 @@ them, so ``validate``, ``schema`` and ``--help`` start fast.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -376,4 +377,8 @@ def main() -> None:
             err=True,
         )
         sys.exit(1)
+    finally:
+        # the command is done: spare the interpreter's last garbage collection at exit, which walks every
+        # object of what a run loaded (spaCy, ONNX, Prefect): 1.4 s of a 3-document run on 2 cores
+        gc.freeze()
     sys.exit(code if isinstance(code, int) else 0)
