@@ -219,17 +219,12 @@ def undo_registrations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
     from contextlib import ExitStack
     from types import ModuleType
 
+    import steadyflow.stages.kinds
     import steadyflow.stages.routing
     import steadyflow.validators.base
     from steadyflow.core.registry import Registry
 
-    modules: list[ModuleType] = [steadyflow.validators.base, steadyflow.stages.routing]
-    try:
-        import steadyflow.stages.kinds  # type: ignore[import-not-found, unused-ignore]
-
-        modules.append(steadyflow.stages.kinds)
-    except ImportError:  # the stage-kind registry has not landed yet
-        pass
+    modules: list[ModuleType] = [steadyflow.validators.base, steadyflow.stages.routing, steadyflow.stages.kinds]
     temp = str(tmp_path_factory.getbasetemp())
     path, imported = list(sys.path), set(sys.modules)
     with ExitStack() as stack:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from steadyflow.core.registry import Registry
+from steadyflow.stages.kinds import STAGE_KINDS, stage
 from steadyflow.stages.routing import ESTIMATORS, estimator, estimators
 from steadyflow.validators.base import CHECKS, Finding, plugin, plugin_names, validator
 
@@ -101,7 +103,7 @@ def test_entry_points_are_read_afresh_inside_a_scope_and_forgotten_after(install
     assert things.names() == []
 
 
-def test_checks_and_estimators_share_the_registry() -> None:
+def test_checks_estimators_and_stage_kinds_share_the_registry() -> None:
     @validator("always_passes")
     def always_passes(params: object, output: object, context: object) -> Finding:
         return Finding(True)
@@ -110,7 +112,12 @@ def test_checks_and_estimators_share_the_registry() -> None:
     def always_half(text: str) -> float:
         return 0.5
 
+    @stage("echo")
+    def echo(params: dict[str, Any], text: str, context: Any) -> dict[str, Any]:
+        return {"text": text}
+
     assert plugin("always_passes") is always_passes and CHECKS.get("always_passes") is always_passes
+    assert STAGE_KINDS.get("echo") is echo
     assert "always_passes" in plugin_names()
     assert estimators()["always_half"] is always_half and "heuristic" in estimators()
     assert ESTIMATORS.unknown("heuristik") == "unknown estimator 'heuristik' (did you mean 'heuristic'?)"
@@ -119,7 +126,7 @@ def test_checks_and_estimators_share_the_registry() -> None:
 
 def test_registrations_of_an_earlier_test_are_gone() -> None:
     """The autouse fixture in tests/conftest.py undoes what each test registers (the test above registered these)."""
-    assert plugin("always_passes") is None and "always_half" not in estimators()
+    assert plugin("always_passes") is None and "always_half" not in estimators() and "echo" not in STAGE_KINDS
 
 
 def test_an_installed_package_adds_an_estimator(installed: Path) -> None:
