@@ -27,11 +27,14 @@ attempt, never an exception out of the run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from steadyflow.core.registry import Registry
 from steadyflow.core.vocabulary import RungKind
 from steadyflow.spec.models import BUILTIN_STAGE_KINDS
-from steadyflow.stages.rungs import StageFunction
+
+if TYPE_CHECKING:  # a type only: rungs imports the model clients (openai, instructor), 1.3 s that validate never needs
+    from steadyflow.stages.rungs import StageFunction
 
 STAGE_KINDS: Registry[StageFunction] = Registry("stage kind", "steadyflow.stages")
 """Plugin stage kinds by name (``ai`` and ``rules`` are built into the spec, not registered here)."""
