@@ -182,11 +182,12 @@ def stop(process: subprocess.Popen[Any], timeout_s: float = 60) -> None:
         process.kill()
 
 
-def batch_without_prefect(pipeline: Any, options: Any, concurrency: int = 8, stop_after_s: float | None = None) -> Any:
+def batch_without_prefect(pipeline: Any, options: Any, concurrency: int = 8, stop_after: int | None = None) -> Any:
     """One run of the batch without Prefect (:func:`steadyflow.runner.batch.arun_local`); its summary.
 
-    ``stop_after_s`` cuts the run off after that long (a crash mid-run: the run is not finished; the summary
-    then holds what was done until the cut).
+    ``stop_after`` cuts the run off as soon as that many documents have finished (a crash mid-run: the run
+    is not finished; the summary then holds what was done until the cut). The cut waits on that condition,
+    never on a clock.
     """
     import asyncio
 
@@ -194,16 +195,36 @@ def batch_without_prefect(pipeline: Any, options: Any, concurrency: int = 8, sto
     from steadyflow.runner.run import Run
 
     options.concurrency = options.concurrency or concurrency
-    if stop_after_s is None:
+    if stop_after is None:
         from steadyflow.runner.batch import run_local
 
         return run_local(pipeline, options)
 
     async def cut() -> Any:
+        enough = asyncio.Event()
+        watched = options.progress
+
+        class _Cut:
+            def start(self, total: int | None, skipped: int) -> None:
+                if watched is not None:
+                    watched.start(total, skipped)
+
+            def update(self, summary: Any, finished: int) -> None:
+                if watched is not None:
+                    watched.update(summary, finished)
+                if finished >= stop_after:
+                    enough.set()
+
+        options.progress = _Cut()
         with Run.open(pipeline, options) as run:
             engine = run.engine()
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(process(run, local_stages(engine), engine), stop_after_s)
+            batch = asyncio.ensure_future(process(run, local_stages(engine), engine))
+            waiting = asyncio.ensure_future(enough.wait())
+            await asyncio.wait({batch, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            assert not batch.done(), "the batch ended before the cut"
+            batch.cancel()
+            waiting.cancel()
+            await asyncio.gather(batch, waiting, return_exceptions=True)
             return run.summary
 
     return asyncio.run(cut())
