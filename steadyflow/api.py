@@ -28,8 +28,8 @@ from steadyflow.core.vocabulary import QUARANTINED, ended_by
 
 if TYPE_CHECKING:
     from steadyflow.audit.records import DecisionRecord
-    from steadyflow.runner.summary import RunSummary
     from steadyflow.providers.local_server import LocalEndpoints
+    from steadyflow.runner.summary import RunSummary
     from steadyflow.spec.loader import LoadedPipeline
     from steadyflow.stages.engine import Engine
 
