@@ -111,6 +111,7 @@ def test_import_steadyflow_is_cheap_and_names_load_on_use() -> None:
         "if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "assert callable(steadyflow.load) and callable(steadyflow.validator) and callable(steadyflow.estimator)\n"
+        "assert callable(steadyflow.stage)\n"
         "assert 'prefect' not in sys.modules, 'the API itself must not import Prefect'\n"
         "print('ok')\n"
     )
