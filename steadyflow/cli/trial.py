@@ -7,7 +7,6 @@ Decision records stay in memory; no output folder, sink, quarantine file or stor
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import shutil
@@ -45,6 +44,8 @@ def try_(
     if input is not None and not Path(input).exists() and "*" not in input:
         typer.echo(f"--input {input}: no such file or folder", err=True)
         raise typer.Exit(EXIT_INVALID)
+    import asyncio  # here, not at the top: --help and validate import this module and need no event loop
+
     from steadyflow.api import Pipeline
     from steadyflow.providers.local_model import LocalModelError
 
@@ -76,6 +77,8 @@ def _first(pipeline: Pipeline, input: str | None, limit: int) -> list[Document]:
 
 
 async def _try(pipeline: Pipeline, docs: list[Document]) -> None:
+    import asyncio
+
     started = time.perf_counter()
     typer.echo(
         f"try {pipeline.name} {pipeline.version}: {len(docs)} documents, stages {' -> '.join(pipeline.stages)} "
