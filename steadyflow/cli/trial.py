@@ -7,6 +7,7 @@ Decision records stay in memory; no output folder, sink, quarantine file or stor
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import shutil
@@ -38,8 +39,58 @@ def try_(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a value: dotted.key=value (repeatable)")
     ] = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help="try again whenever a file in the pipeline's folder (or --input) changes, until Ctrl-C; "
+            "libraries stay loaded, so a turn after the first takes about the documents' own time",
+        ),
+    ] = False,
 ) -> None:
     """Try a pipeline on a few documents without Prefect and without writing anything; print a table."""
+    if not watch:
+        _once(file, input, limit, set_)
+        return
+    while True:  # Ctrl-C ends it (main() prints "interrupted")
+        before = _snapshot(file, input)
+        with contextlib.suppress(typer.Exit):  # its problem is printed: fix the file, save, and it runs again
+            _once(file, input, limit, set_)
+        typer.echo(f"watching {file.parent} for changes (Ctrl-C stops)", err=True)
+        while _snapshot(file, input) == before:
+            time.sleep(_WATCH_INTERVAL_S)
+
+
+_WATCH_INTERVAL_S = 0.5
+_WATCH_MAX_FILES = 5000
+
+
+def _snapshot(file: Path, input: str | None) -> dict[str, int]:
+    """Modification times of the files a turn reads: the pipeline's folder (prompts, rules) and --input."""
+    import os
+
+    roots = [file.resolve().parent] + ([Path(input)] if input is not None and Path(input).exists() else [])
+    seen: dict[str, int] = {}
+    for root in roots:
+        if root.is_file():
+            seen[str(root)] = root.stat().st_mtime_ns
+            continue
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]  # not a repository's .git
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    seen[path] = os.stat(path).st_mtime_ns
+                except OSError:  # gone between the listing and the stat
+                    continue
+                if len(seen) >= _WATCH_MAX_FILES:
+                    return seen
+    return seen
+
+
+def _once(file: Path, input: str | None, limit: int, set_: list[str] | None) -> None:
+    """One turn: load and check the pipeline, run its first documents, print the table."""
     loaded = load_with_source(file, set_, input)
     if input is not None and not Path(input).exists() and "*" not in input:
         typer.echo(f"--input {input}: no such file or folder", err=True)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import queue
+import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from steadyflow.chaos.server import ChaosServer
@@ -91,3 +96,62 @@ def test_try_an_unreachable_endpoint_quarantines_or_falls_back_and_exits_0(tmp_p
     assert result.returncode == 0, result.stderr
     (row,) = [line for line in result.stdout.splitlines() if line.startswith("t.txt")]
     assert row.split()[1] in {"rules", "default", "default *"}, row
+
+
+def _lines(process: subprocess.Popen[str]) -> tuple[queue.Queue[str], threading.Thread]:
+    """The process's output lines, as they come (a thread reads them: a pipe's buffer hides them from select)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def _read_until(lines: queue.Queue[str], marker: str, timeout_s: float = 120) -> list[str]:
+    """Lines up to and including the first one containing ``marker``."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if marker in line:
+            return seen
+    raise AssertionError(f"no {marker!r} in: {''.join(seen)[-2000:]}")
+
+
+def test_try_watch_runs_again_when_a_file_changes_and_keeps_watching_a_broken_pipeline(
+    chaos: ChaosServer, tmp_path: Path
+) -> None:
+    configs = tmp_path / "configs"
+    shutil.copytree(ROOT / "configs", configs, ignore=shutil.ignore_patterns("data"))
+    folder = _folder(tmp_path)
+    pipeline = configs / "support_triage.yaml"
+    cmd = [*CLI, "try", str(pipeline), "--input", str(folder), "--limit", "3", "--watch"]
+    cmd += ["--set", "models.small.provider=openai", "--set", f"models.small.base_url={chaos.base_url}"]
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, reader = _lines(process)
+    try:
+        first = _read_until(lines, "watching")
+        assert any(line.startswith("total: 3 documents") for line in first)
+        prompt = configs / "prompts" / "triage.md"
+        prompt.write_text(prompt.read_text() + "\nAnswer in English.\n")  # an edit to a file the pipeline reads
+        second = _read_until(lines, "watching")
+        assert any(line.startswith("total: 3 documents") for line in second)
+        pipeline.write_text(pipeline.read_text().replace("max_chars: 8000", "max_chars: eight"))
+        broken = _read_until(lines, "watching")
+        assert any("max_chars: expected an integer" in line for line in broken), broken
+        assert process.poll() is None  # a broken pipeline is told, and the loop goes on
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+        reader.join(10)  # the rest of the output, up to the end of the pipe
+    rest = "".join(lines.get() for _ in range(lines.qsize()))
+    assert process.returncode == 130 and "Traceback" not in rest, rest  # Ctrl-C ends the loop, as typer exits on it
