@@ -74,8 +74,12 @@ class RunOptions:
 
 
 def spec_hash(pipeline: LoadedPipeline) -> str:
-    """A fingerprint of the pipeline as loaded (overrides included): resume refuses a changed pipeline."""
-    return hashlib.sha256(pipeline.spec.model_dump_json().encode()).hexdigest()[:16]
+    """A fingerprint of the pipeline as loaded (overrides included): resume refuses a changed pipeline.
+
+    Values left at their defaults are not part of it, so an upgrade of steadyflow that adds a setting
+    (with a default) does not make the runs it interrupted impossible to resume.
+    """
+    return hashlib.sha256(pipeline.spec.model_dump_json(exclude_defaults=True).encode()).hexdigest()[:16]
 
 
 def folder_of(pipeline: LoadedPipeline, options: RunOptions) -> Path:
