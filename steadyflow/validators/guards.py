@@ -9,12 +9,13 @@ otherwise exports OpenTelemetry traces to a remote host.
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+
+from steadyflow.core.imports import import_without_iri_formats
 
 _lock = threading.Lock()
 
@@ -31,21 +32,8 @@ SECRET_PATTERNS = {
 
 
 def _import_guardrails() -> None:
-    """Import guardrails-ai without the IRI format checks of jsonschema it imports (1.2 s of its ~2 s).
-
-    jsonschema checks ``format: iri`` only when ``rfc3987_syntax`` imports, and that module builds an
-    Earley parser at import time. No steadyflow check validates IRIs, so while guardrails (and with it
-    jsonschema) is first imported here, that optional module reads as absent; a jsonschema that some
-    other library imported earlier is left as it is.
-    """
-    if "jsonschema" in sys.modules or "guardrails" in sys.modules:
-        return
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # None: "not installed" to import
-    try:
-        import guardrails  # noqa: F401
-    finally:
-        if sys.modules.get("rfc3987_syntax", 0) is None:
-            del sys.modules["rfc3987_syntax"]
+    """Import guardrails-ai without jsonschema's IRI format checks (1.2 s of its ~2 s; no check validates IRIs)."""
+    import_without_iri_formats("guardrails")
 
 
 @lru_cache(maxsize=1)
