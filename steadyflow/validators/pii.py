@@ -40,16 +40,29 @@ REDACT_SCORE = 0.35
 
 @lru_cache(maxsize=1)
 def analyzer() -> Any:
-    """presidio's AnalyzerEngine on the packaged spaCy model (loaded once, ~1 s)."""
+    """presidio's AnalyzerEngine on the packaged spaCy model, without its dependency parser (loaded once, ~0.6 s)."""
+    import spacy
     from presidio_analyzer import AnalyzerEngine
-    from presidio_analyzer.nlp_engine import NlpEngineProvider
+    from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
 
-    config = {
-        "nlp_engine_name": "spacy",
-        "models": [{"lang_code": "en", "model_name": SPACY_MODEL}],
-        "ner_model_configuration": {"labels_to_ignore": _NOT_PII},
-    }
-    engine = NlpEngineProvider(nlp_configuration=config).create_engine()
+    class _Engine(SpacyNlpEngine):
+        """presidio's spaCy engine, loading the model without the parser.
+
+        presidio reads only tokens, lemmas and named entities from spaCy (never sentences or
+        dependencies); in en_core_web_sm the NER has its own token vectors and the lemmas come
+        from the tagger, so leaving out the parser changes no finding and saves a third of the
+        model's load time. presidio's engine configuration has no way to exclude components, so
+        this overrides its ``load`` (the model is installed: no download).
+        """
+
+        def load(self) -> None:
+            self.nlp = {"en": spacy.load(SPACY_MODEL, exclude=["parser"])}  # type: ignore[assignment]  # None until load
+
+    engine = _Engine(
+        models=[{"lang_code": "en", "model_name": SPACY_MODEL}],
+        ner_model_configuration=NerModelConfiguration(labels_to_ignore=_NOT_PII),
+    )
+    engine.load()
     analyzer = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
     analyzer.registry.add_recognizer(_intranet_email())
     return analyzer
