@@ -10,7 +10,10 @@ of the process and its children, which a busy machine moves less):
 
 The example pipeline's model points at the chaos endpoint (``--set models.small.provider=openai
 --set models.small.base_url=...``), so no model load is in the figures; its checks (presidio,
-guardrails-ai, ONNX embeddings, CEL) are.
+guardrails-ai, ONNX embeddings, CEL) are. ``try`` and ``run`` are also measured on a "lean"
+variant of the example, built in a temporary folder without its safety layers (no
+``redact_pii``/``restore_pii``, no pii, secrets, format or similar check; the CEL rule stays):
+those rows are steadyflow's own start-up, the example's rows add the libraries its checks need.
 
     .venv/bin/python benchmarks/startup.py [--runs N] [--json] [--skip-run]
 """
@@ -32,10 +35,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 SF = str(Path(sys.executable).parent / "steadyflow")
 PIPELINE = "configs/support_triage.yaml"
-TARGETS = {"help": 0.5, "validate": 0.5, "try": 3.0, "run": 4.0}
+TARGETS = {"help": 0.5, "validate": 0.5, "try": 3.0, "run": 4.0, "try lean": 3.0, "run lean": 4.0}
+#: Checks the lean variant leaves out: each loads a heavy library (presidio and spaCy, guardrails-ai, ONNX).
+SAFETY_CHECKS = {"pii", "secrets", "format", "similar"}
 
 
 def _free_port() -> int:
@@ -86,6 +93,21 @@ def _tickets(folder: Path) -> Path:
     return folder
 
 
+def _lean_pipeline(folder: Path) -> Path:
+    """The example pipeline without its safety layers, beside copies of its prompts and rules."""
+    spec = yaml.safe_load((ROOT / PIPELINE).read_text())
+    for stage in spec["stages"]:
+        for key in ("redact_pii", "restore_pii"):
+            stage.get("input", {}).pop(key, None)
+        stage["validate"] = [check for check in stage.get("validate", []) if check.get("check") not in SAFETY_CHECKS]
+    folder.mkdir()
+    for sub in ("prompts", "rules"):
+        shutil.copytree((ROOT / PIPELINE).parent / sub, folder / sub)
+    path = folder / Path(PIPELINE).name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
 def _prefect_server(home: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     port = _free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
@@ -132,7 +154,9 @@ def measure(runs: int, with_run: bool) -> dict[str, Any]:
                 "--set",
                 f"models.small.base_url=http://127.0.0.1:{port}/v1",
             ]
+            lean = str(_lean_pipeline(Path(tmp) / "lean"))
             results["try"] = _time([SF, "try", PIPELINE, "--input", str(folder), *model], runs)
+            results["try lean"] = _time([SF, "try", lean, "--input", str(folder), *model], runs)
             if with_run:
                 home = Path(tmp) / "prefect-home"
                 home.mkdir()
@@ -141,6 +165,8 @@ def measure(runs: int, with_run: bool) -> dict[str, Any]:
                     out = Path(tmp) / "out"
                     run = [SF, "run", PIPELINE, "--input", str(folder), "--output", str(out), "--quiet", *model]
                     results["run"] = _time([*run, "--overwrite"], runs, env)
+                    run[2] = lean
+                    results["run lean"] = _time([*run, "--overwrite"], runs, env)
                 finally:
                     _stop(server)
         finally:
