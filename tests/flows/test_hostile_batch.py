@@ -268,8 +268,9 @@ def test_soak_hostile_documents_faults_kills_and_a_second_run(prefect_env: dict[
     assert last.returncode == 0, stderr.decode()[-3000:]
     outputs, held = _accounted(out, "jsonl")
     assert sorted(outputs + held) == expected  # every document exactly once, in a parseable sink
-    with sqlite3.connect(db) as connection:
+    with sqlite3.connect(out / "decisions.sqlite") as connection:
         assert connection.execute("SELECT COUNT(DISTINCT doc_id) FROM decisions").fetchone()[0] == len(expected)
+    with sqlite3.connect(db) as connection:
         assert connection.execute("SELECT COUNT(*) FROM runs WHERE finished_at IS NOT NULL").fetchone()[0] == 1
     reasons = {
         json.loads(line)["id"]: json.loads(line)["reason"]
