@@ -105,7 +105,10 @@ class RunLedger:
             yield
 
     def import_pre_split(self, log_path: Path) -> None:
-        """Copy the run tables of a pre-split ``decisions.sqlite`` here, in one transaction; copying twice changes nothing."""
+        """Copy the run tables of a pre-split ``decisions.sqlite`` here, in one transaction.
+
+        Copying twice changes nothing.
+        """
         self._db.execute("ATTACH DATABASE ? AS old", (str(log_path),))
         try:
             present = tables(self._db, "old")
@@ -127,7 +130,8 @@ class RunLedger:
         """Register a run before any of its records (a resumed run keeps its start time)."""
         self._db.execute(
             "INSERT INTO runs (run_id, pipeline, pipeline_version, flow_run_id, started_at, spec_hash) "
-            "VALUES (?,?,?,?,?,?) ON CONFLICT (run_id) DO UPDATE SET flow_run_id = excluded.flow_run_id, finished_at = NULL",
+            "VALUES (?,?,?,?,?,?) ON CONFLICT (run_id) "
+            "DO UPDATE SET flow_run_id = excluded.flow_run_id, finished_at = NULL",
             (run_id, pipeline, version, flow_run_id, time.time(), spec_hash),
         )
 
@@ -202,7 +206,10 @@ class RunLedger:
         return str(row[0]) if row else None
 
     def set_aside(self, rows: list[Superseded]) -> None:
-        """Keep what set-aside records cost (see :func:`supersede_unfinished`); a row kept already is not counted twice."""
+        """Keep what set-aside records cost (see :func:`supersede_unfinished`).
+
+        A row kept already is not counted twice.
+        """
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR IGNORE INTO superseded VALUES (?,?,?,?,?,?,?,?)", rows)

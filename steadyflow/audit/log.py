@@ -32,7 +32,10 @@ from steadyflow.core.vocabulary import ENDED_BY_SQL
 LOG_NAME = "decisions.sqlite"
 
 RUN_TABLES = ("runs", "completed", "superseded", "sink_marks", "sink_files")
-"""Tables a decisions.sqlite written before the split holds for the run ledger (see :func:`~steadyflow.audit.ledger.open_ledger`)."""
+"""Tables a decisions.sqlite written before the split holds for the run ledger.
+
+See :func:`~steadyflow.audit.ledger.open_ledger`.
+"""
 
 _DECISIONS = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -91,9 +94,9 @@ _MIGRATIONS = (_base, _verdicts, _route, _queue_ms)
 """Numbered by position (``PRAGMA user_version``); never reorder, only append."""
 
 _COLUMNS = (
-    "run_id, doc_id, stage_id, pipeline, pipeline_version, input_hash, prompt_version, status, rung, rung_label, model, "
-    "parameters, review, reason, attempts, n_attempts, tokens_in, tokens_out, cost_usd, latency_ms, created_at, "
-    "verdicts, route, queue_ms"
+    "run_id, doc_id, stage_id, pipeline, pipeline_version, input_hash, prompt_version, status, rung, rung_label, "
+    "model, parameters, review, reason, attempts, n_attempts, tokens_in, tokens_out, cost_usd, latency_ms, "
+    "created_at, verdicts, route, queue_ms"
 )
 
 Superseded = tuple[str, str, str, str, float, int, int, float]
@@ -128,7 +131,10 @@ class DecisionLog:
         return "meta" in tables(self._db)
 
     def key(self, doc_id: str) -> str:
-        """How this folder names the document ``doc_id``: an HMAC under its salt (the id itself in logs that predate keys)."""
+        """How this folder names the document ``doc_id``: an HMAC under its salt.
+
+        Logs that predate keys name it by the id itself.
+        """
         if not self._salt:
             return doc_id
         return hmac.new(self._salt, doc_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:24]
@@ -231,7 +237,8 @@ class DecisionLog:
     def run_spend(self, run_id: str) -> tuple[float, int]:
         """USD and tokens of a run's records (the run ledger keeps what interrupted attempts cost)."""
         row = self._db.execute(
-            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0) FROM decisions WHERE run_id = ?",
+            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tokens_in + tokens_out), 0) "
+            "FROM decisions WHERE run_id = ?",
             (run_id,),
         ).fetchone()
         return float(row[0]), int(row[1])
@@ -250,7 +257,8 @@ class DecisionLog:
         usd, tokens = self.run_spend(run_id)
         checks = self._db.execute(
             "SELECT json_extract(v.value, '$.check'), json_extract(v.value, '$.action'), COUNT(*) "
-            "FROM decisions, json_each(decisions.verdicts) AS v WHERE run_id = ? AND json_extract(v.value, '$.passed') = 0 "
+            "FROM decisions, json_each(decisions.verdicts) AS v "
+            "WHERE run_id = ? AND json_extract(v.value, '$.passed') = 0 "
             "GROUP BY 1, 2 ORDER BY 3 DESC",
             (run_id,),
         )

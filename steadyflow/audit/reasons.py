@@ -107,8 +107,9 @@ def count(records: Iterable[Mapping[str, Any]]) -> Counter[Key]:
 
 
 def nest(counts: Counter[Key], top: int = TOP) -> dict[str, dict[str, dict[str, dict[str, int]]]]:
-    """``{stage: {ended rung: {failing rung: {reason: documents}}}}``: failing rungs in ladder order, reasons most first.
+    """``{stage: {ended rung: {failing rung: {reason: documents}}}}``.
 
+    Failing rungs come in ladder order, reasons most first.
     Only the ``top`` reasons of each failing rung are named; the others are summed as ``(other reasons)``.
     """
     grouped: dict[tuple[str, str, int, str], Counter[str]] = {}

@@ -18,7 +18,10 @@ Migration = Callable[[sqlite3.Connection], None]
 
 
 def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
-    """Open ``path`` in autocommit mode (WAL, waits for a busy writer); ``readonly`` opens an existing file, writing nothing."""
+    """Open ``path`` in autocommit mode (WAL, waits for a busy writer).
+
+    ``readonly`` opens an existing file, writing nothing.
+    """
     if readonly:
         return sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, check_same_thread=False)
     path.parent.mkdir(parents=True, exist_ok=True)

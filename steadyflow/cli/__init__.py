@@ -95,7 +95,8 @@ def validate(
     if unverified:
         reason = "--no-plugins" if plugins is not None else "CI is set"
         typer.echo(
-            f"note: plugin checks and output_model classes were not imported or verified ({reason}; --plugins imports them)",
+            "note: plugin checks and output_model classes were not imported or verified "
+            f"({reason}; --plugins imports them)",
             err=True,
         )
     if failed:
@@ -263,7 +264,9 @@ def _print_summary(data: dict[str, Any], as_json: bool) -> None:
         typer.echo("  checks failed: " + ", ".join(f"{name} {n}" for name, n in data["checks"].items()))
     typer.echo(f"  tokens {data['tokens']['total']}, cost ${data['cost_usd']:.6f}, {data['duration_s']:.1f}s")
     typer.echo(
-        f"  outputs: {data['output_path']}\n  quarantine: {data['quarantine_path']}\n  decisions: {data['decisions_path']}"
+        f"  outputs: {data['output_path']}\n"
+        f"  quarantine: {data['quarantine_path']}\n"
+        f"  decisions: {data['decisions_path']}"
     )
     for note in data["notes"]:
         typer.echo(f"  note: {note}")
@@ -318,15 +321,15 @@ def report(
         sys.stdout.write(json.dumps(data) + "\n")
         return
     header = (
-        f"{'stage':12} {'rung':>4} {'producer':28} {'calls':>6} {'failed':>6} {'reasks':>6} {'skipped':>7} {'accepted':>8} "
-        f"{'tokens in':>10} {'tokens out':>10} {'USD':>10} {'USD failed':>10}"
+        f"{'stage':12} {'rung':>4} {'producer':28} {'calls':>6} {'failed':>6} {'reasks':>6} {'skipped':>7} "
+        f"{'accepted':>8} {'tokens in':>10} {'tokens out':>10} {'USD':>10} {'USD failed':>10}"
     )
     typer.echo(f"run {run_id}: {data['documents']} documents\n{header}")
     for line in data["lines"]:
         typer.echo(
-            f"{line['stage']:12} {line['rung']:>4} {line['producer'][:28]:28} {line['attempts']:>6} {line['failed']:>6} "
-            f"{line['reasks']:>6} {line['skipped']:>7} {line['accepted']:>8} {line['tokens_in']:>10} {line['tokens_out']:>10} "
-            f"{line['usd']:>10.6f} {line['usd_failed']:>10.6f}"
+            f"{line['stage']:12} {line['rung']:>4} {line['producer'][:28]:28} {line['attempts']:>6} "
+            f"{line['failed']:>6} {line['reasks']:>6} {line['skipped']:>7} {line['accepted']:>8} "
+            f"{line['tokens_in']:>10} {line['tokens_out']:>10} {line['usd']:>10.6f} {line['usd_failed']:>10.6f}"
         )
     total = data["total"]
     typer.echo(
@@ -336,7 +339,8 @@ def report(
     )
     if total["usd_interrupted"] or total["tokens_interrupted"]:
         typer.echo(
-            f"  of which ${total['usd_interrupted']:.6f} ({total['tokens_interrupted']} tokens) on attempts a crash interrupted "
+            f"  of which ${total['usd_interrupted']:.6f} ({total['tokens_interrupted']} tokens) "
+            "on attempts a crash interrupted "
             "(their documents ran again after --resume; not in the lines above)"
         )
     if data["fallback_reasons"]:

@@ -131,7 +131,10 @@ class LineProgress:
 
 
 class BarProgress:
-    """Progress on stderr (stdout stays free for ``--json`` and pipes): a rich bar on a terminal, plain lines elsewhere."""
+    """Progress on stderr (stdout stays free for ``--json`` and pipes).
+
+    A rich bar on a terminal, plain lines elsewhere.
+    """
 
     def __init__(self, run_id: str) -> None:
         self.console = Console(stderr=True)

@@ -69,7 +69,10 @@ def deploy(
     output: Output = None,
     set_: Sets = None,
 ) -> None:
-    """Create a Prefect deployment of a pipeline for a work pool; start workers with `prefect worker start --pool NAME`."""
+    """Create a Prefect deployment of a pipeline for a work pool.
+
+    Start workers with `prefect worker start --pool NAME`.
+    """
     name, parameters = _parameters(file, input, output, set_, cron)
     from steadyflow.flows.deploy import deploy as deploy_flow
 

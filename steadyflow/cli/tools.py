@@ -1,4 +1,7 @@
-"""``steadyflow local-model ...`` and ``steadyflow chaos serve``: the embedded model and the fault-injecting endpoint."""
+"""``steadyflow local-model ...`` and ``steadyflow chaos serve``.
+
+The embedded model and the fault-injecting endpoint.
+"""
 
 from __future__ import annotations
 
