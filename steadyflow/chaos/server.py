@@ -192,7 +192,12 @@ class ChaosServer:
     ) -> None:
         data = json.dumps(payload).encode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n{extra}\r\n"
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n"
+            f"{extra}\r\n"
+        )
         writer.write(head.encode() + data)
         await writer.drain()
 

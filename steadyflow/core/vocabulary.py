@@ -80,4 +80,7 @@ def ended_by(status: str, rung_label: str | None) -> str:
 
 
 ENDED_BY_SQL = f"CASE WHEN status = '{QUARANTINED}' THEN '{QUARANTINED}' ELSE COALESCE(rung_label, status) END"
-""":func:`ended_by` over a decision record's ``status`` and ``rung_label`` columns, for SQL that counts in the database."""
+""":func:`ended_by` in SQL, over a decision record's ``status`` and ``rung_label`` columns.
+
+For queries that count in the database.
+"""

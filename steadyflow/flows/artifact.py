@@ -21,7 +21,9 @@ def _md(text: str) -> str:
 
 
 def render_summary(summary: RunSummary, overview: dict[str, Any]) -> str:
-    """Markdown of a run: documents by rung and why they fell, quarantined, cost, latency and queueing p50/p95, failing validators.
+    """Markdown of a run.
+
+    It shows documents by rung and why they fell, quarantined, cost, latency and queueing p50/p95, failing validators.
 
     ``overview`` is :func:`steadyflow.audit.report.run_overview` for the run, so a resumed run shows all of it.
     """
@@ -29,12 +31,21 @@ def render_summary(summary: RunSummary, overview: dict[str, Any]) -> str:
     lines = [
         f"# steadyflow run `{summary.run_id}`: {_md(summary.pipeline)}",
         "",
-        "| documents | outputs | quarantined | cost (USD) | tokens | latency p50 | latency p95 | queued p50 | queued p95 |",
+        (
+            "| documents | outputs | quarantined | cost (USD) | tokens "
+            "| latency p50 | latency p95 | queued p50 | queued p95 |"
+        ),
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {overview['documents']} | {overview['outputs']} | {overview['quarantined']} | {overview['cost_usd']:.6f} | "
-        f"{overview['tokens']} | {_ms(latency['p50'])} | {_ms(latency['p95'])} | {_ms(queue['p50'])} | {_ms(queue['p95'])} |",
+        (
+            f"| {overview['documents']} | {overview['outputs']} | {overview['quarantined']} "
+            f"| {overview['cost_usd']:.6f} | {overview['tokens']} "
+            f"| {_ms(latency['p50'])} | {_ms(latency['p95'])} | {_ms(queue['p50'])} | {_ms(queue['p95'])} |"
+        ),
         "",
-        "Latency is a document's own time over its stages; *queued* is the time it waited for a concurrency slot before.",
+        (
+            "Latency is a document's own time over its stages; "
+            "*queued* is the time it waited for a concurrency slot before."
+        ),
         "",
         "## Documents by rung",
         "",
@@ -72,7 +83,10 @@ def render_summary(summary: RunSummary, overview: dict[str, Any]) -> str:
 
 
 def _reasons(fallback: dict[str, dict[str, dict[str, dict[str, int]]]]) -> list[str]:
-    """Why documents fell down the ladder: per stage and rung ended on, the failures of the rungs above (top reasons)."""
+    """Why documents fell down the ladder.
+
+    Per stage and rung ended on, the failures of the rungs above (top reasons).
+    """
     lines = ["", "## Why documents fell down the ladder", ""]
     if not fallback:
         return [*lines, "No document fell below its first model rung, and none was quarantined."]
@@ -98,7 +112,8 @@ def one_line(summary: RunSummary, overview: dict[str, Any]) -> str:
     return (
         f"run {summary.run_id}: {overview['documents']} documents, {overview['outputs']} outputs, "
         f"{overview['quarantined']} quarantined | cost ${overview['cost_usd']:.6f} | "
-        f"latency p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])} | by rung: {rungs} | failing validators: {failing}"
+        f"latency p50 {_ms(latency['p50'])}, p95 {_ms(latency['p95'])} | "
+        f"by rung: {rungs} | failing validators: {failing}"
     )
 
 

@@ -72,11 +72,11 @@ def _strings(value: Any) -> Any:
 
 
 def parse_json(text: str, limits: ReadLimits) -> Any:
-    """A JSON value within the limits; Refused (with a reason) otherwise.
+    r"""A JSON value within the limits; Refused (with a reason) otherwise.
 
     Depth is checked before parsing (json recurses, and a deep value breaks later readers too);
     integers are capped in digits (Python refuses to print integers over 4300 digits);
-    NaN and Infinity are refused (not JSON); a lone surrogate escape (``"\\ud800"``) is refused,
+    NaN and Infinity are refused (not JSON); a lone surrogate escape (``"\ud800"``) is refused,
     because such a string cannot be encoded as UTF-8 by any sink or provider client.
     """
     text = text[1:] if text.startswith(BOM) else text

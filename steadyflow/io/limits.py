@@ -47,7 +47,7 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def printable(value: str) -> str:
-    """``value`` with unsafe characters written as escapes (``\\x0a``, ``\\udcff``): one safe line."""
+    r"""``value`` with unsafe characters written as escapes (``\x0a``, ``\udcff``): one safe line."""
     return _UNSAFE.sub(_escape, value)
 
 

@@ -107,7 +107,10 @@ def _refusal(path: Path, ledger: RunLedger, run_id: str, resume: bool, overwrite
     owner = ledger.sink_owner(path)
     if resume:
         if path.exists() and owner not in (None, run_id):
-            return f"{path} was replaced by run {owner} since this run wrote it; resuming would lose its data: start a new run"
+            return (
+                f"{path} was replaced by run {owner} since this run wrote it; "
+                "resuming would lose its data: start a new run"
+            )
         return None
     if overwrite or not path.exists() or path.stat().st_size == 0:
         return None
@@ -128,7 +131,10 @@ def _refusal(path: Path, ledger: RunLedger, run_id: str, resume: bool, overwrite
 def check_file_sinks(
     spec: FileSink | SqlSink, folder: Path, base_dir: Path, run_id: str, resume: bool, overwrite: bool
 ) -> None:
-    """Raise :class:`SinkError` now if opening the file sinks would be refused (before a slow start-up); writes nothing."""
+    """Raise :class:`SinkError` now if opening the file sinks would be refused (before a slow start-up).
+
+    Writes nothing.
+    """
     if isinstance(spec, SqlSink):
         check_run_files(folder)
         return  # rows keyed by run: a table is never truncated

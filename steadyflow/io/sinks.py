@@ -166,7 +166,10 @@ class SinkWriteError(OSError):
 
 
 def expand_url(url: str, base_dir: Path) -> str:
-    """Fill ``${NAME}`` from the environment; make a relative SQLite path relative to ``base_dir`` (the output folder)."""
+    """Fill ``${NAME}`` from the environment.
+
+    A relative SQLite path is made relative to ``base_dir`` (the output folder).
+    """
     missing = [name for name in _ENV.findall(url) if name not in os.environ]
     if missing:
         raise SinkError(f"sink url needs the environment variable {missing[0]}, which is not set")
@@ -225,7 +228,10 @@ class SqlRows:
             raise SinkError(f"cannot open sink {shown_url(url)}: {str(exc.orig).strip().splitlines()[0]}") from None
 
     def _lock_table(self, table: str) -> None:
-        """On PostgreSQL, one run at a time per table: a session advisory lock, released when the run's connection ends."""
+        """On PostgreSQL, one run at a time per table.
+
+        It takes a session advisory lock, released when the run's connection ends.
+        """
         if self.engine.dialect.name != "postgresql":
             return  # a SQLite file is locked like a folder (see open_sinks)
         import sqlalchemy as sa

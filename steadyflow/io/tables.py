@@ -1,11 +1,11 @@
-"""Table sources: one document per JSONL line or CSV row, read in bounded chunks.
+r"""Table sources: one document per JSONL line or CSV row, read in bounded chunks.
 
 The file is split into records here, not by the csv module or by line iteration, so that one
 record is never held beyond ``record_bytes`` (a 2 GB line is skipped in 1 MiB chunks and
 quarantined) and a bad row never costs the rest of the file: the csv module parses one record at
 a time, and a record it refuses is quarantined while the next starts cleanly at the next record
 boundary. The split follows the csv module's rules (a quote opens a quoted field only at the start
-of a field, ``""`` inside is a quote, a record ends at an unquoted ``\\n``, ``\\r\\n`` or ``\\r``).
+of a field, ``""`` inside is a quote, a record ends at an unquoted ``\n``, ``\r\n`` or ``\r``).
 
 CSV and JSONL are decoded strictly: a row that is not UTF-8 is quarantined, not changed (silent
 replacement characters would be processed as if the author wrote them). A UTF-8 byte order mark at

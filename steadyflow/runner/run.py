@@ -43,7 +43,10 @@ class Progress(Protocol):
         """The batch starts: ``total`` documents (None if unknown), ``skipped`` done by an earlier attempt."""
 
     def update(self, summary: RunSummary, finished: int) -> None:
-        """A document finished: ``finished`` documents of this attempt went through every stage (or were quarantined)."""
+        """A document finished.
+
+        ``finished`` documents of this attempt went through every stage (or were quarantined).
+        """
 
 
 class ResumeError(Exception):
@@ -83,7 +86,10 @@ def spec_hash(pipeline: LoadedPipeline) -> str:
 
 
 def folder_of(pipeline: LoadedPipeline, options: RunOptions) -> Path:
-    """The folder of outputs, quarantine, decision log and run ledger (see :func:`steadyflow.io.outputs.output_folder`)."""
+    """The folder of outputs, quarantine, decision log and run ledger.
+
+    See :func:`steadyflow.io.outputs.output_folder`.
+    """
     return output_folder(pipeline.spec, pipeline.base_dir, options.output)
 
 
@@ -132,7 +138,10 @@ def check_outputs(pipeline: LoadedPipeline, options: RunOptions) -> None:
 
 
 def open_budget(pipeline: LoadedPipeline, log: DecisionLog, ledger: RunLedger, run_id: str) -> Budget:
-    """The run's budget, charged with what earlier runs (and earlier attempts of this run) spent: records and interrupted."""
+    """The run's budget, charged with what earlier runs (and earlier attempts of this run) spent.
+
+    Both what their records cost and what their interrupted attempts cost count.
+    """
     spec = pipeline.spec.budget
     before_usd, before_tokens = 0.0, 0
     if spec is not None and spec.pipeline is not None:
@@ -282,7 +291,10 @@ class Run:
 
 
 def _complete_written(log: DecisionLog, ledger: RunLedger, sinks: OpenSinks, run_id: str, done: set[str]) -> set[str]:
-    """On resume: documents in a SQL sink's table but not yet marked are completed (a second insert would be ignored)."""
+    """On resume: documents in a SQL sink's table but not yet marked are completed.
+
+    A second insert would be ignored.
+    """
     added: set[str] = set()
     for rows, quarantined in ((sinks.outputs, False), (sinks.quarantine, True)):
         if isinstance(rows, SqlRows):

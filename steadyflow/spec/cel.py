@@ -129,7 +129,10 @@ class CelIssue:
 
 
 class CelRule:
-    """A compiled rule; :meth:`evaluate` returns a Python value or raises ``celpy.CELEvalError`` or :class:`RuleTooCostly`."""
+    """A compiled rule.
+
+    :meth:`evaluate` returns a Python value or raises ``celpy.CELEvalError`` or :class:`RuleTooCostly`.
+    """
 
     def __init__(self, source: str) -> None:
         self.source = source

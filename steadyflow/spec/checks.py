@@ -97,8 +97,10 @@ def _alternative(items: Any) -> str:
 
 
 def group_problem(source: str, group: int | str, explicit: bool) -> tuple[str, str | None]:
-    """Check a rule's capture group: ('group', message) for a group the pattern lacks,
-    ('optional', reason) for one that may not take part in a match, ('', None) when neither can be known.
+    """Check a rule's capture group.
+
+    Returns ('group', message) for a group the pattern lacks, ('optional', reason) for one that may not
+    take part in a match, ('', None) when neither can be known.
     """
     import re
 
@@ -115,7 +117,8 @@ def group_problem(source: str, group: int | str, explicit: bool) -> tuple[str, s
         if group > compiled.groups and (explicit or compiled.groups > 0):
             return (
                 "group",
-                f"the pattern has {compiled.groups} capture group{'s' * (compiled.groups != 1)}: group {group} never matches",
+                f"the pattern has {compiled.groups} capture group{'s' * (compiled.groups != 1)}: "
+                f"group {group} never matches",
             )
         gid = group
     if gid == 0 or gid > compiled.groups:

@@ -61,14 +61,18 @@ MAX_INCLUDED_BYTES = 1_000_000
 
 
 class ConfinedReadError(Exception):
-    """A file cannot be read. The message is a predicate ('not found', 'is a FIFO...'): callers put the file's name before it.
+    """A file cannot be read.
 
+    The message is a predicate ('not found', 'is a FIFO...'): callers put the file's name before it.
     It says why and what to do, never what the file holds.
     """
 
 
 def _read_regular(path: Path, limit: int) -> str:
-    """At most ``limit`` bytes of a regular file as UTF-8; a FIFO, device or directory is refused before it is opened."""
+    """At most ``limit`` bytes of a regular file as UTF-8.
+
+    A FIFO, device or directory is refused before it is opened.
+    """
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
@@ -113,7 +117,8 @@ def read_confined(base: Path, ref: str) -> str:
         raise ConfinedReadError("cannot be resolved to a file (a symlink loop?)") from None
     if not target.is_relative_to(folder):
         raise ConfinedReadError(
-            "is outside the pipeline's folder (symlinks followed): move the file into that folder and name it relative to it"
+            "is outside the pipeline's folder (symlinks followed): "
+            "move the file into that folder and name it relative to it"
         )
     return _read_regular(target, MAX_INCLUDED_BYTES)
 

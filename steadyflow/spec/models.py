@@ -42,8 +42,9 @@ class ModelSpec(Strict):
         None,
         ge=256,
         le=2_000_000,
-        description="context window in tokens: prompts that do not fit with max_tokens are not sent (see input.on_overflow); "
-        "local: the server's context (default 4096); other providers: what the endpoint declares (default: unknown, no check)",
+        description="context window in tokens: prompts that do not fit with max_tokens are not sent "
+        "(see input.on_overflow); local: the server's context (default 4096); "
+        "other providers: what the endpoint declares (default: unknown, no check)",
     )
     tokenizer: str | None = Field(
         None,
@@ -78,7 +79,8 @@ class ParseOptions(Strict):
     headers: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,75}$")]] = Field(
         default_factory=lambda: ["subject", "from", "to", "date"],
         max_length=50,
-        description="e-mail headers that become document fields (default: subject, from, to, date); the text is always Subject + body",
+        description="e-mail headers that become document fields (default: subject, from, to, date); "
+        "the text is always Subject + body",
     )
     attachments: Literal["names", "text"] = Field(
         "names",
@@ -232,7 +234,8 @@ class InputSpec(Strict):
     required: list[str] = Field(default_factory=list, description="document fields that must be present")
     redact_pii: list[str] | None = Field(
         None,
-        description="presidio entity types replaced by placeholders before any provider sees the text, e.g. [EMAIL_ADDRESS]",
+        description="presidio entity types replaced by placeholders before any provider sees the text, "
+        "e.g. [EMAIL_ADDRESS]",
     )
     restore_pii: list[str] = Field(
         default_factory=list, description="output fields whose placeholders are restored to the original values"

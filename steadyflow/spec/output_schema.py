@@ -50,14 +50,20 @@ def field_name_problem(name: str) -> str | None:
     and ``model_config``, ``model_dump``, ``json``... collide with its own members.
     """
     if name.startswith("_"):
-        return f"output field '{name}' starts with '_', which pydantic treats as private: rename it, e.g. '{name.lstrip('_') or 'value'}'"
+        return (
+            f"output field '{name}' starts with '_', which pydantic treats as private: "
+            f"rename it, e.g. '{name.lstrip('_') or 'value'}'"
+        )
     if name.startswith("model_") or hasattr(BaseModel, name):
         return f"output field '{name}' is a reserved name of pydantic models: rename it, e.g. '{name}_value'"
     return None
 
 
 def pattern_problem(pattern: str) -> str | None:
-    """Why the validator's regex engine (pydantic's Rust regex: linear time, no look-around or backreferences) refuses ``pattern``."""
+    """Why the validator's regex engine refuses ``pattern``.
+
+    The engine is pydantic's Rust regex: linear time, no look-around or backreferences.
+    """
     try:
         TypeAdapter(Annotated[str, Field(pattern=pattern)])
     except SchemaError as exc:

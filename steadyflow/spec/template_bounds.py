@@ -60,7 +60,10 @@ class Budget:
 
 
 def weight(value: Any, limit: int = MAX_RENDER_CHARS) -> int:
-    """Characters ``value`` takes once printed, roughly; stops counting past ``limit`` (shared items count each time)."""
+    """Characters ``value`` takes once printed, roughly.
+
+    Stops counting past ``limit`` (shared items count each time).
+    """
     if isinstance(value, str | bytes):
         return len(value)
     if not isinstance(value, list | tuple | dict):

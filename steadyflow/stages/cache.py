@@ -50,7 +50,8 @@ class OutputCache:
         marks = ",".join("?" * len(model_keys))
         with self._lock:
             row = self._db.execute(
-                f"SELECT output FROM exact WHERE scope = ? AND input_hash = ? AND model_key IN ({marks}) AND created >= ? "
+                "SELECT output FROM exact "
+                f"WHERE scope = ? AND input_hash = ? AND model_key IN ({marks}) AND created >= ? "
                 "ORDER BY created DESC LIMIT 1",
                 (scope, input_hash, *model_keys, oldest),
             ).fetchone()
@@ -59,7 +60,10 @@ class OutputCache:
     def get_similar(
         self, scope: str, vector: np.ndarray[Any, Any], model_keys: list[str], threshold: float, ttl_h: float | None
     ) -> tuple[dict[str, Any], float] | None:
-        """The output of the most similar earlier input, if within ``threshold`` (and fresh, and from a current model)."""
+        """The output of the most similar earlier input, if within ``threshold``.
+
+        Only a fresh output from a current model counts.
+        """
         matrix, rows = self._load(scope)
         if not rows:
             return None

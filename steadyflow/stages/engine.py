@@ -256,7 +256,10 @@ class Engine:
         return list(await asyncio.gather(*(one(d) for d in docs if d.quarantined is None)))
 
     def _stage_slots(self, stage: CompiledStage) -> int:
-        """The most requests any model of the stage's ladder serves at once (as its client bounds them), else the run's concurrency."""
+        """The most requests any model of the stage's ladder serves at once (as its client bounds them).
+
+        Else the run's concurrency (a stage that is not an AI stage, or whose models have no client).
+        """
         if not isinstance(stage.spec, AiStage):
             return self.concurrency
         clients = [

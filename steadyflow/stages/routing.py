@@ -24,7 +24,10 @@ from steadyflow.spec.resilience import RouteSpec
 
 Estimator = Callable[[str], float]
 ESTIMATORS: Registry[Estimator] = Registry("estimator", "steadyflow.estimators")
-"""Complexity estimators by name; ``heuristic`` is built in, packages add theirs as ``steadyflow.estimators`` entry points."""
+"""Complexity estimators by name.
+
+``heuristic`` is built in, packages add theirs as ``steadyflow.estimators`` entry points.
+"""
 
 _REASONING = re.compile(
     r"\b(why|explain|compare|analy[sz]e|reconcile|calculate|discrepan\w*|contract|clause|liabilit\w*|"
@@ -35,7 +38,6 @@ _REASONING = re.compile(
 
 def estimator(name: str) -> Callable[[Estimator], Estimator]:
     """Register ``function(text) -> score in [0, 1]`` as a complexity estimator."""
-
     return ESTIMATORS.register(name)
 
 

@@ -66,12 +66,14 @@ CHECKS: Registry[Plugin] = Registry("check", ENTRY_POINT_GROUP)
 
 
 def validator(name: str) -> Callable[[Plugin], Plugin]:
-    """Register a plugin check under ``name``::
+    """Register a plugin check under ``name``.
 
-    @validator("no_refund_promises")
-    def no_refund_promises(params, output, context):
-        bad = "we will refund" in output.get("summary", "").lower()
-        return Finding(passed=not bad, message="summary promises a refund")
+    For example::
+
+        @validator("no_refund_promises")
+        def no_refund_promises(params, output, context):
+            bad = "we will refund" in output.get("summary", "").lower()
+            return Finding(passed=not bad, message="summary promises a refund")
     """
     return CHECKS.register(name)
 

@@ -24,7 +24,8 @@ SIGNS: dict[str, regex.Pattern[str]] = {
     ),
     "persona_names": regex.compile(r"\b(DAN|STAN|DUDE|AIM|AntiGPT|BetterDAN)\b"),
     "system_prompt": regex.compile(
-        r"\b(system|developer|hidden|initial) (prompt|message|instruction)s?\b|\breveal (your|the) (prompt|instructions)",
+        r"\b(system|developer|hidden|initial) (prompt|message|instruction)s?\b|"
+        r"\breveal (your|the) (prompt|instructions)",
         _FLAGS,
     ),
     "fake_turns": regex.compile(

@@ -102,7 +102,8 @@ def compile_check(spec: CheckSpec) -> CompiledCheck:
         if function is None:
             builtin = ", ".join(sorted([*_BUILTIN, "banned", "competitors", "format", "secrets"]))
             raise UnknownCheck(
-                f"unknown check '{spec.check}' (built in: {builtin}; plugins: {', '.join(plugin_names()) or 'none registered'})"
+                f"unknown check '{spec.check}' "
+                f"(built in: {builtin}; plugins: {', '.join(plugin_names()) or 'none registered'})"
             )
         run = partial(_plugin_run, function, spec.with_)
     else:

@@ -1,4 +1,4 @@
-"""Semantic checks: is the output grounded in the document, consistent, and about the right thing?"""
+"""Semantic checks: whether the output is grounded in the document, consistent, and about the right thing."""
 
 from __future__ import annotations
 
