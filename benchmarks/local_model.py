@@ -93,7 +93,8 @@ def main() -> None:
         finally:
             subprocess.run([*CLI, "local-model", "stop"], cwd=ROOT, capture_output=True, check=False)
     print(
-        f"{'run':8} {'docs':>5} {'wall s':>8} {'flow s':>8} {'docs/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'calls':>6} {'quar.':>6}  rungs"
+        f"{'run':8} {'docs':>5} {'wall s':>8} {'flow s':>8} {'docs/s':>7} "
+        f"{'p50 ms':>8} {'p95 ms':>8} {'calls':>6} {'quar.':>6}  rungs"
     )
     for r in results:
         rungs = ", ".join(f"{k} {v}" for k, v in sorted(r["rungs"].items()))

@@ -43,6 +43,7 @@ def _rss_mb(pid: int) -> float | None:
 
 
 def measure(base_url: str, docs: Path, out: Path, env: dict[str, str], concurrency: int) -> dict[str, Any]:
+    """Run `steadyflow run` over ``docs`` as a subprocess: documents, seconds, and its peak and sampled RSS in MB."""
     cmd = [
         sys.executable,
         "-m",
@@ -91,6 +92,7 @@ def measure(base_url: str, docs: Path, out: Path, env: dict[str, str], concurren
 
 
 def main() -> None:
+    """Measure one run per --sizes batch size and print the runs and the peak RSS ratio as JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,20000")
     parser.add_argument("--concurrency", type=int, default=64)

@@ -157,14 +157,16 @@ def _ratios(out: dict[str, Any]) -> dict[str, float]:
 
 def _table(out: dict[str, Any]) -> str:
     lines = [
-        f"{'strategy':9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'$/10k':>9} {'struct':>7} {'correct':>8} {'fallback':>8} {'lost':>5}"
+        f"{'strategy':9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'$/10k':>9} "
+        f"{'struct':>7} {'correct':>8} {'fallback':>8} {'lost':>5}"
     ]
     for name in STRATEGIES:
         m = out[name]
         lat = m["latency_ms"]
         lines.append(
             f"{name:9} {lat['p50']:>8.0f} {lat['p95']:>8.0f} {lat['p99']:>8.0f} {m['cost_per_10k_usd']:>9.2f} "
-            f"{m['structured_output_success']:>7.2%} {m['accepted_and_correct']:>8.2%} {m['fallback_share']:>8.2%} {m['lost']:>5}"
+            f"{m['structured_output_success']:>7.2%} {m['accepted_and_correct']:>8.2%} "
+            f"{m['fallback_share']:>8.2%} {m['lost']:>5}"
         )
     lines += [f"{key}: {value}" for key, value in out["ratios"].items()]
     return "\n".join(lines)

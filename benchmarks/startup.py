@@ -178,6 +178,7 @@ def measure(runs: int, with_run: bool) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Time each command --runs times and print a table of medians against their targets (or JSON)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs per command (after one warm-up run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -67,6 +67,7 @@ def _serve(latency_ms: float, port: multiprocessing.Queue) -> None:  # type: ign
 
 
 def write_docs(path: Path, count: int) -> None:
+    """Write ``count`` synthetic support tickets to ``path`` as JSONL (``id`` and ``text`` per line)."""
     with path.open("w") as handle:
         for i in range(count):
             text = f"Ticket {i}: {TOPICS[i % len(TOPICS)]}. Order {10000 + i}, customer since {2010 + i % 15}."
@@ -146,6 +147,7 @@ def steadyflow_run(
 
 
 def start_prefect(home: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """Start a Prefect server on a free loopback port with ``home`` as PREFECT_HOME; the process and its env."""
     import socket
 
     with socket.socket() as sock:
@@ -171,6 +173,7 @@ def start_prefect(home: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
 
 
 def main() -> None:
+    """Time the hand loops and steadyflow over the same tickets for --rounds rounds; print the medians as JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--documents", type=int, default=5000)
     parser.add_argument("--latency-ms", type=float, default=200)
@@ -212,7 +215,8 @@ def main() -> None:
                     }
                 )
                 print(
-                    f"round {number + 1}: hand loop {args.documents / loop_s:.1f} docs/s, with aiohttp {args.documents / aio_s:.1f}, "
+                    f"round {number + 1}: hand loop {args.documents / loop_s:.1f} docs/s, "
+                    f"with aiohttp {args.documents / aio_s:.1f}, "
                     f"steadyflow {args.documents / batch_s:.1f} docs/s (ratio {loop_s / batch_s:.3f}, vs aiohttp loop "
                     f"{aio_s / batch_s:.3f}; CLI wall {wall_s:.1f} s)",
                     file=sys.stderr,

@@ -57,7 +57,10 @@ class Sandwich:
     cache: CacheContext | None = None
     route: Route | None = None
     render: Callable[[str], list[dict[str, str]]] | None = None
-    """The prompt again around a shorter document text: how ``on_overflow: truncate`` cuts the document, not the instructions."""
+    """The prompt again around a shorter document text.
+
+    It is how ``on_overflow: truncate`` cuts the document, not the instructions.
+    """
     overflow: str = "quarantine"
     """The stage's ``input.on_overflow``: what a prompt too long for a model rung's context does."""
 
@@ -139,6 +142,7 @@ class ModelStep(Rung):
         )
 
     async def attempt(self, sandwich: Sandwich, trail: Trail) -> BaseModel | None:
+        """Call the model with the prompt fitted to its context, unless the deadline passed; an output, or None."""
         late = self._late(sandwich)
         if late is not None:
             trail.attempts.append(late)
@@ -174,7 +178,10 @@ class ModelStep(Rung):
                 )
             )
             return None
-        note = f"document truncated to {fit.truncated_to} tokens to fit the context of {self.spec.model} ({fit.tokens} + {fit.max_tokens} <= {fit.context})"
+        note = (
+            f"document truncated to {fit.truncated_to} tokens to fit the context of {self.spec.model} "
+            f"({fit.tokens} + {fit.max_tokens} <= {fit.context})"
+        )
         trail.verdicts.append(
             Verdict(check="context", layer="input", passed=False, action="truncate", message=note, rung=self.index)
         )
@@ -230,6 +237,7 @@ class ModelStep(Rung):
         return None
 
     def accepted(self, sandwich: Sandwich, output: BaseModel) -> None:
+        """Store the accepted ``output`` in the run's cache, if it has one, under this rung's model."""
         if sandwich.cache is not None:
             sandwich.cache.store(sandwich.clients[self.spec.model], output)
 
@@ -252,9 +260,11 @@ class CacheStep(Rung):
 
     @property
     def where(self) -> str:
+        """The rung in an internal-error reason: 'ladder rung 2 (cache)'."""
         return f"ladder rung {self.index} (cache)"
 
     async def attempt(self, sandwich: Sandwich, trail: Trail) -> BaseModel | None:
+        """Look up an earlier output in the run's cache (nothing, and nothing recorded, if the run has none)."""
         if sandwich.cache is None:  # the run has no cache: nothing to look up, nothing to record
             return None
         output, attempt = sandwich.cache.lookup(self.spec, self.index, self.output_model)
@@ -272,6 +282,7 @@ class RulesStep(Rung):
         self.rules = rules
 
     async def attempt(self, sandwich: Sandwich, trail: Trail) -> BaseModel | None:
+        """Run the rules extractor on the document's text; a failure is the recorded attempt's error."""
         started = time.perf_counter()
         attempt = Attempt(rung=self.index, kind=RungKind.RULES.value)
         output: BaseModel | None = None
@@ -297,6 +308,7 @@ class DefaultStep(Rung):
         self.value, self.review = value, review
 
     async def attempt(self, sandwich: Sandwich, trail: Trail) -> BaseModel | None:
+        """The stage's default value as an output; None, with the reason recorded, if it does not fit the schema."""
         attempt = Attempt(rung=self.index, kind=RungKind.DEFAULT.value)
         trail.attempts.append(attempt)
         try:  # checked at load time; this keeps the ladder's promise anyway
@@ -320,9 +332,11 @@ class PluginStep(Rung):
 
     @property
     def where(self) -> str:
+        """The rung in an internal-error reason: "stage kind 'NAME'"."""
         return f"stage kind '{self.label}'"
 
     async def attempt(self, sandwich: Sandwich, trail: Trail) -> BaseModel | None:
+        """Call the plugin on the document's text; what it raises or returns that does not fit is recorded."""
         started = time.perf_counter()
         attempt = Attempt(rung=self.index, kind=self.label)
         output: BaseModel | None = None
