@@ -45,9 +45,10 @@ lint: install
 test: lint system
 	$(PY) -m pytest -q
 
-# Lint and every test not marked slow (no Prefect server, no embedded model, no browser).
+# Lint and every test not marked slow (no Prefect server, no embedded model, no browser), on
+# every core: the inner loop, under two minutes on two cores.
 test-fast: lint system
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto
 
 # Re-resolve the ranges in pyproject.toml from scratch in a throwaway venv and write the exact set
 # to constraints.txt; review its diff, then run `make test` on it (CI installs exactly this set).

@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = ROOT / "benchmarks" / "scenarios" / "fleet.yaml"
 
 
+@pytest.mark.slow  # runs the routing benchmark over its scenario: a benchmark, not the inner loop
 def test_three_strategies_one_json_object_nothing_lost(tmp_path: Path) -> None:
     scenario = yaml.safe_load(FLEET.read_text())
     scenario["requests"] = 120

@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from steadyflow.chaos.server import ChaosServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +129,7 @@ def _read_until(lines: queue.Queue[str], marker: str, timeout_s: float = 120) ->
     raise AssertionError(f"no {marker!r} in: {''.join(seen)[-2000:]}")
 
 
+@pytest.mark.slow  # two turns of a whole watching process: the longest of these tests
 def test_try_watch_runs_again_when_a_file_changes_and_keeps_watching_a_broken_pipeline(
     chaos: ChaosServer, tmp_path: Path
 ) -> None:
