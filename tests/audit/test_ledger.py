@@ -1,4 +1,7 @@
-"""The run ledger next to the decision log: completed documents, sink marks, interrupted attempts that keep their cost."""
+"""The run ledger next to the decision log.
+
+Completed documents, sink marks, interrupted attempts that keep their cost.
+"""
 
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ def test_an_old_store_gets_the_queue_column_and_keeps_its_records(tmp_path: Path
     old = sqlite3.connect(path)
     old.executescript(_BEFORE_QUEUE)
     old.execute(
-        "INSERT INTO decisions (run_id, doc_id, stage_id, pipeline, pipeline_version, input_hash, status, parameters, review, "
-        "attempts, n_attempts, tokens_in, tokens_out, cost_usd, latency_ms, created_at) "
+        "INSERT INTO decisions (run_id, doc_id, stage_id, pipeline, pipeline_version, input_hash, status, parameters, "
+        "review, attempts, n_attempts, tokens_in, tokens_out, cost_usd, latency_ms, created_at) "
         "VALUES ('r0', 'k', 's', 'p', '1', 'h', 'validated', '{}', 0, '[]', 0, 0, 0, 0, 513000, 0)"
     )
     old.commit()

@@ -70,7 +70,7 @@ def test_prompted_json_breaks_where_constrained_json_does_not(fleet: Any) -> Non
     server, requests = fleet
     prompted = _ask(server, requests[1].text).json()["choices"][0]["message"]["content"]
     constrained = _ask(server, requests[2].text, constrained=True).json()["choices"][0]["message"]["content"]
-    with pytest.raises(ValueError):
+    with pytest.raises(json.JSONDecodeError, match=r"line 1 column \d+"):
         json.loads(prompted)
     assert json.loads(constrained)["label"] == requests[2].label
 

@@ -28,8 +28,9 @@ def _pipeline(folder: Path, name: str, base_url: str) -> Path:
 def _api(env: dict[str, str], code: str) -> object:
     """Ask the Prefect API from a fresh interpreter (the test process is not configured for that server)."""
     script = (
-        "import asyncio, json\nfrom prefect.client.orchestration import get_client\nfrom prefect.exceptions import ObjectNotFound\n"
-        + code
+        "import asyncio, json\n"
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.exceptions import ObjectNotFound\n" + code
     )
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -37,7 +38,8 @@ def _api(env: dict[str, str], code: str) -> object:
 
 
 def _deployment(env: dict[str, str], name: str, timeout_s: float = 120) -> dict:
-    code = f"""
+    code = (
+        f"""
 async def main():
     async with get_client() as client:
         try:
@@ -45,9 +47,10 @@ async def main():
         except ObjectNotFound:
             print(json.dumps(None)); return
         print(json.dumps({{"id": str(d.id), "pool": d.work_pool_name, "entrypoint": d.entrypoint,
-                          "crons": [getattr(s.schedule, "cron", None) for s in d.schedules], "parameters": d.parameters}}))
-asyncio.run(main())
-"""
+                          "crons": [getattr(s.schedule, "cron", None) for s in d.schedules], """
+        '"parameters": d.parameters}))\n'
+        "asyncio.run(main())\n"
+    )
     deadline = time.monotonic() + timeout_s
     while (found := _api(env, code)) is None:
         assert time.monotonic() < deadline, f"deployment steadyflow/{name} never appeared"

@@ -1,4 +1,7 @@
-"""Real runs sharing one output folder, a killed run, a full disk and a read-only folder: nothing lost, nothing silent."""
+"""Real runs sharing one output folder, a killed run, a full disk and a read-only folder.
+
+Nothing is lost, nothing is silent.
+"""
 
 from __future__ import annotations
 

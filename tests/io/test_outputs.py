@@ -112,11 +112,13 @@ def test_resume_refuses_a_file_that_changed_since_its_mark(tmp_path: Path) -> No
 
 
 def _problems(sink: str) -> list[str]:
-    text = f"""pipeline: p
-models: {{m: {{provider: openai, base_url: "http://127.0.0.1:1/v1"}}}}
-stages: [{{id: s, kind: ai, prompt: {{template: "{{{{ text }}}}"}}, output: {{c: {{enum: [a]}}}}, ladder: [{{model: m}}]}}]
-sink: {sink}
-"""
+    text = (
+        "pipeline: p\n"
+        'models: {m: {provider: openai, base_url: "http://127.0.0.1:1/v1"}}\n'
+        'stages: [{id: s, kind: ai, prompt: {template: "{{ text }}"}, output: {c: {enum: [a]}}, '
+        "ladder: [{model: m}]}]\n"
+        f"sink: {sink}\n"
+    )
     try:
         parse_spec(text, "p.yaml")
     except SpecError as exc:

@@ -91,13 +91,15 @@ def test_one_server_is_shared_by_every_local_model_of_a_run(local_gguf: Path) ->
 def test_the_server_stops_when_the_run_raises(local_gguf: Path) -> None:
     pids: list[int] = []
     before = set(host_children(os.getpid()))
-    with (
-        pytest.raises(RuntimeError, match="stage blew up"),
-        LocalEndpoints({"small": ModelSpec(provider="local")}) as urls,
-    ):
-        pids.extend(set(host_children(os.getpid())) - before)
-        assert answers(urls["small"])
-        raise RuntimeError("stage blew up")
+
+    def run_that_raises() -> None:
+        with LocalEndpoints({"small": ModelSpec(provider="local")}) as urls:
+            pids.extend(set(host_children(os.getpid())) - before)
+            assert answers(urls["small"])
+            raise RuntimeError("stage blew up")
+
+    with pytest.raises(RuntimeError, match="stage blew up"):
+        run_that_raises()
     assert len(pids) == 1 and wait_gone(pids[0], 15)
 
 

@@ -1,4 +1,7 @@
-"""Tokens are counted before a prompt is sent: a prompt longer than the context is skipped or cut, with the reason (issue 12, item 4)."""
+"""Tokens are counted before a prompt is sent (issue 12, item 4).
+
+A prompt longer than the context is skipped or cut, with the reason.
+"""
 
 from __future__ import annotations
 
@@ -97,7 +100,10 @@ def test_no_declared_context_means_no_check(tmp_path: Path, chaos: ChaosServer) 
 
 
 class _Refuses(BaseHTTPRequestHandler):
-    """An endpoint that refuses every prompt as too long, the way llama-cpp-python's server words it (quoting nothing)."""
+    """An endpoint that refuses every prompt as too long.
+
+    It words the refusal the way llama-cpp-python's server does (quoting nothing).
+    """
 
     body: ClassVar[dict[str, Any]] = {}
 

@@ -1,4 +1,7 @@
-"""A folder written before the store split (tests/fixtures/stores/make_pre_split.py): reported as it is, then migrated and resumed."""
+"""A folder written before the store split (tests/fixtures/stores/make_pre_split.py).
+
+It is reported as it is, then migrated and resumed.
+"""
 
 from __future__ import annotations
 

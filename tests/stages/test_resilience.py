@@ -16,12 +16,14 @@ from steadyflow.stages.cache import OutputCache
 from steadyflow.stages.engine import Engine
 from tests.conftest import run_stage
 
-PIPELINE = """
+PIPELINE = (
+    """
 pipeline: resilience
 models:
   small: {{provider: openai, base_url: "{url}", timeout_s: 1, price: {{input_per_mtok: 1.0, output_per_mtok: 2.0}},
           breaker: {{consecutive_failures: 3, cooldown_s: 60}}}}
-  big: {{provider: openai, base_url: "{url}", model: big, timeout_s: 1, price: {{input_per_mtok: 10.0, output_per_mtok: 20.0}}}}
+  big: {{provider: openai, base_url: "{url}", model: big, timeout_s: 1, """
+    """price: {{input_per_mtok: 10.0, output_per_mtok: 20.0}}}}
 stages:
   - id: s
     kind: ai
@@ -31,6 +33,7 @@ stages:
     ladder: {ladder}
 {extra}
 """
+)
 RULES = {"rules": {"fields": {"category": {"keywords": {"billing": ["refund"]}, "default": "technical"}}}}
 
 

@@ -194,7 +194,8 @@ def test_a_plugin_from_an_installed_package_entry_point(
     )
     (site / "sf_ext_demo.py").write_text(
         "from steadyflow.validators.base import Finding\n"
-        "def check(params, output, context):\n    return Finding(len(output['summary']) <= params['max'], 'summary too long')\n"
+        "def check(params, output, context):\n"
+        "    return Finding(len(output['summary']) <= params['max'], 'summary too long')\n"
     )
     monkeypatch.syspath_prepend(str(site))  # entry points are read afresh in each test (tests/conftest.py)
     chaos.script.append({"content": {"category": "billing", "summary": "a long summary indeed"}})
