@@ -94,42 +94,51 @@ def _lines(chunks: Iterator[bytes], cap: int) -> Iterator[Record]:
 
 
 def _csv_records(chunks: Iterator[bytes], cap: int) -> Iterator[Record]:
+    """Split CSV bytes into records by the csv module's quoting rules (see the module docstring)."""
     record, line, state = _Record(cap), 1, _START
     for chunk in chunks:
-        at = start = 0  # at: scan position; start: where the unsaved part of the record begins
-        while at < len(chunk):
+        start = 0  # where the unsaved part of the record begins; a record's scan starts there too
+        while start < len(chunk):
             if state == _CR:  # a \r ended the record: a \n right after it belongs to that end
                 state = _START
-                if chunk[at] == 0x0A:
-                    at = start = at + 1
-            elif state == _QUOTED:
-                end = chunk.find(b'"', at)
-                if end < 0:
-                    break
-                at, state = end + 1, _QUOTE
-            elif state == _QUOTE:  # "" is a quote in the field; anything else closes it
-                at, state = (at + 1, _QUOTED) if chunk[at] == 0x22 else (at, _UNQUOTED)
-            elif state == _START and chunk[at] == 0x22:
-                at, state = at + 1, _QUOTED
-            else:
-                found = _FIELD_END.search(chunk, at)
-                if found is None:
-                    state = _UNQUOTED
-                    break
-                end = found.start()
-                if chunk[end] == 0x2C:
-                    at, state = end + 1, _START
-                    continue
-                record.add(chunk[start:end])
-                at = start = end + 1
-                state = _CR if chunk[end] == 0x0D else _START
-                done, line = record.take(line)
-                if done:
-                    yield done
+                if chunk[start] == 0x0A:
+                    start += 1
+                continue
+            end, state = _record_end(chunk, start, state)
+            if end < 0:  # the record goes on in the next chunk
+                break
+            record.add(chunk[start:end])
+            start = end + 1
+            done, line = record.take(line)
+            if done:
+                yield done
         record.add(chunk[start:])
     done, line = record.take(line)
     if done:
         yield done
+
+
+def _record_end(chunk: bytes, at: int, state: int) -> tuple[int, int]:
+    r"""(Index of the unquoted ``\n`` or ``\r`` ending the record scanned from ``at``, or -1; the state then)."""
+    while at < len(chunk):
+        if state == _QUOTED:
+            end = chunk.find(b'"', at)
+            if end < 0:
+                return -1, _QUOTED
+            at, state = end + 1, _QUOTE
+        elif state == _QUOTE:  # "" is a quote in the field; anything else closes it
+            at, state = (at + 1, _QUOTED) if chunk[at] == 0x22 else (at, _UNQUOTED)
+        elif state == _START and chunk[at] == 0x22:
+            at, state = at + 1, _QUOTED
+        else:
+            found = _FIELD_END.search(chunk, at)
+            if found is None:
+                return -1, _UNQUOTED
+            end = found.start()
+            if chunk[end] != 0x2C:
+                return end, _CR if chunk[end] == 0x0D else _START
+            at, state = end + 1, _START
+    return -1, state
 
 
 def _records(spec: TableSource, fd: int, limits: ReadLimits) -> Iterator[Record]:
