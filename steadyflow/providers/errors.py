@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING
 
 import aiohttp
 import openai
@@ -15,6 +16,9 @@ from pydantic import ValidationError
 
 from steadyflow.audit.records import Attempt, validation_summary
 from steadyflow.core.vocabulary import ErrorKind
+
+if TYPE_CHECKING:
+    from instructor.core.exceptions import InstructorRetryException
 
 TRANSIENT = frozenset(
     {ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.EMPTY}
@@ -111,32 +115,42 @@ def classify(exc: BaseException) -> ModelCallError:
     if isinstance(exc, IncompleteOutputException):
         return ModelCallError(ErrorKind.TRUNCATED, "output cut at max_tokens (finish_reason=length)")
     if isinstance(exc, InstructorRetryException):
-        cause = exc.__cause__
-        if isinstance(cause, ValidationError):
-            return ModelCallError(
-                ErrorKind.INVALID_OUTPUT, f"invalid after {exc.n_attempts} attempts: {validation_summary(cause)}"
-            )
-        if isinstance(cause, json.JSONDecodeError):
-            return ModelCallError(ErrorKind.INVALID_OUTPUT, f"invalid JSON after {exc.n_attempts} attempts")
-        if cause is not None:
-            return classify(cause)
-        return ModelCallError(ErrorKind.INVALID_OUTPUT, f"no valid output after {exc.n_attempts} attempts")
+        return _from_retries(exc)
     if isinstance(exc, openai.APITimeoutError) and not _dropped_connection(exc):
         return ModelCallError(ErrorKind.TIMEOUT, "no answer within the timeout")
     if isinstance(exc, openai.APIConnectionError):
         return ModelCallError(ErrorKind.CONNECTION, "connection failed or was reset")
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        if status == 429:
-            return ModelCallError(ErrorKind.RATE_LIMITED, "HTTP 429", _retry_after(exc))
-        if status >= 500:
-            return ModelCallError(ErrorKind.SERVER_ERROR, f"HTTP {status}", _retry_after(exc))
-        if status in (400, 413, 422) and (overflow := context_overflow(exc)) is not None:
-            return overflow
-        return ModelCallError(ErrorKind.CLIENT_ERROR, f"HTTP {status}")
+        return _from_status(exc)
     if isinstance(exc, ValidationError):
         return ModelCallError(ErrorKind.INVALID_OUTPUT, validation_summary(exc))
     if isinstance(exc, (IndexError, KeyError, AttributeError, TypeError)):
         # instructor reading a response with no choices / no message / no tool call
         return ModelCallError(ErrorKind.EMPTY, f"response had no usable content ({type(exc).__name__})")
     return ModelCallError(ErrorKind.UNKNOWN, type(exc).__name__)
+
+
+def _from_retries(exc: InstructorRetryException) -> ModelCallError:
+    """Instructor gave up re-asking: invalid output or JSON, or whatever the call's own error (its cause) was."""
+    cause = exc.__cause__
+    if isinstance(cause, ValidationError):
+        return ModelCallError(
+            ErrorKind.INVALID_OUTPUT, f"invalid after {exc.n_attempts} attempts: {validation_summary(cause)}"
+        )
+    if isinstance(cause, json.JSONDecodeError):
+        return ModelCallError(ErrorKind.INVALID_OUTPUT, f"invalid JSON after {exc.n_attempts} attempts")
+    if cause is not None:
+        return classify(cause)
+    return ModelCallError(ErrorKind.INVALID_OUTPUT, f"no valid output after {exc.n_attempts} attempts")
+
+
+def _from_status(exc: openai.APIStatusError) -> ModelCallError:
+    """An HTTP error status: 429 rate limited, 5xx server error, a context overflow, else the client's error."""
+    status = exc.status_code
+    if status == 429:
+        return ModelCallError(ErrorKind.RATE_LIMITED, "HTTP 429", _retry_after(exc))
+    if status >= 500:
+        return ModelCallError(ErrorKind.SERVER_ERROR, f"HTTP {status}", _retry_after(exc))
+    if status in (400, 413, 422) and (overflow := context_overflow(exc)) is not None:
+        return overflow
+    return ModelCallError(ErrorKind.CLIENT_ERROR, f"HTTP {status}")
