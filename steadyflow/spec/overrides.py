@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from dataclasses import replace as replace_field
 from typing import Any
@@ -112,49 +112,32 @@ class Expanded:
     value: str = field(repr=False)
 
 
-def interpolate_env(
-    data: Any, positions: Positions, env: Mapping[str, str] | None = None
-) -> tuple[Any, list[Expanded]]:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in :data:`ENV_FIELDS`; ``$${`` is a literal ``${`` anywhere.
+@dataclass
+class _Interpolation:
+    """One pass of :func:`interpolate_env`: the environment it reads, and the problems and expansions it found."""
 
-    Returns the data and what was expanded. A missing VAR, or a ``${`` outside
-    :data:`ENV_FIELDS`, is a problem.
-    """
-    environ = os.environ if env is None else env
-    problems: list[Problem] = []
-    expanded: list[Expanded] = []
+    positions: Positions
+    environ: Mapping[str, str]
+    problems: list[Problem] = field(default_factory=list)
+    expanded: list[Expanded] = field(default_factory=list)
 
-    def replace(path: Path) -> Callable[[re.Match[str]], str]:
-        def one(match: re.Match[str]) -> str:
-            if match.group(0) == _ESCAPED:
-                return "${"
-            name, default = match.group(1), match.group(2)
-            if name in environ:
-                expanded.append(Expanded(path, name, environ[name]))
-                return environ[name]
-            if default is not None:
-                return default
-            problems.append(
-                positions.problem(
-                    path, f"environment variable {name} is not set (write ${{{name}:-}} to make it optional)"
-                )
-            )
-            return ""
-
-        return one
-
-    def walk(value: Any, path: Path) -> Any:
+    def walk(self, value: Any, path: Path) -> Any:
+        """``value`` with the strings in it interpolated (dicts and lists are copied)."""
         if isinstance(value, dict):
-            return {k: walk(v, (*path, k)) for k, v in value.items()}
+            return {k: self.walk(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
-            return [walk(v, (*path, i)) for i, v in enumerate(value)]
+            return [self.walk(v, (*path, i)) for i, v in enumerate(value)]
         if not isinstance(value, str) or "${" not in value:
             return value
+        return self._string(value, path)
+
+    def _string(self, value: str, path: Path) -> str:
+        """A string with ``${`` in it: expanded in an env field; elsewhere ``$${`` unescaped and ``${X}`` a problem."""
         if _env_field(path):
-            return _ENV_OR_ESCAPE.sub(replace(path), value)
+            return _ENV_OR_ESCAPE.sub(lambda match: self._reference(match, path), value)
         if any(m.group(0) != _ESCAPED for m in _ANY_REF.finditer(value)):
-            problems.append(
-                positions.problem(
+            self.problems.append(
+                self.positions.problem(
                     path,
                     f"environment variables are expanded only in {_env_fields_text()}; "
                     "write $${X} for a literal ${X}",
@@ -163,10 +146,37 @@ def interpolate_env(
             return value
         return value.replace(_ESCAPED, "${")
 
-    result = walk(data, ())
-    if problems:
-        raise SpecError(problems)
-    return result, expanded
+    def _reference(self, match: re.Match[str], path: Path) -> str:
+        """What one ``${VAR}``, ``${VAR:-default}`` or ``$${`` in an env field at ``path`` becomes."""
+        if match.group(0) == _ESCAPED:
+            return "${"
+        name, default = match.group(1), match.group(2)
+        if name in self.environ:
+            self.expanded.append(Expanded(path, name, self.environ[name]))
+            return self.environ[name]
+        if default is not None:
+            return default
+        self.problems.append(
+            self.positions.problem(
+                path, f"environment variable {name} is not set (write ${{{name}:-}} to make it optional)"
+            )
+        )
+        return ""
+
+
+def interpolate_env(
+    data: Any, positions: Positions, env: Mapping[str, str] | None = None
+) -> tuple[Any, list[Expanded]]:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in :data:`ENV_FIELDS`; ``$${`` is a literal ``${`` anywhere.
+
+    Returns the data and what was expanded. A missing VAR, or a ``${`` outside
+    :data:`ENV_FIELDS`, is a problem.
+    """
+    interpolation = _Interpolation(positions, os.environ if env is None else env)
+    result = interpolation.walk(data, ())
+    if interpolation.problems:
+        raise SpecError(interpolation.problems)
+    return result, interpolation.expanded
 
 
 def scrub(problems: list[Problem], expanded: list[Expanded]) -> list[Problem]:
