@@ -152,35 +152,39 @@ def check_validators(
     problems: list[Problem] = []
     fields = set(model.model_fields)
     for j, check in enumerate(stage.validate_):
-        where = (*at, "validate", j)
         if isinstance(check, PluginCheck):
             continue  # plugins are checked against the registry by steadyflow.validators
-        if LAYER_OF[check.check] != check.layer:
-            problems.append(
-                pos.problem((*where, "layer"), f"check '{check.check}' belongs to layer '{LAYER_OF[check.check]}'")
-            )
-        for sub, name in _field_names(check):
-            if name.split(".")[0] not in fields:
-                problems.append(pos.problem((*where, *sub), f"no output field '{name}'{did_you_mean(name, fields)}"))
-        problems += _on_fail_problems(check, model, pos, where)
-        if isinstance(check, RuleCheck):
-            problems += _rule_problems(check.rule, fields, pos, (*where, "rule"))
-        if isinstance(check, RequiredIfCheck):
-            problems += _rule_problems(check.when, fields, pos, (*where, "when"))
-        if isinstance(check, SimilarCheck) and check.to == "label" and not check.labels:
-            problems.append(
-                pos.problem((*where, "to"), "to: label needs 'labels': a description of each value of the field")
-            )
-        for k, entity in enumerate(getattr(check, "entities", None) or []):
-            if entity not in PII_ENTITIES:
-                problems.append(
-                    pos.problem((*where, "entities", k), f"unknown PII entity '{entity}'{_entity_hint(entity)}")
-                )
-    for k, entity in enumerate(stage.input.redact_pii or []):
-        if entity not in PII_ENTITIES:
-            problems.append(
-                pos.problem((*at, "input", "redact_pii", k), f"unknown PII entity '{entity}'{_entity_hint(entity)}")
-            )
+        problems += _check_problems(check, model, fields, pos, (*at, "validate", j))
+    return problems + _pii_problems(stage, fields, pos, at)
+
+
+def _check_problems(check: Any, model: type[BaseModel], fields: set[str], pos: Positions, where: Path) -> list[Problem]:
+    """Problems of one built-in check: its layer, the fields it names, its on_fail, its rules and its settings."""
+    problems: list[Problem] = []
+    if LAYER_OF[check.check] != check.layer:
+        problems.append(
+            pos.problem((*where, "layer"), f"check '{check.check}' belongs to layer '{LAYER_OF[check.check]}'")
+        )
+    for sub, name in _field_names(check):
+        if name.split(".")[0] not in fields:
+            problems.append(pos.problem((*where, *sub), f"no output field '{name}'{did_you_mean(name, fields)}"))
+    problems += _on_fail_problems(check, model, pos, where)
+    if isinstance(check, RuleCheck):
+        problems += _rule_problems(check.rule, fields, pos, (*where, "rule"))
+    if isinstance(check, RequiredIfCheck):
+        problems += _rule_problems(check.when, fields, pos, (*where, "when"))
+    if isinstance(check, SimilarCheck) and check.to == "label" and not check.labels:
+        problems.append(
+            pos.problem((*where, "to"), "to: label needs 'labels': a description of each value of the field")
+        )
+    return problems + _unknown_entities(getattr(check, "entities", None) or [], pos, (*where, "entities"))
+
+
+def _pii_problems(
+    stage: AiStage | RulesStage | PluginStage, fields: set[str], pos: Positions, at: Path
+) -> list[Problem]:
+    """Problems in the stage's ``input.redact_pii`` and ``input.restore_pii``."""
+    problems = _unknown_entities(stage.input.redact_pii or [], pos, (*at, "input", "redact_pii"))
     for k, name in enumerate(stage.input.restore_pii):
         if name not in fields:
             problems.append(
@@ -191,3 +195,12 @@ def check_validators(
             pos.problem((*at, "input", "restore_pii"), "restore_pii needs redact_pii: nothing is redacted to restore")
         )
     return problems
+
+
+def _unknown_entities(entities: list[str], pos: Positions, at: Path) -> list[Problem]:
+    """A problem for each entity of the list at ``at`` that presidio does not know."""
+    return [
+        pos.problem((*at, k), f"unknown PII entity '{entity}'{_entity_hint(entity)}")
+        for k, entity in enumerate(entities)
+        if entity not in PII_ENTITIES
+    ]
