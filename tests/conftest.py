@@ -158,7 +158,10 @@ def postgres_url() -> Iterator[str]:
 
 
 def triage_pipeline(path: Path, name: str, base_url: str, extra: str = "") -> Path:
-    """A one-AI-stage pipeline (category billing|technical) on an OpenAI-compatible endpoint; ``extra`` is appended YAML."""
+    """A one-AI-stage pipeline (category billing|technical) on an OpenAI-compatible endpoint.
+
+    ``extra`` is appended YAML.
+    """
     path.write_text(f"""
 pipeline: {name}
 models:

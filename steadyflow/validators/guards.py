@@ -36,6 +36,47 @@ def _import_guardrails() -> None:
     import_without_iri_formats("guardrails")
 
 
+def _terms(value: str, terms: list[str]) -> list[str]:
+    """The listed terms ``value`` mentions as whole words, case-insensitively."""
+    return [t for t in terms if re.search(rf"(?<!\w){re.escape(t)}(?!\w)", value, re.IGNORECASE)]
+
+
+def _replace(value: str, terms: list[str], token: str) -> str:
+    """``value`` with every whole-word mention of ``terms`` replaced by ``token``."""
+    for term in terms:
+        value = re.sub(rf"(?<!\w){re.escape(term)}(?!\w)", token, value, flags=re.IGNORECASE)
+    return value
+
+
+def _without_secrets(text: str) -> tuple[str, list[str]]:
+    """``text`` with credentials replaced by ``[SECRET]``, and the kinds found."""
+    kinds = []
+    for kind, pattern in SECRET_PATTERNS.items():
+        if re.search(pattern, text):
+            kinds.append(kind)
+            text = re.sub(pattern, "[SECRET]", text)
+    return text, kinds
+
+
+def _formatted(
+    text: str, min_chars: int | None, max_chars: int | None, pattern: str | None, single_line: bool
+) -> tuple[str, list[str]]:
+    """``text`` brought to the format as far as a fix can, and what it broke."""
+    problems = []
+    fixed = " ".join(text.split()) if single_line else text
+    if single_line and "\n" in text:
+        problems.append("must be one line")
+    if max_chars is not None and len(fixed) > max_chars:
+        problems.append(f"longer than {max_chars} characters")
+        cut = fixed[:max_chars]
+        fixed = (cut[: cut.rfind(" ")] if " " in cut else cut).rstrip()  # end on a word, not inside one
+    if min_chars is not None and len(text) < min_chars:
+        problems.append(f"shorter than {min_chars} characters")
+    if pattern is not None and not re.fullmatch(pattern, fixed):
+        problems.append("does not match the required format")
+    return fixed, problems
+
+
 @lru_cache(maxsize=1)
 def _validators() -> dict[str, type[Any]]:
     """Register steadyflow's guardrails validators once and return them by kind."""
@@ -44,14 +85,6 @@ def _validators() -> dict[str, type[Any]]:
     from guardrails.validators import FailResult, PassResult, Validator, register_validator
 
     settings.rc.enable_metrics = False
-
-    def _terms(value: str, terms: list[str]) -> list[str]:
-        return [t for t in terms if re.search(rf"(?<!\w){re.escape(t)}(?!\w)", value, re.IGNORECASE)]
-
-    def _replace(value: str, terms: list[str], token: str) -> str:
-        for term in terms:
-            value = re.sub(rf"(?<!\w){re.escape(term)}(?!\w)", token, value, flags=re.IGNORECASE)
-        return value
 
     @register_validator(name="steadyflow/terms", data_type="string")
     class Terms(Validator):
@@ -72,20 +105,18 @@ def _validators() -> dict[str, type[Any]]:
 
     @register_validator(name="steadyflow/secrets", data_type="string")
     class Secrets(Validator):
+        """Credentials (API keys, tokens, private keys, password assignments), replaced by ``[SECRET]``."""
+
         def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
-            text, kinds = str(value), []
-            for kind, pattern in SECRET_PATTERNS.items():
-                if re.search(pattern, text):
-                    kinds.append(kind)
-                    text = re.sub(pattern, "[SECRET]", text)
-            return (
-                FailResult(error_message=f"contains credentials: {', '.join(kinds)}", fix_value=text)
-                if kinds
-                else PassResult()
-            )
+            text, kinds = _without_secrets(str(value))
+            if not kinds:
+                return PassResult()
+            return FailResult(error_message=f"contains credentials: {', '.join(kinds)}", fix_value=text)
 
     @register_validator(name="steadyflow/format", data_type="string")
     class Format(Validator):
+        """Length, one line and a pattern; the fix collapses whitespace and cuts at a word."""
+
         def __init__(
             self, min_chars: int | None, max_chars: int | None, pattern: str | None, single_line: bool, **kwargs: Any
         ) -> None:
@@ -95,18 +126,7 @@ def _validators() -> dict[str, type[Any]]:
             self.min_chars, self.max_chars, self.pattern, self.single_line = min_chars, max_chars, pattern, single_line
 
         def _validate(self, value: Any, metadata: dict[str, Any]) -> Any:
-            text, problems = str(value), []
-            fixed = " ".join(text.split()) if self.single_line else text
-            if self.single_line and "\n" in text:
-                problems.append("must be one line")
-            if self.max_chars is not None and len(fixed) > self.max_chars:
-                problems.append(f"longer than {self.max_chars} characters")
-                cut = fixed[: self.max_chars]
-                fixed = (cut[: cut.rfind(" ")] if " " in cut else cut).rstrip()  # end on a word, not inside one
-            if self.min_chars is not None and len(text) < self.min_chars:
-                problems.append(f"shorter than {self.min_chars} characters")
-            if self.pattern is not None and not re.fullmatch(self.pattern, fixed):
-                problems.append("does not match the required format")
+            fixed, problems = _formatted(str(value), self.min_chars, self.max_chars, self.pattern, self.single_line)
             return FailResult(error_message="; ".join(problems), fix_value=fixed) if problems else PassResult()
 
     return {"terms": Terms, "secrets": Secrets, "format": Format}

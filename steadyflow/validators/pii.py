@@ -40,7 +40,7 @@ REDACT_SCORE = 0.35
 
 @lru_cache(maxsize=1)
 def analyzer() -> Any:
-    """presidio's AnalyzerEngine on the packaged spaCy model, without its dependency parser (loaded once, ~0.6 s)."""
+    """Presidio's AnalyzerEngine on the packaged spaCy model, without its dependency parser (loaded once, ~0.6 s)."""
     import spacy
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine

@@ -1,4 +1,7 @@
-"""Progress outside a terminal: plain lines on stderr at a steady interval, before any chunk ends, with honest low rates."""
+"""Progress outside a terminal: plain lines on stderr at a steady interval.
+
+They come before any chunk ends, with honest low rates.
+"""
 
 from __future__ import annotations
 
