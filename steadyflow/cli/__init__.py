@@ -95,7 +95,7 @@ def validate(
     if unverified:
         reason = "--no-plugins" if plugins is not None else "CI is set"
         typer.echo(
-            "note: plugin checks and output_model classes were not imported or verified "
+            "note: plugin checks, stage kinds and output_model classes were not imported or verified "
             f"({reason}; --plugins imports them)",
             err=True,
         )

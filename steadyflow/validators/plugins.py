@@ -7,7 +7,7 @@ import sys
 
 from steadyflow.spec.errors import Problem
 from steadyflow.spec.loader import LoadedPipeline
-from steadyflow.spec.models import AiStage
+from steadyflow.spec.models import PluginStage
 from steadyflow.spec.validation import BUILTIN, PluginCheck
 from steadyflow.validators.base import CHECKS
 
@@ -31,9 +31,9 @@ def load_plugins(pipeline: LoadedPipeline) -> list[Problem]:
 
 
 def names_code(pipeline: LoadedPipeline) -> bool:
-    """Whether the pipeline names Python code: plugin modules, plugin checks or an ``output_model``."""
+    """Whether the pipeline names Python code: plugin modules, plugin checks, stage kinds or an ``output_model``."""
     return bool(pipeline.spec.plugins) or any(
-        stage.output_model or (isinstance(stage, AiStage) and any(isinstance(c, PluginCheck) for c in stage.validate_))
+        stage.output_model or isinstance(stage, PluginStage) or any(isinstance(c, PluginCheck) for c in stage.validate_)
         for stage in pipeline.spec.stages
     )
 
@@ -47,9 +47,7 @@ def plugin_problems(pipeline: LoadedPipeline, *, import_plugins: bool = True) ->
     if not import_plugins:
         return []
     problems = load_plugins(pipeline)
-    for i, stage in enumerate(pipeline.spec.stages):
-        if not isinstance(stage, AiStage):
-            continue
+    for i, stage in enumerate(pipeline.spec.stages):  # every stage kind runs its checks
         for j, check in enumerate(stage.validate_):
             if isinstance(check, PluginCheck) and check.check not in CHECKS:
                 where = ("stages", i, "validate", j, "check")

@@ -48,9 +48,8 @@ def test_no_plugins_imports_nothing_and_says_so_once(folder: Path) -> None:
     result = _cli(folder, "--no-plugins", "p.yaml", "p.yaml")
     assert result.returncode == 0, result.stderr
     assert not (folder / "imported.marker").exists()
-    assert (
-        result.stderr.count("plugin checks and output_model classes were not imported or verified (--no-plugins") == 1
-    )
+    note = "plugin checks, stage kinds and output_model classes were not imported or verified (--no-plugins"
+    assert result.stderr.count(note) == 1
 
 
 def test_ci_makes_no_plugins_the_default_and_plugins_forces_the_import(folder: Path) -> None:
@@ -101,3 +100,28 @@ def test_bombs_are_one_line_each_exit_2_no_traceback(name: str) -> None:
     result = _cli(ROOT, f"tests/fixtures/invalid/{name}.yaml")
     assert result.returncode == 2
     assert result.stderr == (ROOT / f"tests/fixtures/invalid/{name}.expected").read_text()
+
+
+RULES_STAGE = """pipeline: p
+stages:
+  - id: r
+    kind: rules
+    rules: {fields: {category: {default: billing}}}
+    output: {category: {enum: [billing]}}
+    validate: [{layer: business, check: made_up_check}]
+"""
+
+
+def test_an_unknown_check_on_a_rules_stage_is_a_problem(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(RULES_STAGE)
+    result = _cli(tmp_path, "p.yaml")
+    assert result.returncode == 2, result.stderr
+    assert "p.yaml:7:" in result.stderr and "unknown check 'made_up_check'" in result.stderr
+
+
+def test_no_plugins_says_a_plugin_stage_kind_was_not_verified(tmp_path: Path) -> None:
+    stage = "{id: s, kind: made_up_kind, output: {a: {type: integer}}}"
+    (tmp_path / "p.yaml").write_text(f"pipeline: p\nstages:\n  - {stage}\n")
+    result = _cli(tmp_path, "--no-plugins", "p.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "stage kinds and output_model classes were not imported or verified (--no-plugins" in result.stderr
