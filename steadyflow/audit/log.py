@@ -90,13 +90,17 @@ def _queue_ms(db: sqlite3.Connection) -> None:
     add_column(db, "decisions", "queue_ms", "REAL NOT NULL DEFAULT 0")
 
 
-_MIGRATIONS = (_base, _verdicts, _route, _queue_ms)
+def _confidence(db: sqlite3.Connection) -> None:
+    add_column(db, "decisions", "confidence", "TEXT")
+
+
+_MIGRATIONS = (_base, _verdicts, _route, _queue_ms, _confidence)
 """Numbered by position (``PRAGMA user_version``); never reorder, only append."""
 
 _COLUMNS = (
     "run_id, doc_id, stage_id, pipeline, pipeline_version, input_hash, prompt_version, status, rung, rung_label, "
     "model, parameters, review, reason, attempts, n_attempts, tokens_in, tokens_out, cost_usd, latency_ms, "
-    "created_at, verdicts, route, queue_ms"
+    "created_at, verdicts, route, queue_ms, confidence"
 )
 
 Superseded = tuple[str, str, str, str, float, int, int, float]
@@ -184,12 +188,13 @@ class DecisionLog:
                 json.dumps(r.verdicts_json()),
                 json.dumps(r.route) if r.route else None,
                 r.queue_ms,
+                json.dumps(r.confidence) if r.confidence else None,
             )
             for r in records
         ]
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany(f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES ({','.join('?' * 24)})", rows)
+            self._db.executemany(f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES ({','.join('?' * 25)})", rows)
 
     def records(self, run_id: str) -> list[dict[str, Any]]:
         """All records of a run, attempts decoded."""
@@ -202,6 +207,7 @@ class DecisionLog:
                 item["attempts"] = json.loads(item["attempts"])
                 item["verdicts"] = json.loads(item["verdicts"])
                 item["route"] = json.loads(item["route"]) if item["route"] else None
+                item["confidence"] = json.loads(item["confidence"]) if item["confidence"] else None
                 item["parameters"] = json.loads(item["parameters"])
                 out.append(item)
             return out

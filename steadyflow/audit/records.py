@@ -119,6 +119,9 @@ class DecisionRecord:
     verdicts: list[Verdict] = field(default_factory=list)
     route: dict[str, Any] | None = None
     """The routing decision: estimator, score, complexity class, entry rung."""
+    confidence: dict[str, float] | None = None
+    """Field -> the probability the accepted model answer gave its value (enum and boolean fields), where
+    the endpoint returned token log-probabilities, or the share of votes it won (``vote:``)."""
 
     @property
     def tokens_in(self) -> int:

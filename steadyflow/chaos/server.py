@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import socket
 import struct
 import threading
@@ -293,7 +294,10 @@ class ChaosServer:
             }
         else:
             message = {"role": "assistant", "content": text}
-        choices = [] if fault == "empty" else [{"index": 0, "message": message, "finish_reason": finish}]
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
+        if body.get("logprobs") and not tool:  # like OpenAI: log-probabilities of content, none for tool calls
+            choice["logprobs"] = {"content": _logprobs(text, plan.get("logprob"), rng)}
+        choices = [] if fault == "empty" else [choice]
         return {
             "id": f"chatcmpl-{self._rng.getrandbits(48):x}",
             "object": "chat.completion",
@@ -302,3 +306,20 @@ class ChaosServer:
             "choices": choices,
             "usage": usage,
         }
+
+
+_TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
+
+
+def _logprobs(text: str, given: Any, rng: random.Random) -> list[dict[str, Any]]:
+    """Token log-probabilities for ``text``: the script's ``logprob`` for every word, else drawn per word.
+
+    Punctuation and spaces get 0 (certain), as the JSON around the values is for a real model.
+    """
+    tokens = []
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        word = token[0].isalnum() or token[0] == "_"
+        logprob = (float(given) if given is not None else -0.5 * rng.random()) if word else 0.0
+        tokens.append({"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": []})
+    return tokens

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from steadyflow.audit.records import Attempt
 from steadyflow.core.vocabulary import ErrorKind
 from steadyflow.providers.breaker import CircuitBreaker
+from steadyflow.providers.confidence import TokenLogprobs, response_tokens
 from steadyflow.providers.errors import ModelCallError, classify, validation_summary
 from steadyflow.spec.models import ModelSpec
 
@@ -97,6 +98,8 @@ class _CallLog:
     started: float = 0.0
     waited_ms: float = 0.0
     wait_reason: str | None = None
+    tokens: TokenLogprobs | None = None
+    """The last answer's token log-probabilities, when they were asked for and given."""
 
     def hooks(self) -> Hooks:
         hooks = Hooks()
@@ -128,6 +131,7 @@ class _CallLog:
         attempt.tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
         attempt.tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
         attempt.cost_usd = cost_usd(self.spec, attempt.tokens_in, attempt.tokens_out)
+        self.tokens = response_tokens(response)
         self.breaker.record(None)
 
     def _on_error(self, error: Exception, **kwargs: Any) -> None:
@@ -198,6 +202,7 @@ class OpenAICompatClient:
         timeout_s: float | None = None,
         gate: Callable[[], str | None] | None = None,
         validation_context: dict[str, Any] | None = None,
+        logprobs: TokenLogprobs | None = None,
     ) -> tuple[BaseModel, list[Attempt]]:
         """Ask for ``response_model``; return the output and every attempt made.
 
@@ -206,6 +211,8 @@ class OpenAICompatClient:
         returns a reason to skip the call (a spent budget), or None. ``validation_context``
         reaches ``response_model``'s validators as ``ValidationInfo.context`` (the document
         the re-ask checks judge); the messages are sent as they are, never rendered as templates.
+        Given a list as ``logprobs``, token log-probabilities are asked for and the accepted answer's
+        are appended to it (nothing when the endpoint returns none).
         Raises :class:`ModelCallError` whose ``attempts`` attribute lists the attempts.
         """
         log = _CallLog(self.name, self.spec, rung, self.breaker)
@@ -216,6 +223,8 @@ class OpenAICompatClient:
         }
         if timeout_s is not None:
             kwargs["timeout"] = min(timeout_s, self.spec.timeout_s)
+        if logprobs is not None:
+            kwargs["logprobs"], kwargs["top_logprobs"] = True, 1  # llama.cpp returns none without top_logprobs
         extra = self.extra_body(response_model)
         if extra:
             kwargs["extra_body"] = extra
@@ -251,6 +260,8 @@ class OpenAICompatClient:
                 last.error_kind, last.error = failed.kind.value, failed.message
                 failed.attempts = log.attempts
                 raise failed from None
+        if logprobs is not None and log.tokens:
+            logprobs.extend(log.tokens)
         return output, log.attempts
 
     def _skipped(self, kind: ErrorKind, message: str, rung: int) -> ModelCallError:

@@ -11,7 +11,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, SecretStr, Tag, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from steadyflow.spec.base import Strict
 from steadyflow.spec.resilience import BreakerSpec, BudgetSpec, CacheRung, RouteSpec
@@ -60,6 +69,11 @@ class ModelSpec(Strict):
     )
     max_concurrency: int | None = Field(None, ge=1, le=1024)
     breaker: BreakerSpec = BreakerSpec()
+    logprobs: bool = Field(
+        False,
+        description="ask for token log-probabilities and record each enum or boolean field's confidence "
+        "(asked for anyway in a stage with a confidence check); local: the server computes them for every token",
+    )
 
     @field_validator("model_sha256")
     @classmethod
@@ -487,6 +501,32 @@ class RunSettings(Strict):
     dask_workers: int = Field(2, ge=1, le=256, description="worker processes of the local Dask cluster")
 
 
+def _scorer_name(value: str) -> str:
+    from steadyflow.core.scorer_names import parse_scorer
+
+    parse_scorer(value)  # ScorerError is a ValueError: the loader reports it at this key
+    return value
+
+
+def _labelled_field(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][\w-]*\.[A-Za-z_][\w.]*", value):
+        raise ValueError(f"'{value}': name a labelled field as 'stage.field'")
+    return value
+
+
+class EvalSettings(Strict):
+    """How ``steadyflow eval`` scores this pipeline's outputs against labelled datasets."""
+
+    scorers: dict[Annotated[str, AfterValidator(_labelled_field)], Annotated[str, AfterValidator(_scorer_name)]] = (
+        Field(
+            default_factory=dict,
+            description="scorer per 'stage.field': exact, tolerance[:0.5|:2%], set, normalised, fuzzy[:0.8], "
+            "embedding[:0.7]; default by the field's type (exact for enums, booleans and integers, tolerance:1% "
+            "for numbers, set for lists, normalised for strings); a dataset's own scorers line wins",
+        )
+    )
+
+
 class Pipeline(Strict):
     """A steadyflow pipeline file."""
 
@@ -499,6 +539,7 @@ class Pipeline(Strict):
     sink: Sink | None = None
     run: RunSettings = RunSettings()
     budget: BudgetSpec | None = None
+    eval: EvalSettings | None = Field(None, description="how `steadyflow eval` scores outputs (see docs)")
     plugins: list[str] = Field(
         default_factory=list,
         description="Python modules to import (relative to this file's folder) that register @validator checks",

@@ -15,14 +15,16 @@ from pydantic import Discriminator, Field, Tag
 from steadyflow.spec.base import Strict
 
 Layer = Literal["structural", "semantic", "business", "safety"]
-OnFail = Literal["reask", "fix", "filter", "escalate", "quarantine", "noop"]
+OnFail = Literal["reask", "fix", "filter", "escalate", "review", "quarantine", "noop"]
 Comparison = Literal["<", "<=", "==", "!=", ">=", ">"]
 
 
 class _Check(Strict):
     layer: Layer
     on_fail: OnFail = Field(
-        "escalate", description="what a failure does: reask, fix, filter, escalate, quarantine or noop"
+        "escalate",
+        description="what a failure does: reask, fix, filter, escalate (next rung), review (accept, flagged for "
+        "a person), quarantine or noop",
     )
     message: str | None = Field(
         None, description="what the model (reask) and the record are told when this check fails"
@@ -86,6 +88,20 @@ class SimilarCheck(_Check):
     to: Literal["source", "label"] = "source"
     labels: dict[str, str] | None = Field(None, description="to: label: a description of each value of 'field'")
     threshold: float = Field(0.3, ge=-1, le=1, description="minimum cosine similarity")
+
+
+class ConfidenceCheck(_Check):
+    """The model's probability of its answer for an enum or boolean ``field`` is at least ``min``.
+
+    From the endpoint's token log-probabilities (``logprobs: true`` on the model, asked for
+    automatically for a stage with this check), or from ``vote:`` agreement on the model rung.
+    Outputs of rules and defaults are no model answers: the check does not apply to them. A model
+    answer that came without a confidence fails it.
+    """
+
+    check: Literal["confidence"]
+    field: str
+    min: float = Field(0.8, ge=0, le=1, description="lowest probability accepted")
 
 
 # --- business -----------------------------------------------------------------------------------
@@ -160,6 +176,7 @@ BUILTIN: dict[str, type[_Check]] = {
     "sum": SumCheck,
     "date_order": DateOrderCheck,
     "similar": SimilarCheck,
+    "confidence": ConfidenceCheck,
     "rule": RuleCheck,
     "pii": PiiCheck,
     "banned": BannedCheck,
@@ -174,6 +191,7 @@ LAYER_OF: dict[str, str] = {
     "sum": "semantic",
     "date_order": "semantic",
     "similar": "semantic",
+    "confidence": "semantic",
     "rule": "business",
     "pii": "safety",
     "banned": "safety",
@@ -196,6 +214,7 @@ CheckSpec = Annotated[
     | Annotated[SumCheck, Tag("sum")]
     | Annotated[DateOrderCheck, Tag("date_order")]
     | Annotated[SimilarCheck, Tag("similar")]
+    | Annotated[ConfidenceCheck, Tag("confidence")]
     | Annotated[RuleCheck, Tag("rule")]
     | Annotated[PiiCheck, Tag("pii")]
     | Annotated[BannedCheck, Tag("banned")]

@@ -16,7 +16,16 @@ from steadyflow.core.names import did_you_mean
 from steadyflow.spec.cel import check_rule
 from steadyflow.spec.errors import Problem, format_path
 from steadyflow.spec.models import AiStage, PluginStage, RulesStage
-from steadyflow.spec.validation import BUILTIN, FIXABLE, LAYER_OF, PluginCheck, RequiredIfCheck, RuleCheck, SimilarCheck
+from steadyflow.spec.validation import (
+    BUILTIN,
+    FIXABLE,
+    LAYER_OF,
+    ConfidenceCheck,
+    PluginCheck,
+    RequiredIfCheck,
+    RuleCheck,
+    SimilarCheck,
+)
 from steadyflow.spec.yaml_positions import Path, Positions
 
 #: presidio's predefined recognizers (2.2): what ``redact_pii`` and ``pii.entities`` may name.
@@ -173,11 +182,26 @@ def _check_problems(check: Any, model: type[BaseModel], fields: set[str], pos: P
         problems += _rule_problems(check.rule, fields, pos, (*where, "rule"))
     if isinstance(check, RequiredIfCheck):
         problems += _rule_problems(check.when, fields, pos, (*where, "when"))
+    if isinstance(check, ConfidenceCheck):
+        problems += _confidence_problems(check, model, pos, where)
     if isinstance(check, SimilarCheck) and check.to == "label" and not check.labels:
         problems.append(
             pos.problem((*where, "to"), "to: label needs 'labels': a description of each value of the field")
         )
     return problems + _unknown_entities(getattr(check, "entities", None) or [], pos, (*where, "entities"))
+
+
+def _confidence_problems(check: ConfidenceCheck, model: type[BaseModel], pos: Positions, at: Path) -> list[Problem]:
+    """A confidence is known only once the answer is in, and only for enum and boolean fields."""
+    problems = []
+    if check.on_fail == "reask":
+        message = "a confidence is known only after the answer: use escalate, review, quarantine or noop"
+        problems.append(pos.problem((*at, "on_fail"), message))
+    prop = model.model_json_schema().get("properties", {}).get(check.field)
+    options = [prop, *prop.get("anyOf", [])] if isinstance(prop, dict) else []
+    if prop is not None and not any("enum" in o or o.get("type") == "boolean" for o in options if isinstance(o, dict)):
+        problems.append(pos.problem((*at, "field"), f"'{check.field}' is no enum or boolean: it has no confidence"))
+    return problems
 
 
 def _pii_problems(

@@ -123,6 +123,7 @@ class Engine:
             latency_ms=round((time.perf_counter() - started) * 1000, 2),
             verdicts=result.verdicts,
             route=result.route,
+            confidence=result.confidence,
         )
 
     async def _run_one(self, stage: CompiledStage, doc: Document, queued_ms: float = 0.0) -> DecisionRecord:

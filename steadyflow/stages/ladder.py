@@ -53,6 +53,8 @@ class LadderResult:
     attempts: list[Attempt] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     route: dict[str, Any] | None = None
+    confidence: dict[str, float] | None = None
+    """The accepted model answer's confidence per enum or boolean field, when its endpoint gave one."""
 
 
 @dataclass
@@ -123,6 +125,7 @@ async def walk(ladder: Ladder, sandwich: Sandwich) -> LadderResult:
     for rung in ladder.rungs:
         if rung.routable and rung.index < entry:
             continue  # routed past: this document starts lower on the ladder
+        sandwich.context.confidence = None  # no model answer yet: a model rung sets what its endpoint said
         try:
             output = await rung.attempt(sandwich, trail)
             if output is None:
@@ -137,8 +140,10 @@ async def walk(ladder: Ladder, sandwich: Sandwich) -> LadderResult:
         except Exception as exc:  # a bug or a resource error for this document: quarantine it, the batch goes on
             return _result(trail, None, quarantined, rung.index, reason=internal_reason(rung.where, exc))
         if applied.outcome == "accept" and applied.output is not None:
-            status = rung.status.value
-            return _result(trail, applied.output, status, rung.index, rung.label, rung.model, rung.review)
+            review = rung.review or applied.review
+            result = _result(trail, applied.output, rung.status.value, rung.index, rung.label, rung.model, review)
+            result.confidence = sandwich.context.confidence or None
+            return result
         if applied.outcome == "quarantine" or rung.final:
             # nothing below the default: a default that breaks a rule is no answer at all
             return _result(trail, None, quarantined, rung.index, rung.label, reason=applied.reason)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from steadyflow.audit.records import Attempt, Verdict, error_type, validation_summary
 from steadyflow.core.vocabulary import ErrorKind, RungKind, Status
+from steadyflow.providers.confidence import TokenLogprobs, field_confidence, scored_fields
 from steadyflow.providers.errors import TRANSIENT, ModelCallError
 from steadyflow.providers.openai_compat import OpenAICompatClient
 from steadyflow.providers.tokens import fit_for
@@ -127,6 +128,8 @@ class ModelStep(Rung):
     def __init__(self, index: int, spec: ModelRung, output_model: type[BaseModel]) -> None:
         super().__init__(index, f"{RungKind.MODEL.value}:{spec.model}", output_model, spec.model)
         self.spec = spec
+        self.confident_fields = scored_fields(output_model.model_json_schema())
+        """Fields a confidence is computed for (enums and booleans), when the endpoint gives log-probabilities."""
 
     def _late(self, sandwich: Sandwich) -> Attempt | None:
         """An attempt recording that the document's deadline passed before this call, or None to call it."""
@@ -152,8 +155,13 @@ class ModelStep(Rung):
         if messages is None:  # does not fit this model's context: not sent, the ladder goes on
             return None
         run = CheckRun(sandwich.context, self.index)  # the re-ask checks' document, passed with the call
-        output = await self._call(sandwich, response_model, messages, run, trail)
+        client = sandwich.clients[self.spec.model]
+        tokens: TokenLogprobs | None = [] if sandwich.checks.wants_confidence or client.spec.logprobs else None
+        output = await self._call(sandwich, response_model, messages, run, trail, tokens)
         trail.verdicts += run.verdicts
+        if output is not None and tokens is not None:
+            data = output.model_dump(mode="json")
+            sandwich.context.confidence = field_confidence(tokens, data, self.confident_fields)
         if run.crashed is not None:  # a check raised while instructor parsed: the call is paid for, recorded
             raise run.crashed
         return output
@@ -194,6 +202,7 @@ class ModelStep(Rung):
         messages: list[dict[str, str]],
         run: CheckRun,
         trail: Trail,
+        tokens: TokenLogprobs | None = None,
     ) -> BaseModel | None:
         """The model call, retried on transient errors within the deadline; every attempt goes on ``trail``."""
         client = sandwich.clients[self.spec.model]
@@ -214,6 +223,7 @@ class ModelStep(Rung):
                     timeout_s=left,
                     gate=gate,
                     validation_context={CHECK_RUN: run},
+                    logprobs=tokens,
                 )
             except ModelCallError as exc:
                 _note_wait(exc.attempts, waited)

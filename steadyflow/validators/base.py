@@ -31,6 +31,11 @@ class Context:
     run: dict[str, str]
     pii: list[str] = field(default_factory=list)
     injection: list[str] = field(default_factory=list)
+    confidence: dict[str, float] | None = None
+    """The answer being checked: the model's probability of each enum or boolean field's value, by field.
+
+    None while the output is no model answer (rules, default, cache); empty when the endpoint gave none.
+    """
 
     def activation(self, output: dict[str, Any]) -> dict[str, Any]:
         """The variables a CEL rule sees."""

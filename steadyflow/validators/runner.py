@@ -42,6 +42,7 @@ _BUILTIN: dict[str, Callable[..., Finding]] = {
     "sum": semantic.sum_check,
     "date_order": semantic.date_order,
     "similar": semantic.similar,
+    "confidence": semantic.confidence,
     "rule": business.rule,
     "pii": safety.pii,
 }
@@ -148,6 +149,8 @@ class Applied:
     verdicts: list[Verdict]
     outcome: Outcome
     reason: str | None = None
+    review: bool = False
+    """A check with ``on_fail: review`` failed: the output is accepted and flagged for a person."""
 
 
 class StageChecks:
@@ -156,6 +159,11 @@ class StageChecks:
     def __init__(self, specs: list[CheckSpec]) -> None:
         self.checks = [compile_check(spec) for spec in specs]
         self._models: dict[type[BaseModel], type[BaseModel]] = {}
+
+    @property
+    def wants_confidence(self) -> bool:
+        """Whether a check of this stage judges the model's confidence (so model rungs ask for it)."""
+        return any(c.name == "confidence" for c in self.checks)
 
     def response_model(self, base: type[BaseModel]) -> type[BaseModel]:
         """``base`` plus the reask checks as a model validator, so instructor re-asks with their messages."""
@@ -170,6 +178,7 @@ class StageChecks:
         """Every check on ``output``, in order; fixes and filters accumulate, escalate and quarantine stop."""
         data = output.model_dump(mode="json")
         verdicts: list[Verdict] = []
+        review = False
         for check in self.checks:
             finding, took = run_check(check, data, context, rung)
             if finding.passed:
@@ -184,6 +193,8 @@ class StageChecks:
             elif action == "filter":
                 for name in finding.fields:
                     data = set_path(data, name, None)
+            elif action == "review":
+                review = True
             verdicts.append(Verdict(check.name, check.layer, False, action, finding.message, rung, took))
             if action in ("escalate", "quarantine"):
                 return Applied(
@@ -199,7 +210,7 @@ class StageChecks:
             verdicts.append(Verdict("schema", "structural", False, "escalate", message, rung))
             return Applied(None, verdicts, "escalate", message)
         verdicts.insert(0, Verdict("schema", "structural", True, "pass", rung=rung))
-        return Applied(final, verdicts, "accept")
+        return Applied(final, verdicts, "accept", review=review)
 
 
 def _with_checks(base: type[BaseModel], reask: list[CompiledCheck]) -> type[BaseModel]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from rapidfuzz import fuzz
 
-from steadyflow.spec.validation import DateOrderCheck, GroundedCheck, SimilarCheck, SumCheck
+from steadyflow.spec.validation import ConfidenceCheck, DateOrderCheck, GroundedCheck, SimilarCheck, SumCheck
 from steadyflow.validators.base import Context, Finding, get_path
 from steadyflow.validators.structural import as_comparable
 
@@ -90,6 +90,21 @@ def date_order(spec: DateOrderCheck, output: dict[str, Any], context: Context) -
                 fields=[a, b],
             )
     return Finding(True)
+
+
+def confidence(spec: ConfidenceCheck, output: dict[str, Any], context: Context) -> Finding:
+    """The model's probability of its value for ``spec.field`` is at least ``spec.min``.
+
+    Passes for outputs that are no model answer (rules, default, cache): there is nothing to be unsure of.
+    """
+    if context.confidence is None:
+        return Finding(True)
+    value = context.confidence.get(spec.field)
+    if value is None:
+        message = f"no confidence for '{spec.field}': the endpoint returned no log-probabilities for it"
+        return Finding(False, spec.message or message, fields=[spec.field])
+    message = f"confidence of '{spec.field}' {value:.2f} < {spec.min}"
+    return Finding(value >= spec.min, spec.message or message, fields=[spec.field])
 
 
 def similar(spec: SimilarCheck, output: dict[str, Any], context: Context) -> Finding:

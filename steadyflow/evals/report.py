@@ -1,0 +1,160 @@
+"""An evaluation as text for the terminal, as markdown (a file, a Prefect artifact) and as HTML.
+
+Reports hold ids, labels, scores and counts: never document text, and never the text of string
+outputs (they may quote the document); enum and boolean answers appear in confusion matrices.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from steadyflow.evals.scoring import Evaluation
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else (f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms")
+
+
+def markdown(evaluation: Evaluation) -> str:
+    """The whole report as markdown: summary, accuracy per field, per rung and model, confusion, the curve."""
+    data = evaluation.as_dict()
+    lines = [
+        f"# Evaluation of {data['pipeline']} {data['version']}",
+        "",
+        f"Dataset `{data['dataset']}`: {data['documents']} documents; **{data['accepted']} accepted "
+        f"(coverage {_pct(data['coverage'])})**, {data['review']} for review, {data['quarantined']} quarantined. "
+        f"Cost ${data['cost_usd']:.6f} (${data['cost_per_document_usd']:.6f} per document); latency per "
+        f"document p50 {_ms(data['latency_ms']['p50'])}, p95 {_ms(data['latency_ms']['p95'])}.",
+        "",
+        "| field | scorer | accuracy | mean score | accepted | accuracy of accepted |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, field in data["fields"].items():
+        extra = ""
+        if "precision" in field:
+            extra = f" (P {_pct(field['precision'])}, R {_pct(field['recall'])})"
+        lines.append(
+            f"| {name} | {field['scorer']} | {_pct(field['accuracy'])}{extra} | {field['mean_score']:.3f} | "
+            f"{field['accepted']} | {_pct(field['accepted_accuracy'])} |"
+        )
+    for name, field in data["fields"].items():
+        lines += ["", f"## {name}", ""]
+        lines += [*_groups("rung", field["by_rung"]), "", *_groups("model", field["by_model"])]
+        if field["by_tag"]:
+            lines += ["", *_groups("tag", field["by_tag"])]
+        if "confusion" in field:
+            lines += ["", "Confusion (rows: expected, columns: answer):", "", *_matrix(field["confusion"])]
+        if "curve" in field:
+            lines += ["", "Accuracy against coverage, by confidence threshold:", "", *_curve(field["curve"])]
+    return "\n".join(lines) + "\n"
+
+
+def _groups(kind: str, groups: dict[str, dict[str, Any]]) -> list[str]:
+    rows = [f"| {kind} | n | correct | accuracy |", "|---|---:|---:|---:|"]
+    rows += [f"| {k} | {g['n']} | {g['correct']} | {_pct(g['accuracy'])} |" for k, g in groups.items()]
+    return rows
+
+
+def _matrix(matrix: dict[str, dict[str, int]]) -> list[str]:
+    labels = list(next(iter(matrix.values()), {}))
+    rows = ["| expected \\ answer | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    rows += [f"| {e} | " + " | ".join(str(row.get(p, 0)) for p in labels) + " |" for e, row in matrix.items()]
+    return rows
+
+
+def _curve(curve: list[dict[str, Any]]) -> list[str]:
+    rows = ["| confidence >= | answers kept | coverage | accuracy |", "|---:|---:|---:|---:|"]
+    rows += [f"| {r['threshold']:.2f} | {r['kept']} | {_pct(r['coverage'])} | {_pct(r['accuracy'])} |" for r in curve]
+    return rows
+
+
+def text(evaluation: Evaluation) -> str:
+    """A short terminal summary: the run, then one line per field, its rungs, its curve."""
+    data = evaluation.as_dict()
+    out = [
+        f"eval {data['pipeline']} {data['version']} on {data['dataset']}: {data['documents']} documents, "
+        f"{data['accepted']} accepted (coverage {_pct(data['coverage'])}), {data['review']} for review, "
+        f"{data['quarantined']} quarantined; cost ${data['cost_usd']:.6f}; latency p50 "
+        f"{_ms(data['latency_ms']['p50'])}, p95 {_ms(data['latency_ms']['p95'])}"
+    ]
+    for name, field in data["fields"].items():
+        out.append(
+            f"  {name} ({field['scorer']}): accuracy {_pct(field['accuracy'])}, accepted {field['accepted']} "
+            f"at {_pct(field['accepted_accuracy'])}"
+        )
+        rungs = ", ".join(f"{k} {_pct(g['accuracy'])} of {g['n']}" for k, g in field["by_rung"].items())
+        out.append(f"    by rung: {rungs}")
+        if len(field["by_model"]) > 1:
+            out.append(
+                "    by model: "
+                + ", ".join(f"{k} {_pct(g['accuracy'])} of {g['n']}" for k, g in field["by_model"].items())
+            )
+        if "confusion" in field:
+            out += ["    " + line for line in _plain_matrix(field["confusion"])]
+        if "curve" in field:
+            points = [r for r in field["curve"] if r["kept"]]
+            out.append(
+                "    confidence >= t: "
+                + ", ".join(
+                    f"{r['threshold']:.2f} keeps {_pct(r['coverage'])} at {_pct(r['accuracy'])}" for r in points
+                )
+            )
+    return "\n".join(out)
+
+
+def _plain_matrix(matrix: dict[str, dict[str, int]]) -> list[str]:
+    labels = list(next(iter(matrix.values()), {}))
+    width = max([len("expected"), *(len(label) for label in labels)])
+    head = "expected".ljust(width) + "  " + "  ".join(label.rjust(max(len(label), 3)) for label in labels)
+    body = [
+        e.ljust(width) + "  " + "  ".join(str(row.get(p, 0)).rjust(max(len(p), 3)) for p in labels)
+        for e, row in matrix.items()
+    ]
+    return [head, *body]
+
+
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def as_html(evaluation: Evaluation) -> str:
+    """The markdown report as a standalone HTML page (escaped; tables as tables)."""
+    body: list[str] = []
+    table: list[list[str]] = []
+    for line in [*markdown(evaluation).splitlines(), ""]:
+        if line.startswith("|"):
+            if not set(line) <= set("|-: "):
+                table.append([_inline(c.strip()) for c in line.strip("|").split("|")])
+            continue
+        if table:
+            head, *rows = table
+            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>")
+            body += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
+            body.append("</table>")
+            table = []
+        if line.startswith("## "):
+            body.append(f"<h2>{_inline(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{_inline(line[2:])}</h1>")
+        elif line:
+            body.append(f"<p>{_inline(line)}</p>")
+    style = (
+        "body{font-family:sans-serif;max-width:60em}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
+    )
+    return (
+        f"<!doctype html><meta charset='utf-8'><title>evaluation</title><style>{style}</style>\n"
+        + "\n".join(body)
+        + "\n"
+    )
+
+
+def _inline(text: str) -> str:
+    escaped = html.escape(text)
+    return _CODE.sub(r"<code>\1</code>", _BOLD.sub(r"<b>\1</b>", escaped))

@@ -1,0 +1,77 @@
+"""Run a pipeline over a labelled dataset and score it: ``steadyflow eval`` and :meth:`Pipeline.evaluate`.
+
+Documents go through :meth:`steadyflow.api.Pipeline.process`, concurrently, without Prefect and
+without writing anything: the same stages, ladder and checks a run uses, on the pipeline's own
+models (or those ``--set`` points elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from steadyflow.core.vocabulary import ended_by
+from steadyflow.evals.dataset import Dataset, load_dataset
+from steadyflow.evals.scoring import Evaluation, Outcome, evaluate, scorers_for
+
+if TYPE_CHECKING:
+    from steadyflow.api import Pipeline, Processed
+
+
+def outcome_of(processed: Processed) -> Outcome:
+    """The facts scoring needs from one processed document."""
+    records = processed.records
+    return Outcome(
+        id=processed.id,
+        outputs=dict(processed.outputs),
+        ended_by={r.stage_id: ended_by(r.status, r.rung_label) for r in records},
+        models={r.stage_id: r.model for r in records},
+        confidence={r.stage_id: dict(r.confidence or {}) for r in records},
+        review=processed.review,
+        quarantined=processed.quarantined,
+        cost_usd=processed.cost_usd,
+        latency_ms=sum(r.latency_ms for r in records),
+    )
+
+
+def output_schemas(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    """Each stage's output JSON schema, by stage id."""
+    return {stage.id: stage.output_model.model_json_schema() for stage in pipeline.loaded.stages}
+
+
+def read_dataset(pipeline: Pipeline, path: Path, stage: str | None = None) -> Dataset:
+    """The dataset at ``path`` for this pipeline; raises DatasetError, or ValueError for an unknown stage."""
+    if stage is not None and stage not in pipeline.stages:
+        raise ValueError(f"no stage '{stage}' in {pipeline.path} (stages: {', '.join(pipeline.stages)})")
+    return load_dataset(path, pipeline.stages, stage)
+
+
+async def run_dataset(
+    pipeline: Pipeline,
+    dataset: Dataset,
+    concurrency: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> Evaluation:
+    """Process every example (at most ``concurrency`` at once) and score the outcomes.
+
+    Scorers are resolved first, so a bad scorer name fails before any model is called.
+    """
+    declared = pipeline.loaded.spec.eval.scorers if pipeline.loaded.spec.eval else {}
+    scorers = scorers_for(dataset, output_schemas(pipeline), declared)
+    gate = asyncio.Semaphore(max(1, concurrency))
+    done = 0
+    outcomes: dict[str, Outcome] = {}
+
+    async def one(document: dict[str, Any], ident: str) -> None:
+        nonlocal done
+        async with gate:
+            processed = await pipeline.process(dict(document), id=ident)
+        outcomes[ident] = outcome_of(processed)
+        done += 1
+        if progress is not None:
+            progress(done, len(dataset.examples))
+
+    await asyncio.gather(*(one(e.document, e.id) for e in dataset.examples))
+    return evaluate(dataset, outcomes, scorers, (pipeline.name, pipeline.version))
