@@ -94,7 +94,14 @@ def _confidence(db: sqlite3.Connection) -> None:
     add_column(db, "decisions", "confidence", "TEXT")
 
 
-_MIGRATIONS = (_base, _verdicts, _route, _queue_ms, _confidence)
+def _reviews(db: sqlite3.Connection) -> None:
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS reviews (doc_id TEXT NOT NULL, reviewer TEXT NOT NULL, decided_at REAL NOT NULL, "
+        "action TEXT NOT NULL, changed TEXT NOT NULL, output_sha256 TEXT NOT NULL)"
+    )
+
+
+_MIGRATIONS = (_base, _verdicts, _route, _queue_ms, _confidence, _reviews)
 """Numbered by position (``PRAGMA user_version``); never reorder, only append."""
 
 _COLUMNS = (
@@ -195,6 +202,28 @@ class DecisionLog:
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES ({','.join('?' * 25)})", rows)
+
+    def add_review(self, doc_id: str, reviewer: str, action: str, changed: list[str], output: str) -> float:
+        """Record that ``reviewer`` accepted or corrected a document's output; when, as a Unix time.
+
+        Keeps the document's key, the names of the fields changed and a hash of the output, never the output.
+        """
+        at = time.time()
+        digest = hashlib.sha256(output.encode("utf-8", "surrogatepass")).hexdigest()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?)",
+                (self.key(doc_id), reviewer, at, action, json.dumps(changed), digest),
+            )
+        return at
+
+    def reviewed(self) -> dict[str, tuple[str, float, str]]:
+        """Document key -> (reviewer, time, action) of its latest review."""
+        if "reviews" not in tables(self._db):  # a read-only open of a log from before reviews
+            return {}
+        rows = self._db.execute("SELECT doc_id, reviewer, decided_at, action FROM reviews ORDER BY decided_at")
+        return {key: (reviewer, at, action) for key, reviewer, at, action in rows}
 
     def records(self, run_id: str) -> list[dict[str, Any]]:
         """All records of a run, attempts decoded."""

@@ -54,7 +54,7 @@ def test_an_old_store_gets_the_queue_column_and_keeps_its_records(tmp_path: Path
     assert [r["confidence"] for r in store.records("r0")] == [None]  # the column the last migration added
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 6
 
 
 def test_a_log_from_before_document_keys_keeps_plain_ids(tmp_path: Path) -> None:

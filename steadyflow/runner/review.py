@@ -1,0 +1,194 @@
+"""Review: a person accepts or corrects the outputs a run flagged, and the corrections flow back.
+
+A run flags a document for review when its default answered, a check with ``on_fail: review``
+failed (a low confidence), or the document showed prompt-injection signs. Flagged rows are read
+from the run's JSONL sink; a decision appends the document's row, corrected or as it was, to
+``reviewed.jsonl`` in the output folder (the sink's own file is left alone: a resumed run cuts
+it back to its last mark), then the decision log records who decided, when, and which fields
+changed (names only, never values). ``export`` turns reviewed documents into a labelled
+dataset for ``steadyflow eval``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from steadyflow.audit.log import LOG_NAME, DecisionLog
+from steadyflow.audit.records import validation_summary
+from steadyflow.io.limits import LIMITS, MIB
+from steadyflow.io.outputs import output_folder, sink_spec
+from steadyflow.io.sources import read_file
+from steadyflow.spec.loader import LoadedPipeline
+from steadyflow.spec.models import FileSink
+
+REVIEWED_NAME = "reviewed.jsonl"
+
+
+class ReviewError(Exception):
+    """Review cannot go on: one line for the user (no sink file, a correction that breaks the schema...)."""
+
+
+@dataclass
+class Flagged:
+    """A document's sink row that a person should look at."""
+
+    id: str
+    source: str
+    rungs: dict[str, str]
+    outputs: dict[str, dict[str, Any]]
+    row: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def _sink_file(pipeline: LoadedPipeline, folder: Path) -> Path:
+    spec = sink_spec(pipeline.spec)
+    if not isinstance(spec, FileSink) or spec.kind != "jsonl":
+        raise ReviewError(f"review reads JSONL sinks; this pipeline's sink is {spec.kind}")
+    return pipeline.base_dir / spec.path if spec.outside_output else folder / Path(spec.path).name
+
+
+def folder_for(pipeline: LoadedPipeline, output: str | None) -> Path:
+    """The output folder a review works on (``--output``, else the pipeline's)."""
+    return output_folder(pipeline.spec, pipeline.base_dir, output)
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    """Every JSON object line of ``path``; over-long or broken lines are skipped (a crash's half line)."""
+    rows = []
+    try:
+        with path.open("rb") as handle:
+            while line := handle.readline(LIMITS.record_bytes + 1):
+                if len(line) > LIMITS.record_bytes:
+                    handle.readline()  # the rest of an over-long line is not held
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and isinstance(row.get("id"), str):
+                    rows.append(row)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ReviewError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    return rows
+
+
+def _open_log(folder: Path) -> DecisionLog:
+    if not (folder / LOG_NAME).is_file():
+        raise ReviewError(f"{folder}: no {LOG_NAME} (give the --output of a run)")
+    return DecisionLog(folder / LOG_NAME)
+
+
+def flagged(pipeline: LoadedPipeline, folder: Path) -> list[Flagged]:
+    """Documents flagged for review and not yet decided, in sink order (the latest row of each id)."""
+    sink = _sink_file(pipeline, folder)
+    if not sink.is_file():
+        raise ReviewError(f"{sink}: no such file (run the pipeline first, or give its --output)")
+    log = _open_log(folder)
+    try:
+        decided = log.reviewed()
+        latest = {row["id"]: row for row in _rows(sink)}
+        pending = [row for doc_id, row in latest.items() if row.get("review") and log.key(doc_id) not in decided]
+    finally:
+        log.close()
+    return [
+        Flagged(
+            row["id"], str(row.get("source", "")), dict(row.get("rungs") or {}), dict(row.get("outputs") or {}), row
+        )
+        for row in pending
+    ]
+
+
+def check_correction(pipeline: LoadedPipeline, outputs: dict[str, dict[str, Any]]) -> None:
+    """Raise ReviewError unless every stage's corrected output fits that stage's output schema."""
+    models = {stage.id: stage.output_model for stage in pipeline.stages}
+    for stage_id, output in outputs.items():
+        model = models.get(stage_id)
+        if model is None:
+            raise ReviewError(f"no stage '{stage_id}'")
+        try:
+            model.model_validate(output)
+        except ValidationError as exc:
+            raise ReviewError(
+                f"{stage_id}: the correction does not fit the schema: {validation_summary(exc)}"
+            ) from None
+
+
+def decide(
+    pipeline: LoadedPipeline, folder: Path, item: Flagged, reviewer: str, corrected: dict[str, dict[str, Any]] | None
+) -> str:
+    """Accept ``item`` as it is (``corrected`` None) or with corrected outputs; 'accepted' or 'corrected'.
+
+    The reviewed row is written durably before the decision is recorded: a crash in between leaves the
+    document pending, and deciding it again appends a row that supersedes the first.
+    """
+    if not reviewer.strip():
+        raise ReviewError("a review needs the reviewer's name (--reviewer)")
+    outputs = corrected if corrected is not None else item.outputs
+    check_correction(pipeline, outputs)
+    changed = sorted(
+        f"{stage}.{name}"
+        for stage, output in outputs.items()
+        for name in output
+        if output.get(name) != item.outputs.get(stage, {}).get(name)
+    )
+    action = "corrected" if changed else "accepted"
+    row = {**item.row, "review": False, "outputs": outputs, "reviewed": {"by": reviewer, "action": action}}
+    line = json.dumps(row, ensure_ascii=False) + "\n"
+    path = folder / REVIEWED_NAME
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            os.write(fd, line.encode("utf-8", "surrogatepass"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ReviewError(f"{path}: cannot write ({exc.strerror or type(exc).__name__})") from None
+    log = _open_log(folder)
+    try:
+        log.add_review(item.id, reviewer, action, changed, json.dumps(outputs, sort_keys=True))
+    finally:
+        log.close()
+    return action
+
+
+def export(pipeline: LoadedPipeline, folder: Path, target: Path) -> int:
+    """Write every reviewed document as a labelled example (its text read again from its source); how many.
+
+    A document whose source can no longer be read is left out (its text is what a dataset needs).
+    """
+    reviewed = {row["id"]: row for row in _rows(folder / REVIEWED_NAME)}
+    lines = []
+    for doc_id, row in reviewed.items():
+        source = Path(str(row.get("source", "")))
+        document = read_file(source, doc_id) if source.is_file() else None
+        if document is None or document.load_error or not document.text:
+            continue
+        by = (row.get("reviewed") or {}).get("by", "")
+        example = {"id": doc_id, "text": document.text, "expected": row["outputs"], "tags": ["reviewed", f"by:{by}"]}
+        lines.append(json.dumps(example, ensure_ascii=False) + "\n")
+    try:
+        target.write_text("".join(lines), encoding="utf-8")
+    except OSError as exc:
+        raise ReviewError(f"{target}: cannot write ({exc.strerror or type(exc).__name__})") from None
+    return len(lines)
+
+
+MAX_SHOWN_CHARS = 2 * MIB // 1024
+"""Characters of a document shown to a reviewer in the terminal."""
+
+
+def document_text(item: Flagged) -> str | None:
+    """The flagged document's text, read again from its source file (bounded), or None when it cannot be."""
+    source = Path(item.source)
+    if not source.is_file():
+        return None
+    document = read_file(source, item.id)
+    return None if document.load_error else document.text
