@@ -265,7 +265,7 @@ class Pipeline:
         from steadyflow.stages.engine import Engine
 
         spec = self.loaded.spec
-        endpoints = LocalEndpoints(spec.models)
+        endpoints = LocalEndpoints(spec.models, spec.logprob_models())
         base_urls = await asyncio.to_thread(endpoints.__enter__)  # a local server takes seconds to come up
         self._endpoints = endpoints
         try:

@@ -76,7 +76,7 @@ def build_flow(
     )
     async def pipeline_flow() -> Any:
         # local model servers live exactly as long as this flow run (see providers/local_server.py)
-        local = LocalEndpoints(spec.models)
+        local = LocalEndpoints(spec.models, spec.logprob_models())
         try:
             with local as base_urls:
                 return await _process(pipeline, options, base_urls, local)

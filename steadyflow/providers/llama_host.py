@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-ctx", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--watch-stdin", action="store_true")
+    parser.add_argument(
+        "--lookup", type=int, default=0, help="draft this many tokens by prompt lookup (speculative decoding); 0: off"
+    )
+    parser.add_argument(
+        "--logits-all", action="store_true", help="keep every token's logits, so answers can carry log-probabilities"
+    )
     args = parser.parse_args(argv)
     if args.watch_stdin:
         threading.Thread(target=_exit_when_stdin_closes, name="parent-watch", daemon=True).start()
@@ -52,6 +58,11 @@ def main(argv: list[str] | None = None) -> None:
         n_ctx=args.n_ctx,
         n_threads=args.threads,
         n_threads_batch=args.threads,
+        # llama-cpp-python keeps every token's logits by default: ~0.6 MB per token of context and a
+        # vocabulary-sized product per prompt token, paid only where log-probabilities are asked for
+        logits_all=args.logits_all,
+        draft_model="prompt-lookup" if args.lookup else None,
+        draft_model_num_pred_tokens=args.lookup or 10,
         verbose=False,
     )
     # interrupt_requests would cut a running completion short when another request arrives

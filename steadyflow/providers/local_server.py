@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -67,7 +68,7 @@ def resolve_model(spec: ModelSpec) -> tuple[Path, str]:
     return default_model()
 
 
-def _host_command(model: Path, port: int, context_tokens: int, watch_stdin: bool) -> list[str]:
+def _host_command(model: Path, port: int, context_tokens: int, watch_stdin: bool, logprobs: bool = True) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -79,6 +80,7 @@ def _host_command(model: Path, port: int, context_tokens: int, watch_stdin: bool
         "--n-ctx",
         str(context_tokens),
     ]
+    cmd += ["--logits-all"] if logprobs else []
     return [*cmd, "--watch-stdin"] if watch_stdin else cmd
 
 
@@ -128,9 +130,11 @@ def _log_path(model: Path) -> Path:
 class RunServer:
     """A server owned by one run: started in ``__enter__``, stopped in ``__exit__`` or when the run dies."""
 
-    def __init__(self, model: Path, context_tokens: int = DEFAULT_CONTEXT) -> None:
+    def __init__(self, model: Path, context_tokens: int = DEFAULT_CONTEXT, logprobs: bool = False) -> None:
         self.model = model
         self.context_tokens = context_tokens
+        self.logprobs = logprobs
+        """Whether the server computes token log-probabilities (logits for every token: slower, more memory)."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log = _log_path(model)
@@ -146,7 +150,7 @@ class RunServer:
         self._log_handle = self.log.open("wb")
         # its own session: Ctrl-C reaches the run, which then stops the server in order
         self._proc = subprocess.Popen(
-            _host_command(self.model, self.port, self.context_tokens, watch_stdin=True),
+            _host_command(self.model, self.port, self.context_tokens, watch_stdin=True, logprobs=self.logprobs),
             stdin=subprocess.PIPE,
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
@@ -253,11 +257,13 @@ class LocalEndpoints:
     """Base URLs for a run's local models: a served server when it fits, else servers the run owns.
 
     ``with LocalEndpoints(models) as urls:`` gives ``{model name: base_url}``
-    for every ``provider: local`` model without a ``base_url`` of its own.
+    for every ``provider: local`` model without a ``base_url`` of its own. A server the run starts
+    computes token log-probabilities only if a model in ``logprobs`` runs on it (a served one always does).
     """
 
-    def __init__(self, models: dict[str, ModelSpec]) -> None:
+    def __init__(self, models: dict[str, ModelSpec], logprobs: Collection[str] = ()) -> None:
         self.models = {name: spec for name, spec in models.items() if spec.provider == "local" and not spec.base_url}
+        self.logprobs = set(logprobs)
         self.notes: list[str] = []
         #: the GGUF file each model runs, by name: what decision records call the model
         self.model_ids: dict[str, str] = {}
@@ -268,8 +274,13 @@ class LocalEndpoints:
         started: dict[tuple[Path, int], str] = {}
         current = served()
         try:
+            resolved = {name: resolve_model(spec) for name, spec in self.models.items()}
+            wanted = {
+                (resolved[n][0], self.models[n].context_tokens or DEFAULT_CONTEXT)
+                for n in self.logprobs & set(resolved)
+            }
             for name, spec in self.models.items():
-                path, note = resolve_model(spec)
+                path, note = resolved[name]
                 self.model_ids[name] = path.name
                 context = spec.context_tokens or DEFAULT_CONTEXT
                 if current and current.model_path == str(path) and current.context_tokens >= context:
@@ -277,7 +288,7 @@ class LocalEndpoints:
                     self.notes.append(f"{name}: reusing the served local model at {current.base_url}")
                     continue
                 if (path, context) not in started:
-                    server = self._stack.enter_context(RunServer(path, context))
+                    server = self._stack.enter_context(RunServer(path, context, (path, context) in wanted))
                     started[(path, context)] = server.base_url
                     self.notes.append(f"{name}: {note}; started a local model server at {server.base_url}")
                 urls[name] = started[(path, context)]

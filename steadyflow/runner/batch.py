@@ -213,7 +213,7 @@ def local_stages(engine: Engine) -> StageRunner:
 
 async def arun_local(pipeline: LoadedPipeline, options: RunOptions) -> RunSummary:
     """Run ``pipeline`` over its documents in this event loop, without Prefect; see :func:`run_local`."""
-    local = LocalEndpoints(pipeline.spec.models)
+    local = LocalEndpoints(pipeline.spec.models, pipeline.spec.logprob_models())
     with local as base_urls, Run.open(pipeline, options) as run:
         run.summary.notes.extend(local.notes)
         engine = run.engine(base_urls, local.model_ids)

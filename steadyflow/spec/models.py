@@ -544,3 +544,15 @@ class Pipeline(Strict):
         default_factory=list,
         description="Python modules to import (relative to this file's folder) that register @validator checks",
     )
+
+    def logprob_models(self) -> set[str]:
+        """Models whose answers need token log-probabilities.
+
+        Those with ``logprobs: true``, and every model rung of a stage with a confidence check. A local
+        model server computes them only when asked to, since they cost it time and memory on every token.
+        """
+        names = {name for name, spec in self.models.items() if spec.logprobs}
+        for stage in self.stages:
+            if isinstance(stage, AiStage) and any(check.check == "confidence" for check in stage.validate_):
+                names |= {rung.model for rung in stage.ladder if isinstance(rung, ModelRung)}
+        return names

@@ -112,3 +112,28 @@ def test_a_server_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LocalModelError, match="exited with code"), RunServer(broken):
         pass
     assert all(not running(p) for p in set(host_children(os.getpid())) - before)
+
+
+def test_log_probabilities_come_only_from_a_server_asked_to_keep_them(server: RunServer, local_gguf: Path) -> None:
+    # The module's server keeps no logits (what a run starts unless a pipeline needs log-probabilities):
+    # a request for them is refused there, so the client never sends one to it (see logprob_models).
+    async def ask(url: str) -> tuple[BaseModel, list[tuple[str, float]]]:
+        client = LocalClient("small", ModelSpec(provider="local", max_tokens=30, timeout_s=60), 1, url)
+        tokens: list[tuple[str, float]] = []
+        try:
+            output, _ = await client.generate(
+                [{"role": "user", "content": "My invoice is wrong."}], Category, 0, 0, logprobs=tokens
+            )
+        finally:
+            await client.aclose()
+        return output, tokens
+
+    with pytest.raises(ModelCallError):
+        asyncio.run(ask(server.base_url))
+    with RunServer(local_gguf, 2048, logprobs=True) as keeping:
+        output, tokens = asyncio.run(ask(keeping.base_url))
+    assert tokens and all(logprob <= 0 for _, logprob in tokens)
+    from steadyflow.providers.confidence import field_confidence
+
+    confidence = field_confidence(tokens, output.model_dump(), ["category"])
+    assert 0 < confidence["category"] <= 1
