@@ -11,8 +11,12 @@ stage to score, ``{"category": "billing"}`` is short for it. A first line
 :mod:`steadyflow.evals.scorers`) that take precedence over the pipeline's ``eval:`` section.
 
 CSV: columns ``id``, ``text``, ``tags`` (``;``-separated), ``expected.FIELD`` or
-``expected.STAGE.FIELD``; other columns are document fields. A cell that reads as JSON (a number,
-``true``, a list) is that value, any other cell a string.
+``expected.STAGE.FIELD``; other columns are document fields. A label cell that reads as JSON (a
+number, ``true``, a list) is that value, any other label cell a string; an empty or missing cell is
+no label.
+
+JSON is read within the bounds of a JSONL source (:mod:`steadyflow.io.limits`): nesting, integer
+digits, no NaN, no lone surrogates.
 
 Labels are never shown to the pipeline: they are taken out of the document before it runs.
 """
@@ -21,12 +25,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steadyflow.io.limits import LIMITS, MIB
+from steadyflow.io.formats import Refused, parse_json
+from steadyflow.io.limits import LIMITS, MIB, printable
 
 MAX_DATASET_BYTES = 256 * MIB
 MAX_EXAMPLES = 1_000_000
@@ -87,7 +92,7 @@ def load_dataset(path: Path, stages: list[str], stage: str | None = None) -> Dat
     for line, row in rows:
         example = _example(path, line, row, stages, default)
         if example.id in seen:
-            raise DatasetError(f"{path}:{line}: id '{example.id}' appears twice")
+            raise DatasetError(f"{path}:{line}: id '{printable(example.id)}' appears twice")
         seen.add(example.id)
         examples.append(example)
         if len(examples) > MAX_EXAMPLES:
@@ -100,15 +105,16 @@ def load_dataset(path: Path, stages: list[str], stage: str | None = None) -> Dat
 def _jsonl_rows(path: Path, text: str) -> tuple[list[tuple[int, dict[str, Any]]], dict[str, str]]:
     rows: list[tuple[int, dict[str, Any]]] = []
     scorers: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    # only \n ends a line: U+2028, U+0085 and the like are legal inside a JSON string (str.splitlines splits there)
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         if len(line) > LIMITS.record_bytes:
             raise DatasetError(f"{path}:{number}: a line over {LIMITS.record_bytes // MIB} MiB")
         try:
-            row = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            raise DatasetError(f"{path}:{number}: not JSON ({type(exc).__name__})") from None
+            row = parse_json(line, LIMITS)
+        except Refused as exc:
+            raise DatasetError(f"{path}:{number}: {exc.reason}") from None
         if not isinstance(row, dict):
             raise DatasetError(f"{path}:{number}: expected a JSON object")
         if not rows and not scorers and set(row) == {"scorers"}:
@@ -129,6 +135,7 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows: list[tuple[int, dict[str, Any]]] = []
     try:
+        _check_header(path, reader.fieldnames or [])
         for row in reader:
             if None in row:
                 raise DatasetError(f"{path}:{reader.line_num}: more cells than header columns")
@@ -138,14 +145,24 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def _csv_example(row: dict[str, str]) -> dict[str, Any]:
+def _check_header(path: Path, columns: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for column in columns:
+        if column in seen:
+            raise DatasetError(f"{path}:1: column '{printable(column)}' appears twice")
+        seen.add(column)
+        if column == "expected" or (column.startswith("expected.") and column.strip(".") == "expected"):
+            raise DatasetError(f'{path}:1: name label columns "expected.FIELD" or "expected.STAGE.FIELD"')
+
+
+def _csv_example(row: dict[str, str | None]) -> dict[str, Any]:
     example: dict[str, Any] = {"expected": {}}
-    for column, cell in row.items():
+    for column, cell in row.items():  # a row shorter than the header has None for its missing cells
         if column.startswith("expected."):
-            if cell != "":
+            if cell:
                 example["expected"][column.removeprefix("expected.")] = _cell(cell)
         elif column == "tags":
-            example["tags"] = [t.strip() for t in cell.split(";") if t.strip()]
+            example["tags"] = [t.strip() for t in (cell or "").split(";") if t.strip()]
         else:
             example[column] = cell
     return example
@@ -153,8 +170,8 @@ def _csv_example(row: dict[str, str]) -> dict[str, Any]:
 
 def _cell(cell: str) -> Any:
     try:
-        return json.loads(cell)
-    except ValueError:
+        return parse_json(cell, LIMITS)
+    except Refused:
         return cell
 
 
@@ -164,7 +181,7 @@ def _example(path: Path, line: int, row: dict[str, Any], stages: list[str], defa
         raise DatasetError(f'{path}:{line}: every example needs an "id" (a string)')
     body = row.get("text", row.get("body"))
     if not isinstance(body, str):
-        raise DatasetError(f"{path}:{line}: example '{ident}' has no \"text\" (a string)")
+        raise DatasetError(f"{path}:{line}: example '{printable(str(ident))}' has no \"text\" (a string)")
     tags = row.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise DatasetError(f'{path}:{line}: "tags" must be a list of strings')
@@ -176,7 +193,8 @@ def _example(path: Path, line: int, row: dict[str, Any], stages: list[str], defa
 def _expected(path: Path, line: int, value: Any, stages: list[str], default: str) -> dict[str, dict[str, Any]]:
     if not isinstance(value, dict) or not value:
         raise DatasetError(f'{path}:{line}: "expected" must be an object of expected outputs')
-    per_stage = all(k in stages and isinstance(v, dict) for k, v in value.items())
+    # per stage when a key names a stage: a misspelt stage beside it stays a stage (reported), not a field
+    per_stage = any(k in stages for k in value) and all(isinstance(v, dict) and "." not in k for k, v in value.items())
     if not per_stage:  # flat: 'field' or 'stage.field' keys
         grouped: dict[str, dict[str, Any]] = {}
         for name, expected in value.items():
@@ -184,4 +202,7 @@ def _expected(path: Path, line: int, value: Any, stages: list[str], default: str
             stage, field_name = (head, rest) if rest and head in stages else (default, name)
             grouped.setdefault(stage, {})[field_name] = expected
         return grouped
+    empty = [stage for stage, fields in value.items() if not fields]
+    if empty:
+        raise DatasetError(f"{path}:{line}: \"expected\" of stage '{printable(empty[0])}' is empty")
     return {stage: dict(fields) for stage, fields in value.items()}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steadyflow.core.vocabulary import ended_by
-from steadyflow.evals.dataset import Dataset, load_dataset
+from steadyflow.evals.dataset import Dataset, DatasetError, load_dataset
 from steadyflow.evals.scoring import Evaluation, Outcome, evaluate, scorers_for
 
 if TYPE_CHECKING:
@@ -45,7 +45,29 @@ def read_dataset(pipeline: Pipeline, path: Path, stage: str | None = None) -> Da
     """The dataset at ``path`` for this pipeline; raises DatasetError, or ValueError for an unknown stage."""
     if stage is not None and stage not in pipeline.stages:
         raise ValueError(f"no stage '{stage}' in {pipeline.path} (stages: {', '.join(pipeline.stages)})")
-    return load_dataset(path, pipeline.stages, stage)
+    dataset = load_dataset(path, pipeline.stages, stage)
+    unknown = unlabelable(dataset, output_schemas(pipeline))
+    if unknown:
+        raise DatasetError(
+            f"{path}: labels for what the pipeline does not output: {', '.join(unknown)} "
+            f"(stages: {', '.join(pipeline.stages)})"
+        )
+    return dataset
+
+
+def unlabelable(dataset: Dataset, schemas: dict[str, dict[str, Any]]) -> list[str]:
+    """Labelled ``stage.field`` names whose stage is not in ``schemas`` or whose stage has no such output field.
+
+    Such a label could only ever score 0: a misspelt stage or field, or a dataset for another pipeline.
+    """
+    unknown = set()
+    for example in dataset.examples:
+        for stage, fields in example.expected.items():
+            properties = schemas.get(stage, {}).get("properties")
+            for name in fields:
+                if stage not in schemas or (isinstance(properties, dict) and name.split(".", 1)[0] not in properties):
+                    unknown.add(f"{stage}.{name}")
+    return sorted(unknown)
 
 
 async def run_dataset(

@@ -30,6 +30,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from steadyflow.core.scorer_names import SCORER_KINDS, ScorerError, parse_scorer
@@ -57,20 +58,37 @@ Scorer = Callable[[Any, Any], Score]
 
 
 def _exact(predicted: Any, expected: Any) -> Score:
-    same = type(predicted) is bool or type(expected) is bool
-    correct = predicted is expected if same else predicted == expected
-    return Score(1.0 if correct else 0.0, bool(correct))
+    correct = _equal(predicted, expected)
+    return Score(1.0 if correct else 0.0, correct)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """``a == b``, except that a boolean equals only a boolean, inside lists and objects too."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def _tolerance(limit: float, relative: bool) -> Scorer:
     def score(predicted: Any, expected: Any) -> Score:
         if not _is_number(predicted) or not _is_number(expected):
             return _exact(predicted, expected)
-        allowed = limit * abs(expected) if relative else limit
-        correct = math.isfinite(predicted) and abs(predicted - expected) <= allowed
+        if not (_finite(predicted) and _finite(expected)):
+            return _exact(predicted, expected)  # no distance to infinity or NaN: only equal is close
+        # as exact rationals, so that integers beyond the range of a float compare too
+        allowed = Fraction(limit) * abs(Fraction(expected)) if relative else Fraction(limit)
+        correct = abs(Fraction(predicted) - Fraction(expected)) <= allowed
         return Score(1.0 if correct else 0.0, correct)
 
     return score
+
+
+def _finite(value: int | float) -> bool:
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _is_number(value: Any) -> bool:

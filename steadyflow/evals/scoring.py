@@ -250,9 +250,10 @@ def _field_schema(schema: dict[str, Any], name: str) -> dict[str, Any]:
 
 def _enum(schema: dict[str, Any]) -> list[str] | None:
     values = schema.get("enum")
-    for option in schema.get("anyOf", []):
+    options = [schema, *schema.get("anyOf", [])]  # an optional field: anyOf [its schema, null]
+    for option in options[1:]:
         values = values or option.get("enum")
-    if values is None and schema.get("type") == "boolean":
+    if values is None and any(option.get("type") == "boolean" for option in options):
         values = [True, False]
     return [_label(v) for v in values] if values else None
 
@@ -273,7 +274,9 @@ def evaluate(
                 output = None if outcome.quarantined else outcome.outputs.get(stage)
                 predicted = get_path(output, field_name) if output is not None else None
                 if output is None or (predicted is None and expected is not None):
-                    score = Score(0.0, False)
+                    # wrong; a set's labels still count as missed (micro-averaged recall)
+                    missed = scorers[name][1](None, expected).expected
+                    score = Score(0.0, False, expected=missed)
                 else:
                     score = scorers[name][1](predicted, expected)
                 results[name].add(outcome, example.tags, stage, score, predicted, expected)
