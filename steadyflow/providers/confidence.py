@@ -19,10 +19,10 @@ TokenLogprobs = list[tuple[str, float]]
 
 def response_tokens(response: Any) -> TokenLogprobs | None:
     """The generated tokens and their log-probabilities of an OpenAI-style chat completion, or None."""
-    choices = getattr(response, "choices", None) or []
-    logprobs = getattr(choices[0], "logprobs", None) if choices else None
+    choices = getattr(response, "choices", None)
+    logprobs = getattr(choices[0], "logprobs", None) if isinstance(choices, list) and choices else None
     content = getattr(logprobs, "content", None) if logprobs is not None else None
-    if not content:
+    if not isinstance(content, list) or not content:
         return None
     tokens: TokenLogprobs = []
     for item in content:
@@ -60,8 +60,12 @@ def field_confidence(tokens: TokenLogprobs, output: dict[str, Any], fields: list
         value = output.get(name)
         if not isinstance(value, str | bool):
             continue
-        literal = json.dumps(value)
-        match = re.search(rf'"{re.escape(name)}"\s*:\s*{re.escape(literal)}', text)
+        match, literal = None, ""
+        for literal in dict.fromkeys((json.dumps(value, ensure_ascii=False), json.dumps(value))):
+            # as a model writes it (é), else as JSON may escape it (\u00e9)
+            match = re.search(rf'"{re.escape(name)}"\s*:\s*{re.escape(literal)}', text)
+            if match is not None:
+                break
         if match is None:
             continue
         start, end = match.end() - len(literal), match.end()
