@@ -72,6 +72,15 @@ def eval_command(
     ] = None,
     report: Annotated[Path | None, typer.Option(help="write the report here (.md or .html)")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=1024, help="documents in flight")] = 8,
+    prefect: Annotated[
+        bool,
+        typer.Option(
+            "--prefect",
+            help="run as a Prefect flow (chunks of --chunk-size documents as tasks) and publish the report as an "
+            "artifact; PREFECT_API_URL names a server, else Prefect's ephemeral API",
+        ),
+    ] = False,
+    chunk_size: Annotated[int, typer.Option(min=1, max=100_000, help="--prefect: documents per task")] = 50,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="override a value: dotted.key=value")] = None,
 ) -> None:
     """Run the pipeline over a labelled dataset and score it; exit 1 below a --fail-under.
@@ -103,7 +112,7 @@ def eval_command(
         raise typer.Exit(EXIT_INVALID) from None
     progress = _progress if sys.stderr.isatty() and not as_json else None
     try:
-        evaluation = asyncio.run(_evaluate(pipeline, data, concurrency, progress))
+        evaluation = asyncio.run(_evaluate(pipeline, data, concurrency, progress, chunk_size if prefect else None))
     except ScorerError as exc:
         typer.echo(f"{file}: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
@@ -137,10 +146,14 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-async def _evaluate(pipeline: Any, data: Any, concurrency: int, progress: Any) -> Any:
+async def _evaluate(pipeline: Any, data: Any, concurrency: int, progress: Any, chunk_size: int | None) -> Any:
     from steadyflow.evals.runner import run_dataset
 
     try:
+        if chunk_size is not None:
+            from steadyflow.evals.on_prefect import run_dataset_on_prefect
+
+            return await run_dataset_on_prefect(pipeline, data, concurrency, chunk_size)
         return await run_dataset(pipeline, data, concurrency, progress)
     finally:
         await pipeline.aclose()

@@ -52,6 +52,12 @@ def review(
     reviewer: Annotated[str | None, typer.Option(help="your name, as the record keeps it (default: the login)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="list: one JSON object per line")] = False,
     to: Annotated[Path | None, typer.Option("--to", help="export: the labelled dataset to write (.jsonl)")] = None,
+    prefect: Annotated[
+        bool,
+        typer.Option(
+            "--prefect", help="review in the Prefect UI instead: a flow run that pauses with a form per document"
+        ),
+    ] = False,
 ) -> None:
     """Accept or correct the outputs a run flagged for review, one by one.
 
@@ -69,8 +75,29 @@ def review(
             typer.echo("review export: give --to DATASET.jsonl", err=True)
             raise typer.Exit(EXIT_INVALID)
         _export(Path(file), to, output)
+    elif prefect:
+        _on_prefect(Path(file), output)
     else:
         _decide_all(Path(file), output, reviewer or getpass.getuser())
+
+
+def _on_prefect(file: Path, output: str | None) -> None:
+    import asyncio
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        typer.echo("review --prefect: set PREFECT_API_URL to a Prefect server whose UI the reviewer opens", err=True)
+        raise typer.Exit(EXIT_INVALID)
+    from steadyflow.flows.settings import prefect_defaults
+
+    prefect_defaults()
+    from steadyflow.flows.review import review_on_prefect
+
+    pipeline, folder = _open(file, output)
+    items = _flagged(pipeline, folder)
+    typer.echo(f"{len(items)} documents to review: open the paused flow run review-{pipeline.spec.pipeline} in the UI")
+    decided = asyncio.run(review_on_prefect(pipeline, folder, items)) if items else 0
+    typer.echo(f"{decided} decided; reviewed outputs are in {folder / 'reviewed.jsonl'}")
 
 
 def _decide_all(file: Path, output: str | None, name: str) -> None:

@@ -1,8 +1,13 @@
-"""Run a pipeline over a labelled dataset and score it: ``steadyflow eval`` and :meth:`Pipeline.evaluate`.
+"""Run a pipeline over a labelled dataset and score it: what ``steadyflow eval`` does, from Python too.
 
 Documents go through :meth:`steadyflow.api.Pipeline.process`, concurrently, without Prefect and
 without writing anything: the same stages, ladder and checks a run uses, on the pipeline's own
-models (or those ``--set`` points elsewhere).
+models (or those ``--set`` points elsewhere)::
+
+    pipeline = steadyflow.load("configs/support_triage.yaml")
+    evaluation = await run_dataset(pipeline, read_dataset(pipeline, Path("labelled.jsonl")))
+    await pipeline.aclose()
+    evaluation.as_dict()["fields"]["triage.category"]["accuracy"]
 """
 
 from __future__ import annotations
