@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
+    from steadyflow.providers.llama_logprobs import install
+
+    install()  # log-probabilities for the sampled tokens only, not a sort of the vocabulary per token
+
     model = ModelSettings(
         model=args.model,
         model_alias=args.alias,

@@ -203,6 +203,7 @@ class OpenAICompatClient:
         gate: Callable[[], str | None] | None = None,
         validation_context: dict[str, Any] | None = None,
         logprobs: TokenLogprobs | None = None,
+        temperature: float | None = None,
     ) -> tuple[BaseModel, list[Attempt]]:
         """Ask for ``response_model``; return the output and every attempt made.
 
@@ -212,13 +213,14 @@ class OpenAICompatClient:
         reaches ``response_model``'s validators as ``ValidationInfo.context`` (the document
         the re-ask checks judge); the messages are sent as they are, never rendered as templates.
         Given a list as ``logprobs``, token log-probabilities are asked for and the accepted answer's
-        are appended to it (nothing when the endpoint returns none).
+        are appended to it (nothing when the endpoint returns none). ``temperature`` replaces the
+        model's for this call (a vote's samples).
         Raises :class:`ModelCallError` whose ``attempts`` attribute lists the attempts.
         """
         log = _CallLog(self.name, self.spec, rung, self.breaker)
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "temperature": self.spec.temperature,
+            "temperature": self.spec.temperature if temperature is None else temperature,
             "max_tokens": self.spec.max_tokens,
         }
         if timeout_s is not None:

@@ -352,6 +352,14 @@ class ModelRung(Strict):
     model: str
     reasks: int = Field(1, ge=0, le=10, description="re-asks with the validation error after the first answer")
     retries: int = Field(1, ge=0, le=10, description="retries of 429/5xx/timeouts, honouring Retry-After")
+    vote: int | None = Field(
+        None,
+        ge=2,
+        le=15,
+        description="ask N times (sampled at the model's temperature, or 0.8 if it is 0) and keep the majority "
+        "answer: the share of votes each enum or boolean value won is its confidence (for endpoints without "
+        "log-probabilities); every call is paid and recorded",
+    )
 
 
 class RulesRung(Strict):

@@ -31,6 +31,7 @@ from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import CacheContext
 from steadyflow.stages.routing import Route
 from steadyflow.stages.rules import RulesFailed, extract
+from steadyflow.stages.vote import VOTE_TEMPERATURE, majority
 from steadyflow.validators.base import Context
 from steadyflow.validators.runner import CHECK_RUN, CheckRun, StageChecks
 
@@ -156,12 +157,15 @@ class ModelStep(Rung):
             return None
         run = CheckRun(sandwich.context, self.index)  # the re-ask checks' document, passed with the call
         client = sandwich.clients[self.spec.model]
-        tokens: TokenLogprobs | None = [] if sandwich.checks.wants_confidence or client.spec.logprobs else None
-        output = await self._call(sandwich, response_model, messages, run, trail, tokens)
+        if self.spec.vote:
+            output = await self._vote(sandwich, response_model, messages, run, trail)
+        else:
+            tokens: TokenLogprobs | None = [] if sandwich.checks.wants_confidence or client.spec.logprobs else None
+            output = await self._call(sandwich, response_model, messages, run, trail, tokens)
+            if output is not None and tokens is not None:
+                data = output.model_dump(mode="json")
+                sandwich.context.confidence = field_confidence(tokens, data, self.confident_fields)
         trail.verdicts += run.verdicts
-        if output is not None and tokens is not None:
-            data = output.model_dump(mode="json")
-            sandwich.context.confidence = field_confidence(tokens, data, self.confident_fields)
         if run.crashed is not None:  # a check raised while instructor parsed: the call is paid for, recorded
             raise run.crashed
         return output
@@ -203,6 +207,7 @@ class ModelStep(Rung):
         run: CheckRun,
         trail: Trail,
         tokens: TokenLogprobs | None = None,
+        temperature: float | None = None,
     ) -> BaseModel | None:
         """The model call, retried on transient errors within the deadline; every attempt goes on ``trail``."""
         client = sandwich.clients[self.spec.model]
@@ -224,6 +229,7 @@ class ModelStep(Rung):
                     gate=gate,
                     validation_context={CHECK_RUN: run},
                     logprobs=tokens,
+                    temperature=temperature,
                 )
             except ModelCallError as exc:
                 _note_wait(exc.attempts, waited)
@@ -245,6 +251,29 @@ class ModelStep(Rung):
             trail.attempts += made
             return output
         return None
+
+    async def _vote(
+        self,
+        sandwich: Sandwich,
+        response_model: type[BaseModel],
+        messages: list[dict[str, str]],
+        run: CheckRun,
+        trail: Trail,
+    ) -> BaseModel | None:
+        """Ask ``vote`` times, one after another; keep the majority answer, its agreement as the confidence."""
+        asked = self.spec.vote or 1
+        spec_temperature = sandwich.clients[self.spec.model].spec.temperature
+        temperature = spec_temperature if spec_temperature > 0 else VOTE_TEMPERATURE
+        answers = []
+        for _ in range(asked):
+            output = await self._call(sandwich, response_model, messages, run, trail, temperature=temperature)
+            if output is not None:
+                answers.append(output)
+        if not answers:
+            return None
+        best, confidence = majority([a.model_dump(mode="json") for a in answers], self.confident_fields, asked)
+        sandwich.context.confidence = confidence
+        return answers[best]
 
     def accepted(self, sandwich: Sandwich, output: BaseModel) -> None:
         """Store the accepted ``output`` in the run's cache, if it has one, under this rung's model."""
