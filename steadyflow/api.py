@@ -226,6 +226,10 @@ class Pipeline:
             records=records,
         )
 
+    async def start(self) -> None:
+        """Open the model clients (starting local model servers) now rather than at the first :meth:`process`."""
+        await self._open()
+
     def _document(self, document: str | Document | dict[str, Any], id: str | None) -> Document:
         self._count += 1
         made = f"doc-{self._count}"

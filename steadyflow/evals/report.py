@@ -21,6 +21,11 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else (f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms")
 
 
+def _rate(data: dict[str, Any]) -> str:
+    rate = data.get("documents_per_s")
+    return "-" if rate is None else f"{rate:.3f} documents/s over {data['duration_s']:.1f} s"
+
+
 def markdown(evaluation: Evaluation) -> str:
     """The whole report as markdown: summary, accuracy per field, per rung and model, confusion, the curve."""
     data = evaluation.as_dict()
@@ -30,7 +35,8 @@ def markdown(evaluation: Evaluation) -> str:
         f"Dataset `{data['dataset']}`: {data['documents']} documents; **{data['accepted']} accepted "
         f"(coverage {_pct(data['coverage'])})**, {data['review']} for review, {data['quarantined']} quarantined. "
         f"Cost ${data['cost_usd']:.6f} (${data['cost_per_document_usd']:.6f} per document); latency per "
-        f"document p50 {_ms(data['latency_ms']['p50'])}, p95 {_ms(data['latency_ms']['p95'])}.",
+        f"document p50 {_ms(data['latency_ms']['p50'])}, p95 {_ms(data['latency_ms']['p95'])}; "
+        f"{_rate(data)}.",
         "",
         "| field | scorer | accuracy | mean score | accepted | accuracy of accepted |",
         "|---|---|---:|---:|---:|---:|",
@@ -81,7 +87,7 @@ def text(evaluation: Evaluation) -> str:
         f"eval {data['pipeline']} {data['version']} on {data['dataset']}: {data['documents']} documents, "
         f"{data['accepted']} accepted (coverage {_pct(data['coverage'])}), {data['review']} for review, "
         f"{data['quarantined']} quarantined; cost ${data['cost_usd']:.6f}; latency p50 "
-        f"{_ms(data['latency_ms']['p50'])}, p95 {_ms(data['latency_ms']['p95'])}"
+        f"{_ms(data['latency_ms']['p50'])}, p95 {_ms(data['latency_ms']['p95'])}; {_rate(data)}"
     ]
     for name, field in data["fields"].items():
         out.append(

@@ -13,6 +13,7 @@ models (or those ``--set`` points elsewhere)::
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,5 +101,9 @@ async def run_dataset(
         if progress is not None:
             progress(done, len(dataset.examples))
 
+    await pipeline.start()  # the local model servers come up before the clock starts
+    started = time.perf_counter()
     await asyncio.gather(*(one(e.document, e.id) for e in dataset.examples))
-    return evaluate(dataset, outcomes, scorers, (pipeline.name, pipeline.version))
+    evaluation = evaluate(dataset, outcomes, scorers, (pipeline.name, pipeline.version))
+    evaluation.duration_s = time.perf_counter() - started
+    return evaluation

@@ -178,6 +178,8 @@ class Evaluation:
     version: str
     fields: dict[str, FieldResult]
     outcomes: list[Outcome]
+    duration_s: float = 0.0
+    """Wall time from the first document sent to the last one scored (the model servers' start excluded)."""
 
     @property
     def documents(self) -> int:
@@ -205,6 +207,8 @@ class Evaluation:
             "cost_usd": cost,
             "cost_per_document_usd": cost / self.documents if self.documents else 0.0,
             "latency_ms": {"p50": _quantile(latencies, 0.5), "p95": _quantile(latencies, 0.95)},
+            "duration_s": round(self.duration_s, 3),
+            "documents_per_s": round(self.documents / self.duration_s, 4) if self.duration_s else None,
             "fields": {name: result.as_dict() for name, result in self.fields.items()},
         }
 
