@@ -266,3 +266,15 @@ def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
     os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "steadyflow-hypothesis"))
+
+
+def prefect_post(api: str, path: str, body: dict[str, Any]) -> Any:
+    """POST ``body`` to the Prefect REST API at ``api`` (``prefect_env["PREFECT_API_URL"]``); the decoded answer."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{api}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"null")

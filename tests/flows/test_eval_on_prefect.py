@@ -5,25 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from steadyflow.chaos.server import ChaosServer
-from tests.conftest import triage_pipeline
+from tests.conftest import prefect_post, triage_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def _post(api: str, path: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(
-        f"{api}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
 
 
 def test_eval_on_prefect_scores_like_eval_and_publishes_its_report(
@@ -53,8 +43,8 @@ def test_eval_on_prefect_scores_like_eval_and_publishes_its_report(
     assert summary["documents"] == 5 and summary["fields"]["triage.category"]["accuracy"] == 0.6
 
     api = prefect_env["PREFECT_API_URL"]
-    artifacts = _post(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["steadyflow-eval-evalflow"]}}})
+    artifacts = prefect_post(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["steadyflow-eval-evalflow"]}}})
     assert len(artifacts) == 1 and "| triage.category | exact | 60.0% |" in artifacts[0]["data"]
     assert "ticket 3" not in artifacts[0]["data"]  # ids, labels and scores: never document text
-    runs = _post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [artifacts[0]["flow_run_id"]]}}})
+    runs = prefect_post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [artifacts[0]["flow_run_id"]]}}})
     assert sorted(run["name"] for run in runs) == ["eval[0]", "eval[1]", "eval[2]"]

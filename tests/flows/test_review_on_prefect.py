@@ -8,25 +8,16 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from steadyflow.chaos.server import ChaosServer
 from tests.cli.test_review import _run
+from tests.conftest import prefect_post
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def _post(api: str, path: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(
-        f"{api}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
 
 
 def _paused(api: str, name: str, process: subprocess.Popen[str], seen: int) -> str:
@@ -34,10 +25,10 @@ def _paused(api: str, name: str, process: subprocess.Popen[str], seen: int) -> s
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        runs = _post(api, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}})
+        runs = prefect_post(api, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}})
         for run in runs:
             if run["name"] and run["state"]["state_details"].get("pause_key") == f"review-{seen + 1}":
-                flows = _post(api, "/flows/filter", {"flows": {"id": {"any_": [run["flow_id"]]}}})
+                flows = prefect_post(api, "/flows/filter", {"flows": {"id": {"any_": [run["flow_id"]]}}})
                 if flows and flows[0]["name"] == name:
                     return str(run["id"])
         time.sleep(0.5)
@@ -61,7 +52,7 @@ def test_a_reviewer_answers_the_forms_and_the_decisions_land_like_a_terminal_rev
         ]
         for seen, answer in enumerate(answers):
             run_id = _paused(api, "review-reviewed", process, seen)
-            _post(api, f"/flow_runs/{run_id}/resume", {"run_input": answer})
+            prefect_post(api, f"/flow_runs/{run_id}/resume", {"run_input": answer})
         stdout, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
