@@ -38,6 +38,7 @@ def markdown(evaluation: Evaluation) -> str:
         f"document p50 {_ms(data['latency_ms']['p50'])}, p95 {_ms(data['latency_ms']['p95'])}; "
         f"{_rate(data)}.",
         "",
+        *_reasons(data.get("quarantine_reasons") or {}),
         "| field | scorer | accuracy | mean score | accepted | accuracy of accepted |",
         "|---|---|---:|---:|---:|---:|",
     ]
@@ -59,6 +60,13 @@ def markdown(evaluation: Evaluation) -> str:
         if "curve" in field:
             lines += ["", "Accuracy against coverage, by confidence threshold:", "", *_curve(field["curve"])]
     return "\n".join(lines) + "\n"
+
+
+def _reasons(reasons: dict[str, int]) -> list[str]:
+    if not reasons:
+        return []
+    named = "; ".join(f"{(reason or 'no reason recorded').replace('|', '/')} ({n})" for reason, n in reasons.items())
+    return [f"Quarantined: {named}.", ""]
 
 
 def _groups(kind: str, groups: dict[str, dict[str, Any]]) -> list[str]:
@@ -89,6 +97,10 @@ def text(evaluation: Evaluation) -> str:
         f"{data['quarantined']} quarantined; cost ${data['cost_usd']:.6f}; latency p50 "
         f"{_ms(data['latency_ms']['p50'])}, p95 {_ms(data['latency_ms']['p95'])}; {_rate(data)}"
     ]
+    reasons = data.get("quarantine_reasons") or {}
+    if reasons:
+        named = "; ".join(f"{reason or 'no reason recorded'} ({n})" for reason, n in reasons.items())
+        out.append(f"  quarantined: {named}")
     for name, field in data["fields"].items():
         out.append(
             f"  {name} ({field['scorer']}): accuracy {_pct(field['accuracy'])}, accepted {field['accepted']} "

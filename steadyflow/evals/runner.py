@@ -37,6 +37,7 @@ def outcome_of(processed: Processed) -> Outcome:
         confidence={r.stage_id: dict(r.confidence or {}) for r in records},
         review=processed.review,
         quarantined=processed.quarantined,
+        reason=processed.reason,
         cost_usd=processed.cost_usd,
         latency_ms=sum(r.latency_ms for r in records),
     )

@@ -37,6 +37,8 @@ class Outcome:
     quarantined: bool
     cost_usd: float = 0.0
     latency_ms: float = 0.0
+    reason: str | None = None
+    """Why it was quarantined (a reason never quotes the document); None otherwise."""
 
     @property
     def accepted(self) -> bool:
@@ -203,6 +205,7 @@ class Evaluation:
             "accepted": sum(o.accepted for o in self.outcomes),
             "review": sum(o.review and not o.quarantined for o in self.outcomes),
             "quarantined": sum(o.quarantined for o in self.outcomes),
+            "quarantine_reasons": dict(Counter(o.reason or "" for o in self.outcomes if o.quarantined).most_common()),
             "coverage": self.coverage,
             "cost_usd": cost,
             "cost_per_document_usd": cost / self.documents if self.documents else 0.0,

@@ -345,6 +345,7 @@ def test_text_report_is_short_and_names_rungs_confusion_and_curve() -> None:
     lines = text(run(EXAMPLES, OUTCOMES)).splitlines()
     assert lines[0].startswith("eval triage-test 1.2.3 on labelled.jsonl: 6 documents, 3 accepted (coverage 50.0%)")
     assert "2 for review, 1 quarantined" in lines[0]
+    assert lines.pop(1) == "  quarantined: no reason recorded (1)"  # reasons are counted, never quote documents
     assert lines[1] == "  triage.category (exact): accuracy 66.7%, accepted 3 at 66.7%"
     assert lines[2].startswith("    by rung: default 100.0% of 1, model:large 100.0% of 1, model:small 66.7% of 3")
     assert any(line.split() == ["billing", "1", "1", "0", "1"] for line in lines)
