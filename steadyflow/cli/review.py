@@ -126,11 +126,16 @@ def _decide_all(file: Path, output: str | None, name: str) -> None:
 
 
 def _show(item: Flagged, number: int, total: int, text: str | None) -> None:
-    typer.echo(f"\n[{number}/{total}] {item.id}  ({item.source})")
+    from steadyflow.io.limits import printable
+
+    typer.echo(f"\n[{number}/{total}] {printable(item.id)}  ({printable(item.source)})")
     for stage, output in item.outputs.items():
-        typer.echo(f"  {stage} (by {item.rungs.get(stage, '?')}): {json.dumps(output, ensure_ascii=False)}")
+        rung = printable(str(item.rungs.get(stage, "?")))
+        typer.echo(f"  {printable(stage)} (by {rung}): {printable(json.dumps(output, ensure_ascii=False))}")
     shown = "(the source can no longer be read)" if text is None else text[:1500]
-    typer.echo("  ---\n" + "\n".join("  | " + line for line in shown.splitlines()[:40]) + "\n  ---")
+    # a document's escape sequences would reach the reviewer's terminal (set its title, write its clipboard)
+    lines = (printable(line.expandtabs(4)) for line in shown.splitlines()[:40])
+    typer.echo("  ---\n" + "\n".join("  | " + line for line in lines) + "\n  ---")
 
 
 def _ask(prompt: str, allowed: set[str]) -> str:
@@ -156,9 +161,13 @@ def _correct(pipeline: LoadedPipeline, item: Flagged) -> dict[str, dict[str, Any
 
 
 def _value(answer: str) -> Any:
+    """JSON within the reading bounds (no NaN or Infinity, which no JSON reader takes back), else the text."""
+    from steadyflow.io.formats import Refused, parse_json
+    from steadyflow.io.limits import LIMITS
+
     try:
-        return json.loads(answer)
-    except ValueError:
+        return parse_json(answer, LIMITS)
+    except Refused:
         return answer
 
 
@@ -169,8 +178,10 @@ def _list(file: Path, output: str | None, as_json: bool) -> None:
         if as_json:
             sys.stdout.write(json.dumps({"id": item.id, "source": item.source, "rungs": item.rungs}) + "\n")
         else:
+            from steadyflow.io.limits import printable
+
             rungs = ", ".join(f"{stage}: {rung}" for stage, rung in item.rungs.items())
-            typer.echo(f"{item.id}  {rungs}  {item.source}")
+            typer.echo(printable(f"{item.id}  {rungs}  {item.source}"))
     if not as_json:
         typer.echo(f"{len(items)} to review", err=True)
 

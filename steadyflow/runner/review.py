@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from steadyflow.audit.log import LOG_NAME, DecisionLog
 from steadyflow.audit.records import validation_summary
-from steadyflow.io.limits import LIMITS, MIB
+from steadyflow.io.limits import LIMITS, MIB, printable
 from steadyflow.io.outputs import output_folder, sink_spec
 from steadyflow.io.sources import read_file
 from steadyflow.spec.loader import LoadedPipeline
@@ -58,11 +58,17 @@ def folder_for(pipeline: LoadedPipeline, output: str | None) -> Path:
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
-    """Every JSON object line of ``path``; over-long or broken lines are skipped (a crash's half line)."""
+    """Every JSON object line of ``path``; over-long or broken lines are skipped (a crash's half line).
+
+    A row that parses but is not a sink row (an id, a source, outputs by stage) is refused with its line:
+    showing or exporting it would fail half-way.
+    """
     rows = []
     try:
         with path.open("rb") as handle:
+            number = 0
             while line := handle.readline(LIMITS.record_bytes + 1):
+                number += 1
                 if len(line) > LIMITS.record_bytes:
                     handle.readline()  # the rest of an over-long line is not held
                     continue
@@ -71,12 +77,25 @@ def _rows(path: Path) -> list[dict[str, Any]]:
                 except ValueError:
                     continue
                 if isinstance(row, dict) and isinstance(row.get("id"), str):
+                    if not _is_sink_row(row):
+                        raise ReviewError(f"{path}:{number}: not a row of a JSONL sink (id, source, outputs by stage)")
                     rows.append(row)
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise ReviewError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
     return rows
+
+
+def _is_sink_row(row: dict[str, Any]) -> bool:
+    outputs, rungs, reviewed = row.get("outputs", {}), row.get("rungs") or {}, row.get("reviewed") or {}
+    return (
+        isinstance(row.get("source", ""), str)
+        and isinstance(outputs, dict)
+        and all(isinstance(output, dict) for output in outputs.values())
+        and isinstance(rungs, dict)
+        and isinstance(reviewed, dict)
+    )
 
 
 def _open_log(folder: Path) -> DecisionLog:
@@ -112,8 +131,12 @@ def check_correction(pipeline: LoadedPipeline, outputs: dict[str, dict[str, Any]
         model = models.get(stage_id)
         if model is None:
             raise ReviewError(f"no stage '{stage_id}'")
-        try:
-            model.model_validate(output)
+        try:  # as JSON, NaN refused: no JSON reader (export, eval) would take the row back
+            encoded = json.dumps(output, allow_nan=False)
+        except ValueError:
+            raise ReviewError(f"{stage_id}: the correction holds NaN or Infinity, which are not JSON values") from None
+        try:  # strict: the value is stored as given, so "2" must not pass for a number nor "NaN" for NaN
+            model.model_validate_json(encoded, strict=True)
         except ValidationError as exc:
             raise ReviewError(
                 f"{stage_id}: the correction does not fit the schema: {validation_summary(exc)}"
@@ -130,6 +153,8 @@ def decide(
     """
     if not reviewer.strip():
         raise ReviewError("a review needs the reviewer's name (--reviewer)")
+    if printable(reviewer) != reviewer:
+        raise ReviewError(f"the reviewer's name '{printable(reviewer)}' has control characters (one line, please)")
     outputs = corrected if corrected is not None else item.outputs
     check_correction(pipeline, outputs)
     changed = sorted(
@@ -140,7 +165,7 @@ def decide(
     )
     action = "corrected" if changed else "accepted"
     row = {**item.row, "review": False, "outputs": outputs, "reviewed": {"by": reviewer, "action": action}}
-    line = json.dumps(row, ensure_ascii=False) + "\n"
+    line = json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"  # check_correction refused NaN
     path = folder / REVIEWED_NAME
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
@@ -164,6 +189,9 @@ def export(pipeline: LoadedPipeline, folder: Path, target: Path) -> int:
 
     A document whose source can no longer be read is left out (its text is what a dataset needs).
     """
+    own = [folder / REVIEWED_NAME, folder / LOG_NAME, _sink_file(pipeline, folder)]
+    if any(_same_file(target, path) for path in own):
+        raise ReviewError(f"{target}: is the run's own output (the review's record or the sink); export elsewhere")
     reviewed = {row["id"]: row for row in _rows(folder / REVIEWED_NAME)}
     lines = []
     for doc_id, row in reviewed.items():
@@ -172,13 +200,23 @@ def export(pipeline: LoadedPipeline, folder: Path, target: Path) -> int:
         if document is None or document.load_error or not document.text:
             continue
         by = (row.get("reviewed") or {}).get("by", "")
-        example = {"id": doc_id, "text": document.text, "expected": row["outputs"], "tags": ["reviewed", f"by:{by}"]}
+        expected = {stage: output for stage, output in (row.get("outputs") or {}).items() if output}
+        if not expected:
+            continue
+        example = {"id": doc_id, "text": document.text, "expected": expected, "tags": ["reviewed", f"by:{by}"]}
         lines.append(json.dumps(example, ensure_ascii=False) + "\n")
     try:
         target.write_text("".join(lines), encoding="utf-8")
     except OSError as exc:
         raise ReviewError(f"{target}: cannot write ({exc.strerror or type(exc).__name__})") from None
     return len(lines)
+
+
+def _same_file(target: Path, path: Path) -> bool:
+    try:
+        return target.resolve() == path.resolve() or (path.exists() and target.exists() and target.samefile(path))
+    except OSError:
+        return False
 
 
 MAX_SHOWN_CHARS = 2 * MIB // 1024

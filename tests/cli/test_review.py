@@ -106,3 +106,74 @@ def test_review_problems_are_one_line(tmp_path: Path, chaos: ChaosServer) -> Non
     assert csv.returncode == 2 and "reads JSONL sinks" in csv.stderr
     no_file = _cli("export")
     assert no_file.returncode == 2 and "give the pipeline file" in no_file.stderr
+
+
+def test_a_documents_escape_sequences_never_reach_the_reviewers_terminal(tmp_path: Path, chaos: ChaosServer) -> None:
+    file, out = _run(tmp_path, chaos)
+    # OSC 52 writes the terminal's clipboard, OSC 0 its title
+    (tmp_path / "docs" / "d1.txt").write_text(f"{SECRET} \x1b]52;c;ZWNobyBwd25lZA==\x07 \x1b]0;PWNED\x07 \u202eevil")
+    session = _cli(str(file), "--output", str(out), "--reviewer", "alice", stdin="s\nq\n")
+    assert session.returncode == 0, session.stderr
+    assert SECRET in session.stdout
+    assert "\x1b" not in session.stdout and "\x07" not in session.stdout and "\u202e" not in session.stdout
+    assert "\\x1b]52" in session.stdout  # shown, escaped
+
+
+def test_a_correction_of_nan_or_infinity_is_refused_not_written(tmp_path: Path, chaos: ChaosServer) -> None:
+    file = tmp_path / "p.yaml"
+    spec = PIPELINE.format(url=chaos.base_url).replace("technical]}}", "technical]}, amount: {type: number}}")
+    file.write_text(spec.replace("{category: billing}", "{category: billing, amount: 0}"))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "d0.txt").write_text(f"ticket from {SECRET}")
+    chaos.script.append({"content": {"category": "technical", "amount": 1.5}, "logprob": -1.0})
+    out = tmp_path / "out"
+    batch_without_prefect(load_pipeline(file), RunOptions(input=str(docs), output=str(out)), concurrency=1)
+    for bad in ("NaN", "Infinity", "-Infinity"):
+        session = _cli(str(file), "--output", str(out), "--reviewer", "alice", stdin=f'c\n"billing"\n{bad}\n')
+        assert session.returncode == 0 and "Traceback" not in session.stderr
+        assert "does not fit the schema" in session.stderr
+    assert not (out / "reviewed.jsonl").exists()
+    session = _cli(str(file), "--output", str(out), "--reviewer", "alice", stdin='c\n"billing"\n2\n')
+    assert json.loads((out / "reviewed.jsonl").read_text())["outputs"] == {"s": {"category": "billing", "amount": 2}}
+
+
+def test_a_reviewer_name_with_control_characters_is_refused(tmp_path: Path, chaos: ChaosServer) -> None:
+    file, out = _run(tmp_path, chaos)
+    session = _cli(str(file), "--output", str(out), "--reviewer", "alice\nbob", stdin="a\nq\n")
+    assert "control characters" in session.stderr and "Traceback" not in session.stderr
+    assert not (out / "reviewed.jsonl").exists()
+
+
+def test_export_never_overwrites_the_runs_own_files(tmp_path: Path, chaos: ChaosServer) -> None:
+    file, out = _run(tmp_path, chaos)
+    assert _cli(str(file), "--output", str(out), "--reviewer", "alice", stdin="a\nq\n").returncode == 0
+    before = {name: (out / name).read_bytes() for name in ("reviewed.jsonl", "out.jsonl", "decisions.sqlite")}
+    for name in before:
+        exported = _cli("export", str(file), "--output", str(out), "--to", str(out / name))
+        assert exported.returncode == 2 and len(exported.stderr.splitlines()) == 1, exported.stderr
+        assert "export elsewhere" in exported.stderr
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(out / "reviewed.jsonl")
+    assert _cli("export", str(file), "--output", str(out), "--to", str(link)).returncode == 2
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_rows_that_are_not_sink_rows_are_one_line_with_their_line(tmp_path: Path, chaos: ChaosServer) -> None:
+    file, out = _run(tmp_path, chaos)
+    sink = out / "out.jsonl"
+    good = sink.read_text()
+    for bad in ({"outputs": [1, 2]}, {"rungs": "abc"}, {"outputs": {"s": "x"}}, {"source": 5}):
+        row = {"id": "x1", "source": str(tmp_path / "docs" / "d1.txt"), "review": True, "outputs": {"s": {}}, **bad}
+        sink.write_text(good + json.dumps(row) + "\n")
+        listed = _cli("list", str(file), "--output", str(out))
+        assert listed.returncode == 2 and len(listed.stderr.splitlines()) == 1, listed.stderr
+        assert f"{sink}:5: not a row" in listed.stderr
+    sink.write_text(good)
+    reviewed = out / "reviewed.jsonl"
+    source = str(tmp_path / "docs" / "d1.txt")
+    for row in ({"id": "d1.txt", "source": source}, {"id": "d1.txt", "source": source, "reviewed": "x", "outputs": {}}):
+        reviewed.write_text(json.dumps(row) + "\n")
+        exported = _cli("export", str(file), "--output", str(out), "--to", str(tmp_path / "d.jsonl"))
+        assert exported.returncode in (0, 2) and "internal error" not in exported.stderr, exported.stderr
+        assert len(exported.stderr.splitlines()) <= 1
