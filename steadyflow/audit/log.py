@@ -236,7 +236,8 @@ class DecisionLog:
                 item["attempts"] = json.loads(item["attempts"])
                 item["verdicts"] = json.loads(item["verdicts"])
                 item["route"] = json.loads(item["route"]) if item["route"] else None
-                item["confidence"] = json.loads(item["confidence"]) if item["confidence"] else None
+                # a read-only log from before migration 5 has no such column
+                item["confidence"] = json.loads(item["confidence"]) if item.get("confidence") else None
                 item["parameters"] = json.loads(item["parameters"])
                 out.append(item)
             return out
