@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,9 @@ def _jsonl_rows(path: Path, text: str) -> tuple[list[tuple[int, dict[str, Any]]]
     rows: list[tuple[int, dict[str, Any]]] = []
     scorers: dict[str, str] = {}
     # only \n ends a line: U+2028, U+0085 and the like are legal inside a JSON string (str.splitlines splits there)
-    for number, line in enumerate(text.split("\n"), 1):
+    for number, line in enumerate(_lines(text), 1):
+        if len(rows) > MAX_EXAMPLES:  # before the rest is parsed: a 256 MiB file of tiny lines took 4.5 GB
+            raise DatasetError(f"{path}: more than {MAX_EXAMPLES} examples")
         if not line.strip():
             continue
         if len(line) > LIMITS.record_bytes:
@@ -124,6 +126,16 @@ def _jsonl_rows(path: Path, text: str) -> tuple[list[tuple[int, dict[str, Any]]]
     return rows, scorers
 
 
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` one at a time (a list of them all would double the memory of a large file)."""
+    start = 0
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        yield text[start:end]
+        start = end + 1
+
+
 def _scorers(path: Path, line: int, value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise DatasetError(f'{path}:{line}: "scorers" must map "stage.field" names to scorer names')
@@ -137,6 +149,8 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     try:
         _check_header(path, reader.fieldnames or [])
         for row in reader:
+            if len(rows) > MAX_EXAMPLES:
+                raise DatasetError(f"{path}: more than {MAX_EXAMPLES} examples")
             if None in row:
                 raise DatasetError(f"{path}:{reader.line_num}: more cells than header columns")
             rows.append((reader.line_num, _csv_example(row)))

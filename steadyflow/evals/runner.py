@@ -89,22 +89,23 @@ async def run_dataset(
     """
     declared = pipeline.loaded.spec.eval.scorers if pipeline.loaded.spec.eval else {}
     scorers = scorers_for(dataset, output_schemas(pipeline), declared)
-    gate = asyncio.Semaphore(max(1, concurrency))
     done = 0
     outcomes: dict[str, Outcome] = {}
 
-    async def one(document: dict[str, Any], ident: str) -> None:
+    pending = iter(dataset.examples)
+
+    async def worker() -> None:  # a task per worker, not per example: 1M tasks at once held gigabytes
         nonlocal done
-        async with gate:
-            processed = await pipeline.process(dict(document), id=ident)
-        outcomes[ident] = outcome_of(processed)
-        done += 1
-        if progress is not None:
-            progress(done, len(dataset.examples))
+        for example in pending:
+            processed = await pipeline.process(dict(example.document), id=example.id)
+            outcomes[example.id] = outcome_of(processed)
+            done += 1
+            if progress is not None:
+                progress(done, len(dataset.examples))
 
     await pipeline.start()  # the local model servers come up before the clock starts
     started = time.perf_counter()
-    await asyncio.gather(*(one(e.document, e.id) for e in dataset.examples))
+    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(dataset.examples))))))
     evaluation = evaluate(dataset, outcomes, scorers, (pipeline.name, pipeline.version))
     evaluation.duration_s = time.perf_counter() - started
     return evaluation

@@ -402,3 +402,18 @@ def _load_or_error(path: Path) -> Dataset | str:
         return load_dataset(path, ["triage"])
     except DatasetError as exc:
         return str(exc)
+
+
+def test_a_dataset_over_the_example_limit_is_refused_before_the_rest_is_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("steadyflow.evals.dataset.MAX_EXAMPLES", 3)
+    good = [json.dumps({"id": f"e{i}", "text": "t", "expected": {"c": 1}}) for i in range(5)]
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("\n".join([*good, "not json"]) + "\n")  # a 256 MiB file of tiny lines took 4.5 GB to refuse
+    with pytest.raises(DatasetError, match="more than 3 examples"):
+        load_dataset(jsonl, ["s"])
+    csv_file = tmp_path / "d.csv"
+    csv_file.write_text("id,text,expected.c\n" + "".join(f"e{i},t,1\n" for i in range(5)) + 'x,"never ends\n')
+    with pytest.raises(DatasetError, match="more than 3 examples"):
+        load_dataset(csv_file, ["s"])
