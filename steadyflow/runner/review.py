@@ -11,8 +11,10 @@ dataset for ``steadyflow eval``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,7 +151,9 @@ def decide(
     """Accept ``item`` as it is (``corrected`` None) or with corrected outputs; 'accepted' or 'corrected'.
 
     The reviewed row is written durably before the decision is recorded: a crash in between leaves the
-    document pending, and deciding it again appends a row that supersedes the first.
+    document pending, and deciding it again appends a row that supersedes the first. Decisions on one
+    folder are taken one at a time (a lock on ``reviewed.jsonl``), and a document another reviewer
+    decided meanwhile is refused with who and when.
     """
     if not reviewer.strip():
         raise ReviewError("a review needs the reviewer's name (--reviewer)")
@@ -169,18 +173,28 @@ def decide(
     path = folder / REVIEWED_NAME
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        try:
-            os.write(fd, line.encode("utf-8", "surrogatepass"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
     except OSError as exc:
         raise ReviewError(f"{path}: cannot write ({exc.strerror or type(exc).__name__})") from None
-    log = _open_log(folder)
     try:
-        log.add_review(item.id, reviewer, action, changed, json.dumps(outputs, sort_keys=True))
+        # one decision at a time per folder: a second reviewer (terminal or UI) deciding the same document
+        # meanwhile is told so, instead of both rows and both records landing
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        log = _open_log(folder)
+        try:
+            earlier = log.reviewed().get(log.key(item.id))
+            if earlier is not None:
+                by, at, done = earlier
+                when = time.strftime("%H:%M:%S", time.localtime(at))
+                raise ReviewError(f"{printable(item.id)}: already {done} by {printable(by)} at {when}")
+            os.write(fd, line.encode("utf-8", "surrogatepass"))
+            os.fsync(fd)
+            log.add_review(item.id, reviewer, action, changed, json.dumps(outputs, sort_keys=True))
+        finally:
+            log.close()
+    except OSError as exc:
+        raise ReviewError(f"{path}: cannot write ({exc.strerror or type(exc).__name__})") from None
     finally:
-        log.close()
+        os.close(fd)  # releases the lock
     return action
 
 

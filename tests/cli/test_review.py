@@ -177,3 +177,19 @@ def test_rows_that_are_not_sink_rows_are_one_line_with_their_line(tmp_path: Path
         exported = _cli("export", str(file), "--output", str(out), "--to", str(tmp_path / "d.jsonl"))
         assert exported.returncode in (0, 2) and "internal error" not in exported.stderr, exported.stderr
         assert len(exported.stderr.splitlines()) <= 1
+
+
+def test_a_document_two_reviewers_listed_is_decided_once(tmp_path: Path, chaos: ChaosServer) -> None:
+    import pytest
+
+    from steadyflow.runner.review import ReviewError, decide, flagged
+
+    file, out = _run(tmp_path, chaos)
+    pipeline = load_pipeline(file)
+    mine, theirs = flagged(pipeline, out), flagged(pipeline, out)  # both listed before either decided
+    assert decide(pipeline, out, mine[0], "alice", None) == "accepted"
+    with pytest.raises(ReviewError, match=r"d1\.txt: already accepted by alice at \d\d:\d\d:\d\d"):
+        decide(pipeline, out, theirs[0], "bob", {"s": {"category": "billing"}})
+    rows = (out / "reviewed.jsonl").read_text().splitlines()
+    assert len(rows) == 1 and '"by": "alice"' in rows[0]
+    assert [item.id for item in flagged(pipeline, out)] == ["d2.txt", "d3.txt"]
