@@ -13,6 +13,7 @@ models (or those ``--set`` points elsewhere)::
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from steadyflow.core.vocabulary import ended_by
 from steadyflow.evals.dataset import Dataset, DatasetError, load_dataset
 from steadyflow.evals.scoring import Evaluation, Outcome, evaluate, scorers_for
+from steadyflow.io.limits import printable
 
 if TYPE_CHECKING:
     from steadyflow.api import Pipeline, Processed
@@ -53,13 +55,34 @@ def read_dataset(pipeline: Pipeline, path: Path, stage: str | None = None) -> Da
     if stage is not None and stage not in pipeline.stages:
         raise ValueError(f"no stage '{stage}' in {pipeline.path} (stages: {', '.join(pipeline.stages)})")
     dataset = load_dataset(path, pipeline.stages, stage)
-    unknown = unlabelable(dataset, output_schemas(pipeline))
+    schemas = output_schemas(pipeline)
+    unknown = unlabelable(dataset, schemas)
     if unknown:
         raise DatasetError(
             f"{path}: labels for what the pipeline does not output: {', '.join(unknown)} "
             f"(stages: {', '.join(pipeline.stages)})"
         )
+    outside = outside_enums(dataset, schemas)
+    if outside:
+        raise DatasetError(f"{path}: labels no answer can match: {'; '.join(outside[:5])}")
     return dataset
+
+
+def outside_enums(dataset: Dataset, schemas: dict[str, dict[str, Any]]) -> list[str]:
+    """'example id: stage.field is X, not one of [...]' for labels of enum fields outside the enum (a typo)."""
+    found = []
+    for example in dataset.examples:
+        for stage, fields in example.expected.items():
+            properties = schemas.get(stage, {}).get("properties", {})
+            for name, value in fields.items():
+                prop = properties.get(name) if isinstance(properties, dict) else None
+                options = [prop, *prop.get("anyOf", [])] if isinstance(prop, dict) else []
+                allowed = [v for o in options if isinstance(o, dict) for v in o.get("enum", [])]
+                nullable = any(isinstance(o, dict) and o.get("type") == "null" for o in options)
+                if allowed and value not in allowed and not (value is None and nullable):
+                    label = printable(json.dumps(value, ensure_ascii=False)[:40])
+                    found.append(f"{printable(example.id)}: {stage}.{name} is {label}, not one of {allowed}")
+    return found
 
 
 def unlabelable(dataset: Dataset, schemas: dict[str, dict[str, Any]]) -> list[str]:

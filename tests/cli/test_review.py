@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from steadyflow.chaos.server import ChaosServer
 from steadyflow.runner.run import RunOptions
 from steadyflow.spec.loader import load_pipeline
@@ -180,7 +182,6 @@ def test_rows_that_are_not_sink_rows_are_one_line_with_their_line(tmp_path: Path
 
 
 def test_a_document_two_reviewers_listed_is_decided_once(tmp_path: Path, chaos: ChaosServer) -> None:
-    import pytest
 
     from steadyflow.runner.review import ReviewError, decide, flagged
 

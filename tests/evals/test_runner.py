@@ -40,3 +40,35 @@ stages:
 
     assert asyncio.run(main()) == 300
     assert len(tasks) == 300 and max(tasks) <= 4 + 10  # the workers and the pipeline's own, not one per example
+
+
+def test_labels_no_answer_can_match_are_refused_before_any_call(tmp_path: Path) -> None:
+    import pytest
+
+    from steadyflow.evals.dataset import DatasetError
+    from steadyflow.evals.runner import read_dataset
+
+    file = tmp_path / "p.yaml"
+    file.write_text("""
+pipeline: p
+models: {m: {provider: openai, base_url: "http://127.0.0.1:9/v1"}}
+stages:
+  - id: s
+    kind: ai
+    prompt: {template: "{{ text }}"}
+    output: {category: {enum: [billing, technical]}, note: {type: string, optional: true}}
+    ladder: [{model: m}]
+""")
+    pipeline = Pipeline(load_checked(file, []), [])
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        '{"id": "a", "text": "x", "expected": {"category": "billing", "note": null}}\n'
+        '{"id": "b", "text": "x", "expected": {"category": "biling"}}\n'
+        '{"id": "c", "text": "x", "expected": {"category": 5}}\n'
+    )
+    with pytest.raises(DatasetError) as caught:
+        read_dataset(pipeline, data)
+    assert str(caught.value) == (
+        f"{data}: labels no answer can match: b: s.category is \"biling\", not one of ['billing', 'technical']; "
+        "c: s.category is 5, not one of ['billing', 'technical']"
+    )
