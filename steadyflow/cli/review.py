@@ -147,6 +147,8 @@ def _ask(prompt: str, allowed: set[str]) -> str:
 
 def _correct(pipeline: LoadedPipeline, item: Flagged) -> dict[str, dict[str, Any]]:
     """Ask for each field's value; Enter keeps it. Values are read as JSON when they parse, else as text."""
+    from steadyflow.io.formats import json_or_text
+
     corrected: dict[str, dict[str, Any]] = {}
     schemas = {stage.id: stage.output_model.model_json_schema() for stage in pipeline.stages}
     for stage, output in item.outputs.items():
@@ -156,19 +158,8 @@ def _correct(pipeline: LoadedPipeline, item: Flagged) -> dict[str, dict[str, Any
             choices = properties.get(name, {}).get("enum")
             hint = f" ({'/'.join(map(str, choices))})" if choices else ""
             answer = typer.prompt(f"  {stage}.{name}{hint}", default=json.dumps(value, ensure_ascii=False))
-            corrected[stage][name] = _value(answer)
+            corrected[stage][name] = json_or_text(answer)  # no NaN or Infinity: no JSON reader takes them back
     return corrected
-
-
-def _value(answer: str) -> Any:
-    """JSON within the reading bounds (no NaN or Infinity, which no JSON reader takes back), else the text."""
-    from steadyflow.io.formats import Refused, parse_json
-    from steadyflow.io.limits import LIMITS
-
-    try:
-        return parse_json(answer, LIMITS)
-    except Refused:
-        return answer
 
 
 def _list(file: Path, output: str | None, as_json: bool) -> None:

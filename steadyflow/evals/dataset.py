@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steadyflow.io.formats import Refused, parse_json
+from steadyflow.io.formats import Refused, json_or_text, parse_json
 from steadyflow.io.limits import LIMITS, MIB, printable
 
 MAX_DATASET_BYTES = 256 * MIB
@@ -174,19 +174,12 @@ def _csv_example(row: dict[str, str | None]) -> dict[str, Any]:
     for column, cell in row.items():  # a row shorter than the header has None for its missing cells
         if column.startswith("expected."):
             if cell:
-                example["expected"][column.removeprefix("expected.")] = _cell(cell)
+                example["expected"][column.removeprefix("expected.")] = json_or_text(cell)
         elif column == "tags":
             example["tags"] = [t.strip() for t in (cell or "").split(";") if t.strip()]
         else:
             example[column] = cell
     return example
-
-
-def _cell(cell: str) -> Any:
-    try:
-        return parse_json(cell, LIMITS)
-    except Refused:
-        return cell
 
 
 def _example(path: Path, line: int, row: dict[str, Any], stages: list[str], default: str) -> Example:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from steadyflow.evals.dataset import Dataset, Example
 from steadyflow.evals.report import markdown
-from steadyflow.evals.runner import outcome_of, output_schemas
-from steadyflow.evals.scoring import Evaluation, Outcome, evaluate, scorers_for
+from steadyflow.evals.runner import outcome_of, pipeline_scorers
+from steadyflow.evals.scoring import Evaluation, Outcome, evaluate
 
 if TYPE_CHECKING:
     from steadyflow.api import Pipeline
@@ -28,8 +28,7 @@ async def run_dataset_on_prefect(
     prefect_defaults()  # before Prefect is imported
     from steadyflow.flows.evaluation import run_on_prefect
 
-    declared = pipeline.loaded.spec.eval.scorers if pipeline.loaded.spec.eval else {}
-    scorers = scorers_for(dataset, output_schemas(pipeline), declared)
+    scorers = pipeline_scorers(pipeline, dataset)
     gate = asyncio.Semaphore(max(1, concurrency))
     size = max(1, chunk_size)
     parts = [dataset.examples[i : i + size] for i in range(0, len(dataset.examples), size)]

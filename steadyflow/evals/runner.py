@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from steadyflow.core.vocabulary import ended_by
 from steadyflow.evals.dataset import Dataset, DatasetError, load_dataset
+from steadyflow.evals.scorers import Scorer
 from steadyflow.evals.scoring import Evaluation, Outcome, evaluate, scorers_for
 from steadyflow.io.limits import printable
+from steadyflow.spec.output_schema import schema_options
 
 if TYPE_CHECKING:
     from steadyflow.api import Pipeline, Processed
@@ -75,10 +77,9 @@ def outside_enums(dataset: Dataset, schemas: dict[str, dict[str, Any]]) -> list[
         for stage, fields in example.expected.items():
             properties = schemas.get(stage, {}).get("properties", {})
             for name, value in fields.items():
-                prop = properties.get(name) if isinstance(properties, dict) else None
-                options = [prop, *prop.get("anyOf", [])] if isinstance(prop, dict) else []
-                allowed = [v for o in options if isinstance(o, dict) for v in o.get("enum", [])]
-                nullable = any(isinstance(o, dict) and o.get("type") == "null" for o in options)
+                options = schema_options(properties.get(name) if isinstance(properties, dict) else None)
+                allowed = [v for o in options for v in o.get("enum", [])]
+                nullable = any(o.get("type") == "null" for o in options)
                 if allowed and value not in allowed and not (value is None and nullable):
                     label = printable(json.dumps(value, ensure_ascii=False)[:40])
                     found.append(f"{printable(example.id)}: {stage}.{name} is {label}, not one of {allowed}")
@@ -100,6 +101,12 @@ def unlabelable(dataset: Dataset, schemas: dict[str, dict[str, Any]]) -> list[st
     return sorted(unknown)
 
 
+def pipeline_scorers(pipeline: Pipeline, dataset: Dataset) -> dict[str, tuple[str, Scorer, list[str] | None]]:
+    """Every labelled field's scorer: the dataset's, else the pipeline's ``eval:`` section, else its type's."""
+    declared = pipeline.loaded.spec.eval.scorers if pipeline.loaded.spec.eval else {}
+    return scorers_for(dataset, output_schemas(pipeline), declared)
+
+
 async def run_dataset(
     pipeline: Pipeline,
     dataset: Dataset,
@@ -110,8 +117,7 @@ async def run_dataset(
 
     Scorers are resolved first, so a bad scorer name fails before any model is called.
     """
-    declared = pipeline.loaded.spec.eval.scorers if pipeline.loaded.spec.eval else {}
-    scorers = scorers_for(dataset, output_schemas(pipeline), declared)
+    scorers = pipeline_scorers(pipeline, dataset)
     done = 0
     outcomes: dict[str, Outcome] = {}
 

@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from steadyflow.core.document import Document
-from steadyflow.io.limits import ReadLimits, has_surrogate
+from steadyflow.io.limits import LIMITS, ReadLimits, has_surrogate
 
 BOM = "\ufeff"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -69,6 +69,14 @@ def _strings(value: Any) -> Any:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+
+
+def json_or_text(text: str, limits: ReadLimits = LIMITS) -> Any:
+    """``text`` read as JSON within the reading bounds (no NaN, no Infinity), or the text itself when it is not."""
+    try:
+        return parse_json(text, limits)
+    except Refused:
+        return text
 
 
 def parse_json(text: str, limits: ReadLimits) -> Any:

@@ -13,6 +13,8 @@ import math
 import re
 from typing import Any
 
+from steadyflow.spec.output_schema import takes_confidence
+
 TokenLogprobs = list[tuple[str, float]]
 """(token text, log-probability) of every generated token, in order."""
 
@@ -35,12 +37,7 @@ def response_tokens(response: Any) -> TokenLogprobs | None:
 
 def scored_fields(schema: dict[str, Any]) -> list[str]:
     """Top-level fields of an output JSON schema that take a confidence: enums and booleans."""
-    names = []
-    for name, prop in (schema.get("properties") or {}).items():
-        options = [prop, *prop.get("anyOf", [])] if isinstance(prop, dict) else []
-        if any(isinstance(o, dict) and ("enum" in o or o.get("type") == "boolean") for o in options):
-            names.append(name)
-    return names
+    return [name for name, prop in (schema.get("properties") or {}).items() if takes_confidence(prop)]
 
 
 def field_confidence(tokens: TokenLogprobs, output: dict[str, Any], fields: list[str]) -> dict[str, float]:

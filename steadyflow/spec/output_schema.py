@@ -108,3 +108,15 @@ def import_model(dotted: str) -> type[BaseModel]:
     if not (isinstance(value, type) and issubclass(value, BaseModel)):
         raise ValueError(f"'{dotted}' is not a pydantic model class")
     return value
+
+
+def schema_options(prop: Any) -> list[dict[str, Any]]:
+    """A property's JSON schema and, for an optional field, each of its ``anyOf`` alternatives."""
+    if not isinstance(prop, dict):
+        return []
+    return [option for option in [prop, *prop.get("anyOf", [])] if isinstance(option, dict)]
+
+
+def takes_confidence(prop: Any) -> bool:
+    """An enum or boolean field: what a model answer's confidence is computed for."""
+    return any("enum" in option or option.get("type") == "boolean" for option in schema_options(prop))

@@ -16,6 +16,7 @@ from steadyflow.core.names import did_you_mean
 from steadyflow.spec.cel import check_rule
 from steadyflow.spec.errors import Problem, format_path
 from steadyflow.spec.models import AiStage, PluginStage, RulesStage
+from steadyflow.spec.output_schema import takes_confidence
 from steadyflow.spec.validation import (
     BUILTIN,
     FIXABLE,
@@ -198,8 +199,7 @@ def _confidence_problems(check: ConfidenceCheck, model: type[BaseModel], pos: Po
         message = "a confidence is known only after the answer: use escalate, review, quarantine or noop"
         problems.append(pos.problem((*at, "on_fail"), message))
     prop = model.model_json_schema().get("properties", {}).get(check.field)
-    options = [prop, *prop.get("anyOf", [])] if isinstance(prop, dict) else []
-    if prop is not None and not any("enum" in o or o.get("type") == "boolean" for o in options if isinstance(o, dict)):
+    if prop is not None and not takes_confidence(prop):
         problems.append(pos.problem((*at, "field"), f"'{check.field}' is no enum or boolean: it has no confidence"))
     return problems
 
