@@ -8,7 +8,9 @@ over the first N labelled tune tickets against it (``--set models.small.base_url
 variant sees the same documents, prompt and checks. Prints documents per second (eval's own
 figure: first document sent to last scored; the model load and the process start excluded), the
 accuracy of category and priority, and each variant's ratio to the first one: the server as it
-ran before (llama-cpp-python's default of keeping every token's logits).
+ran before issue 14 (llama-cpp-python's defaults: every token's logits kept, the grammar testing the
+whole vocabulary for every generated token, one server using both cores). The last variant is what
+a run now starts.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ sys.path.insert(0, str(ROOT))
 from steadyflow.providers.local_model import default_model  # noqa: E402
 from steadyflow.providers.local_server import _wait_ready, free_port  # noqa: E402
 
-VARIANTS: dict[str, list[str]] = {
-    "logits kept (before)": ["--logits-all"],
-    "logits only when asked": [],
-    "prompt-lookup drafting": ["--lookup", "8"],
+#: name: (the model host's arguments, eval's --set overrides)
+VARIANTS: dict[str, tuple[list[str], list[str]]] = {
+    "before (logits kept, library sampling)": (["--logits-all", "--library-sampling"], []),
+    "logits only when asked": (["--library-sampling"], []),
+    "+ grammar tests the winner first": ([], []),
+    "+ two one-thread servers (now)": (["--workers", "2"], ["models.small.servers=2"]),
 }
 
 
@@ -68,11 +72,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dataset = Path(tmp) / "tune.jsonl"
         dataset.write_text("\n".join(tune) + "\n")
-        for name, extra in VARIANTS.items():
+        for name, (extra, sets) in VARIANTS.items():
             proc, url = _serve(extra, Path(tmp) / "server.log")
             try:
-                _eval(url, dataset, [])  # warm: the page cache and the server's prompt cache
-                summary = _eval(url, dataset, [])
+                _eval(url, dataset, sets)  # warm: the page cache and the server's prompt cache
+                summary = _eval(url, dataset, sets)
             finally:
                 proc.terminate()
                 proc.wait(30)
@@ -91,7 +95,7 @@ def main() -> None:
         print(json.dumps(results))
     for name, row in results.items():
         print(
-            f"{name:26} {row['documents']:>4} docs {row['wall_s']:>7.1f} s {row['docs_per_s']:>6.3f} docs/s "
+            f"{name:40} {row['documents']:>4} docs {row['wall_s']:>7.1f} s {row['docs_per_s']:>6.3f} docs/s "
             f"x{row['ratio']:<6} category {row['category']:.3f} priority {row['priority']:.3f}",
             file=sys.stderr,
         )

@@ -38,23 +38,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--watch-stdin", action="store_true")
     parser.add_argument(
+        "--workers", type=int, default=1, help="serve with this many servers, --threads split between them"
+    )
+    parser.add_argument(
         "--lookup", type=int, default=0, help="draft this many tokens by prompt lookup (speculative decoding); 0: off"
     )
     parser.add_argument(
         "--logits-all", action="store_true", help="keep every token's logits, so answers can carry log-probabilities"
     )
+    parser.add_argument(
+        "--library-sampling",
+        action="store_true",
+        help="let the grammar test the whole vocabulary for every token, as llama-cpp-python does (for comparisons)",
+    )
     args = parser.parse_args(argv)
     if args.watch_stdin:
         threading.Thread(target=_exit_when_stdin_closes, name="parent-watch", daemon=True).start()
+    if args.workers > 1:
+        from steadyflow.providers import llama_pool
+
+        passed = ["--model", args.model, "--alias", args.alias, "--n-ctx", str(args.n_ctx)]
+        passed += ["--lookup", str(args.lookup)]
+        passed += ["--logits-all"] * args.logits_all + ["--library-sampling"] * args.library_sampling
+        threads = max(1, args.threads // args.workers)
+        llama_pool.serve(passed, args.host, args.port, args.workers, threads)
+        return
 
     # Imported here so that `--help` and argument errors stay fast.
     import uvicorn
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-    from steadyflow.providers.llama_logprobs import install
+    from steadyflow.providers import llama_logprobs, llama_sampling
 
-    install()  # log-probabilities for the sampled tokens only, not a sort of the vocabulary per token
+    llama_logprobs.install()  # log-probabilities for the sampled tokens only, not a sort of the vocabulary per token
+    if not args.library_sampling:
+        llama_sampling.install()  # the grammar tests the greedy winner first, the vocabulary only if it is refused
 
     model = ModelSettings(
         model=args.model,

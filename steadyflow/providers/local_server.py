@@ -68,7 +68,29 @@ def resolve_model(spec: ModelSpec) -> tuple[Path, str]:
     return default_model()
 
 
-def _host_command(model: Path, port: int, context_tokens: int, watch_stdin: bool, logprobs: bool = True) -> list[str]:
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def server_count(spec: ModelSpec | None = None) -> int:
+    """How many single-request model servers serve a local model (``servers``, else 2 where there are 2 cores).
+
+    Two servers of one thread answer about 1.5x the documents per second of one server of two threads
+    on two cores (``benchmarks/local_speed.py``): the threads of one small model wait on each other
+    for every token.
+    """
+    if spec is not None and spec.servers:
+        return spec.servers
+    return min(2, cores())
+
+
+def _host_command(
+    model: Path, port: int, context_tokens: int, watch_stdin: bool, logprobs: bool = True, servers: int = 1
+) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -81,6 +103,7 @@ def _host_command(model: Path, port: int, context_tokens: int, watch_stdin: bool
         str(context_tokens),
     ]
     cmd += ["--logits-all"] if logprobs else []
+    cmd += ["--workers", str(servers), "--threads", str(max(cores(), servers))] if servers > 1 else []
     return [*cmd, "--watch-stdin"] if watch_stdin else cmd
 
 
@@ -130,11 +153,15 @@ def _log_path(model: Path) -> Path:
 class RunServer:
     """A server owned by one run: started in ``__enter__``, stopped in ``__exit__`` or when the run dies."""
 
-    def __init__(self, model: Path, context_tokens: int = DEFAULT_CONTEXT, logprobs: bool = False) -> None:
+    def __init__(
+        self, model: Path, context_tokens: int = DEFAULT_CONTEXT, logprobs: bool = False, servers: int = 1
+    ) -> None:
         self.model = model
         self.context_tokens = context_tokens
         self.logprobs = logprobs
         """Whether the server computes token log-probabilities (logits for every token: slower, more memory)."""
+        self.servers = servers
+        """Servers behind the one port (``llama_host --workers``), one request each."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log = _log_path(model)
@@ -150,7 +177,9 @@ class RunServer:
         self._log_handle = self.log.open("wb")
         # its own session: Ctrl-C reaches the run, which then stops the server in order
         self._proc = subprocess.Popen(
-            _host_command(self.model, self.port, self.context_tokens, watch_stdin=True, logprobs=self.logprobs),
+            _host_command(
+                self.model, self.port, self.context_tokens, True, logprobs=self.logprobs, servers=self.servers
+            ),
             stdin=subprocess.PIPE,
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
@@ -217,7 +246,7 @@ def serve(model: Path, context_tokens: int = DEFAULT_CONTEXT, port: int | None =
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as handle:
         proc = subprocess.Popen(
-            _host_command(model, port, context_tokens, watch_stdin=False),
+            _host_command(model, port, context_tokens, watch_stdin=False, servers=server_count()),
             stdin=subprocess.DEVNULL,
             stdout=handle,
             stderr=subprocess.STDOUT,
@@ -279,6 +308,10 @@ class LocalEndpoints:
                 (resolved[n][0], self.models[n].context_tokens or DEFAULT_CONTEXT)
                 for n in self.logprobs & set(resolved)
             }
+            servers: dict[tuple[Path, int], int] = {}
+            for name, spec in self.models.items():
+                key = (resolved[name][0], spec.context_tokens or DEFAULT_CONTEXT)
+                servers[key] = max(servers.get(key, 1), server_count(spec))
             for name, spec in self.models.items():
                 path, note = resolved[name]
                 self.model_ids[name] = path.name
@@ -288,7 +321,8 @@ class LocalEndpoints:
                     self.notes.append(f"{name}: reusing the served local model at {current.base_url}")
                     continue
                 if (path, context) not in started:
-                    server = self._stack.enter_context(RunServer(path, context, (path, context) in wanted))
+                    key = (path, context)
+                    server = self._stack.enter_context(RunServer(path, context, key in wanted, servers[key]))
                     started[(path, context)] = server.base_url
                     self.notes.append(f"{name}: {note}; started a local model server at {server.base_url}")
                 urls[name] = started[(path, context)]

@@ -27,6 +27,7 @@ from steadyflow.core.vocabulary import ErrorKind
 from steadyflow.providers.breaker import CircuitBreaker
 from steadyflow.providers.confidence import TokenLogprobs, response_tokens
 from steadyflow.providers.errors import ModelCallError, classify, validation_summary
+from steadyflow.providers.local_server import server_count
 from steadyflow.spec.models import ModelSpec
 
 # instructor logs every failed call at ERROR with the server's message; our decision records
@@ -159,8 +160,9 @@ class OpenAICompatClient:
         self.spec = spec
         self.model = model_id or spec.model or name
         self.base_url = base_url or spec.base_url
-        limit = min(concurrency, spec.max_concurrency or self.default_slots or concurrency)
-        self._semaphore = asyncio.Semaphore(limit)
+        self.slots = min(concurrency, spec.max_concurrency or self.default_slots or concurrency)
+        """Requests this client has in flight at most."""
+        self._semaphore = asyncio.Semaphore(self.slots)
         key = spec.api_key.get_secret_value() if spec.api_key else "not-needed"
         self.breaker = CircuitBreaker(spec.breaker)
         # aiohttp under httpx's API: httpcore's connection pool spends ~10 ms of CPU per request
@@ -286,16 +288,16 @@ class LocalClient(OpenAICompatClient):
     re-asks on top (for constraints a grammar cannot express).
     """
 
-    #: llama-cpp-python's server computes one completion at a time: more requests would
-    #: wait inside the server and run into the client's timeout, so they queue here instead.
-    default_slots = 1
-
     def __init__(
         self, name: str, spec: ModelSpec, concurrency: int, base_url: str | None = None, model_id: str | None = None
     ) -> None:
         if not (base_url or spec.base_url):
             # without this the openai SDK would fall back to its public endpoint
             raise ValueError(f"local model '{name}' has no server: start it with LocalEndpoints or give base_url")
+        # each of llama-cpp-python's servers computes one completion at a time: more requests would
+        # wait inside a server and run into the client's timeout, so they queue here instead. A server
+        # of the user's (base_url) is one unless `servers` says otherwise.
+        self.default_slots = (spec.servers or 1) if spec.base_url else server_count(spec)
         super().__init__(name, spec, concurrency, base_url, model_id)
 
     @property

@@ -330,7 +330,7 @@ def _check_ladder(
     return problems
 
 
-_LOCAL_ONLY = ("model_path", "model_sha256")
+_LOCAL_ONLY = ("model_path", "model_sha256", "servers")
 
 
 def check_models(spec: Pipeline, pos: Positions) -> list[Problem]:

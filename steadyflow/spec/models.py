@@ -68,6 +68,14 @@ class ModelSpec(Strict):
         None, description="how the response schema is sent; default: tools (openai), json+grammar (local)"
     )
     max_concurrency: int | None = Field(None, ge=1, le=1024)
+    servers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="local provider: model servers a run starts, the cores split between them, one request each "
+        "(default: 2 on a machine with 2 cores or more; each holds a copy of the model in memory); "
+        "with base_url: how many requests that endpoint takes at once (default 1)",
+    )
     breaker: BreakerSpec = BreakerSpec()
     logprobs: bool = Field(
         False,

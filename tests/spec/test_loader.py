@@ -106,11 +106,14 @@ def test_api_key_is_secret_in_repr(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 def test_local_only_settings_on_another_provider_are_refused(tmp_path: Path) -> None:
     file = tmp_path / "p.yaml"
-    file.write_text(MINIMAL.replace('api_key: "${SF_TEST_KEY:-none}"', "model_path: x.gguf, context_tokens: 2048"))
+    file.write_text(
+        MINIMAL.replace('api_key: "${SF_TEST_KEY:-none}"', "model_path: x.gguf, context_tokens: 2048, servers: 2")
+    )
     with pytest.raises(SpecError) as caught:
         load_pipeline(file)
     lines = [str(p) for p in caught.value.problems]
     assert any(":3:" in line and "'model_path' applies to provider 'local' only" in line for line in lines), lines
+    assert any(":3:" in line and "'servers' applies to provider 'local' only" in line for line in lines), lines
     assert not any("context_tokens" in line for line in lines), lines  # any endpoint may declare its context (issue 12)
 
 
