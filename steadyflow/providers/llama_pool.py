@@ -60,7 +60,9 @@ def app(upstreams: list[str], timeout_s: float = 3600.0) -> web.Application:
             session = holder["session"] = ClientSession(timeout=ClientTimeout(total=timeout_s))
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-        upstream = await free.get()
+        # a GET (the model list a liveness probe reads) computes nothing: it needs no free server
+        computes = request.method != "GET"
+        upstream = await free.get() if computes else upstreams[0]
 
         async def exchange() -> web.Response:
             url = upstream + request.path_qs
@@ -70,7 +72,8 @@ def app(upstreams: list[str], timeout_s: float = 3600.0) -> web.Application:
                     kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_HEADERS}
                     return web.Response(status=answer.status, body=payload, headers=kept)
             finally:
-                free.put_nowait(upstream)
+                if computes:
+                    free.put_nowait(upstream)
 
         # shielded: a caller that gives up does not free a server that is still computing its answer
         return await asyncio.shield(asyncio.ensure_future(exchange()))

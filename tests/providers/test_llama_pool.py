@@ -28,6 +28,8 @@ class Upstream:
         self.served = 0
 
     async def handle(self, request: web.Request) -> web.Response:
+        if request.method == "GET":  # the model list: answered at once, as llama-cpp-python does
+            return web.json_response({"data": []})
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
         try:
@@ -97,6 +99,20 @@ def test_a_caller_that_gives_up_does_not_free_a_busy_server() -> None:
 
     asyncio.run(_with_pool(upstreams, body))
     assert upstreams[0].most == 1 and upstreams[0].served == 2
+
+
+def test_a_liveness_probe_is_answered_while_every_server_computes() -> None:
+    upstreams = [Upstream(1.0)]
+
+    async def body(url: str) -> None:
+        async with aiohttp.ClientSession() as session:
+            busy = asyncio.ensure_future(session.post(f"{url}/v1/chat/completions", json={}))
+            await asyncio.sleep(0.2)
+            async with session.get(f"{url}/v1/models", timeout=aiohttp.ClientTimeout(total=0.5)) as answer:
+                assert answer.status == 200
+            (await busy).release()
+
+    asyncio.run(_with_pool(upstreams, body))
 
 
 @pytest.mark.slow
