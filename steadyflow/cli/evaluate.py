@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +13,33 @@ import typer
 
 from steadyflow.cli import EXIT_INVALID, _fail, app
 from steadyflow.spec.errors import SpecError
+
+_REPORT_SUFFIXES = (".md", ".markdown", ".html", ".htm")
+
+
+def _write_report(report: Path, evaluation: Any) -> str | None:
+    """Write the report; the one-line error if it could not be (the evaluation is printed anyway)."""
+    from steadyflow.evals.report import as_html, markdown
+
+    try:
+        page = as_html(evaluation) if report.suffix.lower() in (".html", ".htm") else markdown(evaluation)
+        report.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        return f"{report}: cannot write the report ({exc.strerror or type(exc).__name__})"
+    return None
+
+
+def _check_report_path(report: Path) -> None:
+    """Refuse a --report path that cannot be written before any model call, not after all of them."""
+    if report.is_dir():
+        raise ValueError(f"--report {report}: is a directory; name a file in it, e.g. {report / 'eval.md'}")
+    if report.suffix.lower() not in _REPORT_SUFFIXES:
+        raise ValueError(f"--report {report}: name a .md or .html file")
+    folder = report.parent
+    if not folder.is_dir():
+        raise ValueError(f"--report {report}: folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK) or (report.exists() and not os.access(report, os.W_OK)):
+        raise ValueError(f"--report {report}: not writable here; choose another path")
 
 
 def _gates(specs: list[str], fields: list[str]) -> list[tuple[str, str, float]]:
@@ -90,7 +118,7 @@ def eval_command(
     """
     from steadyflow.api import Pipeline
     from steadyflow.evals.dataset import DatasetError
-    from steadyflow.evals.report import as_html, markdown, text
+    from steadyflow.evals.report import text
     from steadyflow.evals.runner import read_dataset
     from steadyflow.evals.scorers import ScorerError
     from steadyflow.providers.local_model import LocalModelError
@@ -101,6 +129,8 @@ def eval_command(
     except SpecError as exc:
         _fail(exc)
     try:
+        if report is not None:
+            _check_report_path(report)
         data = read_dataset(pipeline, dataset, stage)
         labelled = sorted({f"{s}.{f}" for e in data.examples for s, fields in e.expected.items() for f in fields})
         gates = _gates(fail_under or [], labelled)
@@ -120,21 +150,18 @@ def eval_command(
         typer.echo(f"{file}: {exc}", err=True)
         raise typer.Exit(1) from None
     summary = evaluation.as_dict()
-    if report is not None:
-        try:
-            page = as_html(evaluation) if report.suffix.lower() in (".html", ".htm") else markdown(evaluation)
-            report.write_text(page, encoding="utf-8")
-        except OSError as exc:
-            typer.echo(f"{report}: cannot write the report ({exc.strerror or type(exc).__name__})", err=True)
-            raise typer.Exit(1) from None
+    unwritten = _write_report(report, evaluation) if report is not None else None
     failed = _failures(gates, summary)
     summary["failed"] = failed
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
         typer.echo(text(evaluation))
-        if report is not None:
+        if report is not None and unwritten is None:
             typer.echo(f"report: {report}")
+    if unwritten is not None:
+        typer.echo(unwritten, err=True)
+        raise typer.Exit(1)
     for line in failed:
         typer.echo(f"below --fail-under: {line}", err=True)
     if failed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -221,9 +222,42 @@ def test_markdown_and_html_reports_are_written(chaos: ChaosServer, tmp_path: Pat
         assert text not in page
 
 
-def test_a_report_that_cannot_be_written_exits_1(chaos: ChaosServer, tmp_path: Path) -> None:
-    result = scripted_eval(chaos, tmp_path, "--report", tmp_path / "missing" / "r.md")
+def test_a_report_path_that_cannot_work_is_refused_before_any_model_call(chaos: ChaosServer, tmp_path: Path) -> None:
+    cases = {
+        tmp_path / "missing" / "r.md": "folder",
+        tmp_path: "is a directory",
+        tmp_path / "r.pdf": "name a .md or .html file",
+        Path("/proc/self/r.md"): "not writable",
+    }
+    triage = pipeline(tmp_path, chaos.base_url)
+    for report, says in cases.items():
+        line = one_line_error(run_eval(triage, "--dataset", dataset(tmp_path), "--report", report))
+        assert line.startswith(f"--report {report}: ") and says in line, line
+    assert requests_sent(chaos) == []  # nothing was asked of the model
+
+
+def test_a_report_that_fails_to_write_at_the_end_still_prints_the_evaluation(tmp_path: Path) -> None:
+    # The report's folder disappears while the model answers (0.4 s each): the write fails at the end.
+    from steadyflow.chaos.server import ChaosConfig
+
+    server = ChaosServer(ChaosConfig(seed=7, latency_ms=400)).start()
+    try:
+        script(server)
+        folder = tmp_path / "reports"
+        folder.mkdir()
+        args = [pipeline(tmp_path, server.base_url), "--dataset", dataset(tmp_path), "--concurrency", "1"]
+        command = [*CLI, *map(str, args), "--json", "--report", str(folder / "r.md")]
+        run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not requests_sent(server) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        folder.rmdir()
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        server.stop()
+    result = subprocess.CompletedProcess(command, run.returncode, stdout, stderr)
     assert "cannot write the report" in one_line_error(result, 1)
+    assert json.loads(stdout)["documents"] == 6  # the evaluation is not thrown away
 
 
 # ---- bad inputs -----------------------------------------------------------------------------------
