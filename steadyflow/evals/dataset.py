@@ -114,7 +114,7 @@ def _jsonl_rows(path: Path, text: str) -> tuple[list[tuple[int, dict[str, Any]]]
         if len(line) > LIMITS.record_bytes:
             raise DatasetError(f"{path}:{number}: a line over {LIMITS.record_bytes // MIB} MiB")
         try:
-            row = parse_json(line, LIMITS)
+            row = parse_json(line, LIMITS, unique_keys=True)
         except Refused as exc:
             raise DatasetError(f"{path}:{number}: {exc.reason}") from None
         if not isinstance(row, dict):
@@ -144,18 +144,29 @@ def _scorers(path: Path, line: int, value: Any) -> dict[str, str]:
 
 def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     csv.field_size_limit(LIMITS.record_bytes)
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    # strict: a quote never closed is an error, not a cell that swallows the rest of the file
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     rows: list[tuple[int, dict[str, Any]]] = []
+    ended = 0  # the line the last good row ended on: a broken row starts after it
     try:
         _check_header(path, reader.fieldnames or [])
+        ended = reader.line_num
         for row in reader:
             if len(rows) > MAX_EXAMPLES:
                 raise DatasetError(f"{path}: more than {MAX_EXAMPLES} examples")
             if None in row:
                 raise DatasetError(f"{path}:{reader.line_num}: more cells than header columns")
-            rows.append((reader.line_num, _csv_example(row)))
+            example = _csv_example(row)
+            if not example["expected"]:
+                short = " (the row has fewer cells than the header)" if None in row.values() else ""
+                raise DatasetError(f"{path}:{reader.line_num}: no label in any expected.* column{short}")
+            rows.append((reader.line_num, example))
+            ended = reader.line_num
     except csv.Error as exc:
-        raise DatasetError(f"{path}:{reader.line_num}: not CSV ({exc})") from None
+        if "unexpected end of data" in str(exc):
+            message = 'a quoted cell is never closed (a missing ")'
+            raise DatasetError(f"{path}:{ended + 1}: {message}") from None
+        raise DatasetError(f"{path}:{ended + 1}: not CSV ({exc})") from None
     return rows
 
 

@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from steadyflow.core.document import Document
-from steadyflow.io.limits import LIMITS, ReadLimits, has_surrogate
+from steadyflow.io.limits import LIMITS, ReadLimits, has_surrogate, printable
 
 BOM = "\ufeff"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -79,8 +79,11 @@ def json_or_text(text: str, limits: ReadLimits = LIMITS) -> Any:
         return text
 
 
-def parse_json(text: str, limits: ReadLimits) -> Any:
+def parse_json(text: str, limits: ReadLimits, unique_keys: bool = False) -> Any:
     r"""A JSON value within the limits; Refused (with a reason) otherwise.
+
+    With ``unique_keys`` an object that names a key twice is refused (JSON keeps the last one
+    silently: in a labelled dataset that is a label nobody meant).
 
     Depth is checked before parsing (json recurses, and a deep value breaks later readers too);
     integers are capped in digits (Python refuses to print integers over 4300 digits);
@@ -99,8 +102,17 @@ def parse_json(text: str, limits: ReadLimits) -> Any:
     def constant(name: str) -> Any:
         raise Refused(f"invalid JSON: {name} is not a JSON value")
 
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        value: dict[str, Any] = {}
+        for key, item in pairs:
+            if key in value:
+                raise Refused(f"key '{printable(key[:80])}' appears twice in one object")
+            value[key] = item
+        return value
+
     try:
-        value = json.loads(text, parse_int=integer, parse_constant=constant)
+        hook = unique if unique_keys else None
+        value = json.loads(text, parse_int=integer, parse_constant=constant, object_pairs_hook=hook)
     except json.JSONDecodeError as exc:
         raise Refused(f"invalid JSON: line {exc.lineno} column {exc.colno}") from None
     except RecursionError:  # deeper than the scan saw (it is conservative, so only in theory)

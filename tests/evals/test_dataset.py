@@ -125,7 +125,34 @@ def test_jsonl_text_with_unicode_line_separators_is_one_line(tmp_path: Path) -> 
     assert "id 'a' appears twice" in _error(path) and _error(path).startswith(f"{path}:3:")
 
 
+def test_a_key_named_twice_in_an_object_is_refused_not_silently_overwritten(tmp_path: Path) -> None:
+    # JSON keeps the last of two equal keys: a second "category" would replace the label unseen
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        '{"id": "a", "text": "t", "expected": {"category": "b"}}\n'
+        '{"id": "b", "text": "t", "expected": {"category": "billing", "category": "account"}}\n'
+    )
+    assert _error(path) == f"{path}:2: key 'category' appears twice in one object"
+    path.write_text('{"id": "a", "id": "b", "text": "t", "expected": {"c": 1}}\n')
+    assert _error(path) == f"{path}:1: key 'id' appears twice in one object"
+
+
 # ---- CSV ----------------------------------------------------------------------------------------
+
+
+def test_broken_csv_rows_are_named_by_the_line_they_start_on(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    header = "id,text,expected.category\n"
+    cases = {
+        'z,ok,billing\na,"hello,billing\nb,world,account\n': ':3: a quoted cell is never closed (a missing ")',
+        "a,hello\nb,world,account\n": ":2: no label in any expected.* column (the row has fewer cells than the header)",
+        "a,hello,\n": ":2: no label in any expected.* column",
+        "a,hello,billing,extra\n": ":2: more cells than header columns",
+        'a,"x"y,billing\n': ":2: not CSV (',' expected after '\"')",
+    }
+    for body, says in cases.items():
+        path.write_text(header + body)
+        assert _error(path) == f"{path}{says}", body
 
 
 def test_csv_expected_columns_json_cells_and_tags(tmp_path: Path) -> None:
@@ -177,7 +204,7 @@ def test_csv_errors_name_their_line(tmp_path: Path) -> None:
     path.write_text("id,text,expected.category\n1,a,billing\n2,b,billing,extra\n")
     assert _error(path).startswith(f"{path}:3:") and "more cells" in _error(path)
     path.write_text("id,text,expected.category\n1,a,billing\n2,b,\n")
-    assert _error(path).startswith(f"{path}:3:") and '"expected"' in _error(path)
+    assert _error(path) == f"{path}:3: no label in any expected.* column"
     path.write_text("text,expected.category\nhello,billing\n")
     assert _error(path).startswith(f"{path}:2:") and '"id"' in _error(path)
 
