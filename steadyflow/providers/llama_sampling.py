@@ -39,13 +39,13 @@ class GrammarLastGreedy:
 
         self._lib = llama_cpp
         self._n_vocab = int(llama.n_vocab())
-        self._penalties = llama_cpp.llama_sampler_init_penalties(self._n_vocab, penalty_last_n, repeat, freq, present)
         self._grammar = llama_cpp.llama_sampler_init_grammar(
             llama._model.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
         )
         if not self._grammar:
-            llama_cpp.llama_sampler_free(self._penalties)
+            self._grammar = self._penalties = None  # nothing for close() to free
             raise ValueError("llama.cpp refused the grammar")
+        self._penalties = llama_cpp.llama_sampler_init_penalties(self._n_vocab, penalty_last_n, repeat, freq, present)
         # the whole vocabulary, reused for every token: ids fixed, logits copied in
         self._all = np.zeros(self._n_vocab, dtype=_TOKEN_DATA)
         self._all["id"] = np.arange(self._n_vocab, dtype=np.intc)
@@ -88,11 +88,13 @@ class GrammarLastGreedy:
         self._lib.llama_sampler_reset(self._grammar)
 
     def close(self) -> None:
-        """Free the llama.cpp samplers (once)."""
-        if self._penalties:
-            self._lib.llama_sampler_free(self._penalties)
-            self._lib.llama_sampler_free(self._grammar)
-            self._penalties = self._grammar = None
+        """Free the llama.cpp samplers (each once, whatever __init__ got to)."""
+        lib = getattr(self, "_lib", None)
+        for name in ("_penalties", "_grammar"):
+            pointer = getattr(self, name, None)
+            setattr(self, name, None)
+            if pointer and lib is not None:
+                lib.llama_sampler_free(pointer)
 
     def __del__(self) -> None:
         self.close()

@@ -17,6 +17,8 @@ from steadyflow.providers import llama_pool
 from steadyflow.providers.local_server import RunServer, answers
 from tests.conftest import host_children, wait_gone
 
+MODELS = b'{"object": "list", "data": [{"id": "local", "object": "model"}]}'
+
 
 class Upstream:
     """A stand-in for one llama-cpp-python server: answers after a pause, counts requests in flight."""
@@ -28,8 +30,6 @@ class Upstream:
         self.served = 0
 
     async def handle(self, request: web.Request) -> web.Response:
-        if request.method == "GET":  # the model list: answered at once, as llama-cpp-python does
-            return web.json_response({"data": []})
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
         try:
@@ -41,7 +41,9 @@ class Upstream:
 
 
 async def _site(application: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(application)
+    # handler_cancellation: a caller that disconnects cancels its handler (aiohttp's default is not
+    # to), the harshest case for the pool's bookkeeping
+    runner = web.AppRunner(application, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -58,7 +60,7 @@ async def _with_pool(upstreams: list[Upstream], body: object) -> None:
         runner, url = await _site(application)
         runners.append(runner)
         urls.append(url)
-    pool_runner, pool_url = await _site(llama_pool.app(urls))
+    pool_runner, pool_url = await _site(llama_pool.app(urls, MODELS))
     try:
         await body(pool_url)  # type: ignore[operator]
     finally:
@@ -92,7 +94,7 @@ def test_a_caller_that_gives_up_does_not_free_a_busy_server() -> None:
     async def body(url: str) -> None:
         async with aiohttp.ClientSession() as session:
             with pytest.raises(asyncio.TimeoutError):
-                async with session.post(url, json={}, timeout=aiohttp.ClientTimeout(total=0.1)):
+                async with session.post(url, json={}, timeout=aiohttp.ClientTimeout(total=0.2)):
                     pass
             async with session.post(url, json={"after": True}) as answer:
                 assert (await answer.json())["echo"] == {"after": True}
@@ -102,6 +104,7 @@ def test_a_caller_that_gives_up_does_not_free_a_busy_server() -> None:
 
 
 def test_a_liveness_probe_is_answered_while_every_server_computes() -> None:
+    # llama-cpp-python answers GET /v1/models only between completions: the pool answers it itself
     upstreams = [Upstream(1.0)]
 
     async def body(url: str) -> None:
@@ -109,10 +112,11 @@ def test_a_liveness_probe_is_answered_while_every_server_computes() -> None:
             busy = asyncio.ensure_future(session.post(f"{url}/v1/chat/completions", json={}))
             await asyncio.sleep(0.2)
             async with session.get(f"{url}/v1/models", timeout=aiohttp.ClientTimeout(total=0.5)) as answer:
-                assert answer.status == 200
+                assert answer.status == 200 and await answer.read() == MODELS
             (await busy).release()
 
     asyncio.run(_with_pool(upstreams, body))
+    assert upstreams[0].served == 1  # the probe never reached the busy server
 
 
 @pytest.mark.slow

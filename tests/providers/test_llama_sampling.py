@@ -38,25 +38,37 @@ def llm(local_gguf: Path) -> Iterator[Llama]:
     model.close()
 
 
+#: llama-cpp-python's server sends repeat_penalty 1.1 when a request names none (steadyflow's do not);
+#: frequency and presence penalties are what an OpenAI client may send
+PENALTIES = [
+    {"repeat_penalty": 1.1},
+    {"repeat_penalty": 1.3, "frequency_penalty": 0.4, "presence_penalty": 0.6},
+]
+
+
 def _library(llm: Llama, monkeypatch: pytest.MonkeyPatch, ours: bool, ask: Any) -> Any:
     with monkeypatch.context() as patch:
         if ours:
             patch.setattr(llama_sampling, "_ORIGINAL", Llama._init_sampler)
             patch.setattr(Llama, "_init_sampler", llama_sampling._init_sampler)
         llm.reset()  # no prefix cached from the other sampler's answer
-        return ask()
+        answer = ask()
+        # the answer came from the sampler under test, not from the library's chain compared with itself
+        assert isinstance(llm._sampler, llama_sampling.GrammarLastGreedy) is ours
+        return answer
 
 
 def test_schema_answers_are_the_library_s_token_for_token(llm: Llama, monkeypatch: pytest.MonkeyPatch) -> None:
     schema = Ticket.model_json_schema()
-    for text in TICKETS:
+    for text, penalties in [(t, p) for t in TICKETS for p in PENALTIES]:
 
-        def ask(text: str = text) -> str:
+        def ask(text: str = text, penalties: dict[str, float] = penalties) -> str:
             answer: Any = llm.create_chat_completion(
                 messages=[{"role": "user", "content": f"Classify this ticket as JSON:\n{text}"}],
                 response_format={"type": "json_object", "schema": schema},
                 temperature=0,
                 max_tokens=80,
+                **penalties,  # type: ignore[arg-type]
             )
             return str(answer["choices"][0]["message"]["content"])
 
@@ -72,7 +84,9 @@ def test_a_winner_the_grammar_refuses_is_replaced_as_the_library_would(
     # Nothing a model says after "Hello" starts with "zq": every first token goes through the refusal path.
     def ask() -> str:
         grammar = LlamaGrammar.from_string('root ::= "zq" [0-9]+ " " [a-z]+', verbose=False)
-        answer: Any = llm.create_completion("Hello, how are", grammar=grammar, temperature=0, max_tokens=8)
+        answer: Any = llm.create_completion(
+            "Hello, how are", grammar=grammar, temperature=0, max_tokens=8, repeat_penalty=1.1
+        )
         return str(answer["choices"][0]["text"])
 
     theirs = _library(llm, monkeypatch, False, ask)
@@ -91,3 +105,13 @@ def test_sampling_at_a_temperature_keeps_the_library_s_chain(llm: Llama, monkeyp
     assert not isinstance(plain, llama_sampling.GrammarLastGreedy)
     greedy.close()
     greedy.close()  # twice is harmless
+
+
+def test_a_grammar_llama_cpp_refuses_is_an_error_not_a_double_free(llm: Llama) -> None:
+    broken = LlamaGrammar.from_string('root ::= "a"', verbose=False)
+    broken._grammar = "root ::= ( unclosed"  # what a request's raw grammar field may carry
+    with pytest.raises(ValueError, match="refused the grammar"):
+        llama_sampling.GrammarLastGreedy(llm, broken, 64, 1.1, 0.0, 0.0)
+    import gc
+
+    gc.collect()  # the half-built sampler is collected: nothing may be freed twice
