@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -146,13 +148,21 @@ def test_a_pool_of_real_servers_answers_and_ends_with_a_killed_run(local_gguf: P
     assert not answers(url, 1)
 
 
-@pytest.mark.slow
-def test_a_run_s_pool_stops_with_the_run(local_gguf: Path) -> None:
+@contextlib.contextmanager
+def _pool_of_two(local_gguf: Path) -> Iterator[tuple[RunServer, int, list[int]]]:
+    """A run's pool of two servers: the server, the pool's pid and its servers' pids."""
     before = set(host_children(os.getpid()))
     with RunServer(local_gguf, 1024, servers=2) as server:
         [pool] = set(host_children(os.getpid())) - before
         workers = host_children(pool)
-        assert len(workers) == 2 and answers(server.base_url)
+        assert len(workers) == 2
+        yield server, pool, workers
+
+
+@pytest.mark.slow
+def test_a_run_s_pool_stops_with_the_run(local_gguf: Path) -> None:
+    with _pool_of_two(local_gguf) as (server, pool, workers):
+        assert answers(server.base_url)
     assert all(wait_gone(pid, 20) for pid in [pool, *workers])
 
 
@@ -172,10 +182,7 @@ def test_a_local_client_sends_as_many_requests_as_there_are_servers() -> None:
 
 @pytest.mark.slow
 def test_a_pool_that_loses_a_server_stops_rather_than_half_answering(local_gguf: Path) -> None:
-    before = set(host_children(os.getpid()))
-    with RunServer(local_gguf, 1024, servers=2) as server:
-        [pool] = set(host_children(os.getpid())) - before
-        workers = host_children(pool)
+    with _pool_of_two(local_gguf) as (server, pool, workers):
         os.kill(workers[0], signal.SIGKILL)
         assert all(wait_gone(pid, 20) for pid in [pool, *workers])
         assert not answers(server.base_url, 1)
