@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
@@ -71,17 +72,20 @@ def app(upstreams: list[str], models: bytes, timeout_s: float = 3600.0) -> web.A
     free: asyncio.Queue[str] = asyncio.Queue()
     for url in upstreams:
         free.put_nowait(url)
-    holder: dict[str, ClientSession] = {}
+    session_key = web.AppKey("session", ClientSession)
+
+    async def session(application: web.Application) -> AsyncIterator[None]:
+        # kept-alive connections closed before uvicorn's 5 s would close them under a request
+        connector = TCPConnector(keepalive_timeout=4)
+        async with ClientSession(timeout=ClientTimeout(total=timeout_s), connector=connector) as opened:
+            application[session_key] = opened
+            yield
 
     async def model_list(_: web.Request) -> web.Response:
         return web.Response(body=models, content_type="application/json")
 
     async def forward(request: web.Request) -> web.Response:
-        session = holder.get("session")
-        if session is None:
-            # kept-alive connections closed before uvicorn's 5 s would close them under a request
-            connector = TCPConnector(keepalive_timeout=4)
-            session = holder["session"] = ClientSession(timeout=ClientTimeout(total=timeout_s), connector=connector)
+        client = request.app[session_key]
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         upstream = await free.get()
@@ -89,7 +93,7 @@ def app(upstreams: list[str], models: bytes, timeout_s: float = 3600.0) -> web.A
         async def exchange() -> web.Response:
             url = upstream + request.path_qs
             try:
-                async with session.request(request.method, url, data=body, headers=headers) as answer:
+                async with client.request(request.method, url, data=body, headers=headers) as answer:
                     payload = await answer.read()
                     kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_HEADERS}
                     return web.Response(status=answer.status, body=payload, headers=kept)
@@ -101,15 +105,10 @@ def app(upstreams: list[str], models: bytes, timeout_s: float = 3600.0) -> web.A
         # shielded: a caller that gives up does not free a server that is still computing its answer
         return await asyncio.shield(asyncio.ensure_future(exchange()))
 
-    async def close(_: web.Application) -> None:
-        session = holder.get("session")
-        if session is not None:
-            await session.close()
-
     application = web.Application(client_max_size=64 * 1024 * 1024)
     application.router.add_get("/v1/models", model_list)
     application.router.add_route("*", "/{tail:.*}", forward)
-    application.on_cleanup.append(close)
+    application.cleanup_ctx.append(session)
     return application
 
 
