@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from steadyflow.audit.log import DecisionLog, Superseded
-from steadyflow.audit.sqlite import StoreError, columns, connect, migrate, opening, tables, writing
+from steadyflow.audit.sqlite import StoreError, add_column, columns, connect, migrate, opening, tables, writing
 
 LEDGER_NAME = "runs.sqlite"
 
@@ -80,7 +80,17 @@ def _base(db: sqlite3.Connection) -> None:
     db.executescript(_SCHEMA)
 
 
-_MIGRATIONS = (_base,)
+def _versions(db: sqlite3.Connection) -> None:
+    # what replay and diff need: each run's pipeline as it ran, where its documents came from, prompts by version
+    add_column(db, "runs", "snapshot_hash", "TEXT")
+    add_column(db, "runs", "source", "TEXT")
+    db.execute("CREATE TABLE IF NOT EXISTS pipelines (snapshot_hash TEXT PRIMARY KEY, snapshot TEXT NOT NULL)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS prompts (version TEXT PRIMARY KEY, system TEXT NOT NULL, template TEXT NOT NULL)"
+    )
+
+
+_MIGRATIONS = (_base, _versions)
 """Numbered by position (``PRAGMA user_version``); never reorder, only append."""
 
 
@@ -135,6 +145,42 @@ class RunLedger:
             (run_id, pipeline, version, flow_run_id, time.time(), spec_hash),
         )
 
+    def keep_version(
+        self, run_id: str, snapshot: dict[str, Any], digest: str, prompts: dict[str, dict[str, str]], source: str | None
+    ) -> None:
+        """Keep the pipeline a run runs (its snapshot, once per version), its prompts by version and its source."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR IGNORE INTO pipelines VALUES (?, ?)", (digest, json.dumps(snapshot, sort_keys=True))
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO prompts VALUES (?, ?, ?)",
+                [(version, p["system"], p["template"]) for version, p in prompts.items()],
+            )
+            self._db.execute("UPDATE runs SET snapshot_hash = ?, source = ? WHERE run_id = ?", (digest, source, run_id))
+
+    def snapshot(self, run_id: str) -> dict[str, Any] | None:
+        """The pipeline a run ran, as :func:`steadyflow.spec.snapshot.snapshot` made it; None if not kept."""
+        if "pipelines" not in tables(self._db):
+            return None
+        row = self._db.execute(
+            "SELECT p.snapshot FROM runs r JOIN pipelines p USING (snapshot_hash) WHERE r.run_id = ?", (run_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def prompt(self, version: str) -> dict[str, str] | None:
+        """A recorded prompt's system and template text by its version (a prefix of 4+ digits will do)."""
+        if "prompts" not in tables(self._db) or len(version) < 4:
+            return None
+        rows = self._db.execute(
+            "SELECT version, system, template FROM prompts WHERE version LIKE ? ORDER BY version LIMIT 2",
+            (version.replace("%", "").replace("_", "") + "%",),
+        ).fetchall()
+        if len(rows) != 1:
+            return None
+        return {"version": rows[0][0], "system": rows[0][1], "template": rows[0][2]}
+
     def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
         """Store the run's summary: the run is finished (only then; any other run can be resumed)."""
         self._db.execute(
@@ -157,9 +203,10 @@ class RunLedger:
         )
         return [row[0] for row in rows]
 
-    def run_ids(self) -> list[str]:
-        """Every run in the ledger, newest first."""
-        return [row[0] for row in self._db.execute("SELECT run_id FROM runs ORDER BY started_at DESC")]
+    def run_ids(self, finished: bool = False) -> list[str]:
+        """Every run in the ledger (or only finished ones), newest first."""
+        where = " WHERE finished_at IS NOT NULL" if finished else ""
+        return [row[0] for row in self._db.execute(f"SELECT run_id FROM runs{where} ORDER BY started_at DESC")]
 
     def complete(self, run_id: str, docs: list[tuple[str, bool]], marks: dict[str, Mark]) -> None:
         """Record finished documents (key, quarantined) and the sink marks that cover them, atomically."""

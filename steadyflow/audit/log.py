@@ -101,13 +101,20 @@ def _reviews(db: sqlite3.Connection) -> None:
     )
 
 
-_MIGRATIONS = (_base, _verdicts, _route, _queue_ms, _confidence, _reviews)
+def _replay(db: sqlite3.Connection) -> None:
+    # what replay needs without document text: where the document came from, its hash, its output's fingerprint
+    add_column(db, "decisions", "source_ref", "TEXT")
+    add_column(db, "decisions", "document_hash", "TEXT")
+    add_column(db, "decisions", "outputs", "TEXT")
+
+
+_MIGRATIONS = (_base, _verdicts, _route, _queue_ms, _confidence, _reviews, _replay)
 """Numbered by position (``PRAGMA user_version``); never reorder, only append."""
 
 _COLUMNS = (
     "run_id, doc_id, stage_id, pipeline, pipeline_version, input_hash, prompt_version, status, rung, rung_label, "
     "model, parameters, review, reason, attempts, n_attempts, tokens_in, tokens_out, cost_usd, latency_ms, "
-    "created_at, verdicts, route, queue_ms, confidence"
+    "created_at, verdicts, route, queue_ms, confidence, source_ref, document_hash, outputs"
 )
 
 Superseded = tuple[str, str, str, str, float, int, int, float]
@@ -117,8 +124,11 @@ Superseded = tuple[str, str, str, str, float, int, int, float]
 class DecisionLog:
     """Append-only log of decision records; safe to share within one process."""
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        """Open (or create) the log at ``path``; ``readonly`` opens an existing log without writing anything."""
+    def __init__(self, path: Path, *, readonly: bool = False, salt: bytes | None = None) -> None:
+        """Open (or create) the log at ``path``; ``readonly`` opens an existing log without writing anything.
+
+        ``salt`` makes a new log key documents as another log does (a run's shadow store keys them as the run).
+        """
         self.path = path
         with opening(path, "decision log"):
             self._db = connect(path, readonly=readonly)
@@ -129,12 +139,13 @@ class DecisionLog:
                     )
             else:
                 migrate(self._db, _MIGRATIONS)
-            self._salt = self._load_salt(create=not readonly)
+            self._salt = self._load_salt(create=not readonly, salt=salt)
 
-    def _load_salt(self, *, create: bool) -> bytes:
+    def _load_salt(self, *, create: bool, salt: bytes | None = None) -> bytes:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone() if self._has_meta() else None
         if row is None and create:
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (secrets.token_hex(16),))
+            value = salt.hex() if salt is not None else secrets.token_hex(16)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (value,))
             row = self._db.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()
         return bytes.fromhex(row[0]) if row else b""
 
@@ -149,6 +160,15 @@ class DecisionLog:
         if not self._salt:
             return doc_id
         return hmac.new(self._salt, doc_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:24]
+
+    @property
+    def salt(self) -> bytes:
+        """The secret this log keys documents and digests outputs with (for a store that must match it)."""
+        return self._salt
+
+    def digest(self, value: str) -> str:
+        """A keyed digest of an output value's JSON (see :func:`~steadyflow.audit.records.fingerprint`)."""
+        return hmac.new(self._salt, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -196,12 +216,15 @@ class DecisionLog:
                 json.dumps(r.route) if r.route else None,
                 r.queue_ms,
                 json.dumps(r.confidence) if r.confidence else None,
+                r.source_ref,
+                r.document_hash,
+                json.dumps(r.outputs) if r.outputs is not None else None,
             )
             for r in records
         ]
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany(f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES ({','.join('?' * 25)})", rows)
+            self._db.executemany(f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES ({','.join('?' * 28)})", rows)
 
     def add_review(self, doc_id: str, reviewer: str, action: str, changed: list[str], output: str) -> float:
         """Record that ``reviewer`` accepted or corrected a document's output; when, as a Unix time.
@@ -239,6 +262,7 @@ class DecisionLog:
                 # a read-only log from before migration 5 has no such column
                 item["confidence"] = json.loads(item["confidence"]) if item.get("confidence") else None
                 item["parameters"] = json.loads(item["parameters"])
+                item["outputs"] = json.loads(item["outputs"]) if item.get("outputs") else None
                 out.append(item)
             return out
         finally:

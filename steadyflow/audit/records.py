@@ -8,7 +8,9 @@ or model text.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,6 +47,31 @@ def error_type(exc: BaseException) -> str:
 def text_hash(text: str) -> str:
     """SHA-256 of a document's text: identifies an input without keeping it."""
     return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def document_hash(text: str, fields: dict[str, Any]) -> str:
+    """SHA-256 of a document as its source gave it (text and fields): replay checks the input it reads again.
+
+    Unlike a record's ``input_hash`` (the text one stage read), it does not depend on the pipeline.
+    """
+    canonical = json.dumps([text, fields], sort_keys=True, ensure_ascii=False, default=str)
+    return text_hash(canonical)
+
+
+def fingerprint(output: dict[str, Any], closed: Collection[str], digest: Callable[[str], str]) -> dict[str, Any]:
+    """What a record keeps of an output: values of closed fields (enums, booleans), a keyed digest of the rest.
+
+    An enum's value is one of the pipeline's own words, never document text; any other value may quote
+    the document, so only ``digest`` of its JSON is kept (the decision log's HMAC: equal values give equal
+    digests within a folder, and a short value cannot be looked up in a table of hashes).
+    """
+    kept: dict[str, Any] = {}
+    for name, value in output.items():
+        if name in closed and (value is None or isinstance(value, (str, bool, int, float))):
+            kept[name] = {"value": value}
+        else:
+            kept[name] = {"digest": digest(json.dumps(value, sort_keys=True, ensure_ascii=False, default=str))}
+    return kept
 
 
 @dataclass
@@ -122,6 +149,13 @@ class DecisionRecord:
     confidence: dict[str, float] | None = None
     """Field -> the probability the accepted model answer gave its value (enum and boolean fields), where
     the endpoint returned token log-probabilities, or the share of votes it won (``vote:``)."""
+    source_ref: str | None = None
+    """Where the run's source holds the document: ``line N`` of a table, or ``file`` (its name is the id, kept only
+    as the record's key); the source itself is the run's (``runs.source``). Replay reads it again from there."""
+    document_hash: str | None = None
+    """:func:`document_hash` of the document as read: replay refuses an input that changed since."""
+    outputs: dict[str, Any] | None = None
+    """:func:`fingerprint` of the stage's output, when a run's decision log keyed it (None for ``process``)."""
 
     @property
     def tokens_in(self) -> int:

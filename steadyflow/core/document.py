@@ -16,6 +16,8 @@ class Document:
     fields: dict[str, Any] = field(default_factory=dict)
     load_error: str | None = None
     """Why the source could not read it (undecodable, bad JSON...); it is quarantined."""
+    line: int | None = None
+    """The line a table's row starts on (JSONL, CSV); None for a file of its own."""
     id_made: bool = False
     """The id was made by steadyflow (a fallback, escaped or cut), not given by the source: a real id wins over it."""
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -180,6 +180,11 @@ def _parsed_row(doc_id: str, raw: str, row: dict[str, Any], spec: TableSource, s
     return Document(doc_id, text, source, fields={**added, **columns, spec.text_field: text})
 
 
+def _at_line(doc: Document, line: int) -> Document:
+    doc.line = line  # where replay finds the row again; the record keeps the number, never the path (ids live there)
+    return doc
+
+
 def _jsonl_doc(record: Record, spec: TableSource, source: str, limits: ReadLimits) -> Document:
     line, data = record
     fallback, where = f"{spec.kind}-{line}", f"{source}:{line}"
@@ -242,7 +247,7 @@ def _csv_docs(
             except Refused as exc:
                 header = exc.reason
         elif wanted(record[1]):
-            yield _csv_doc(number, record, header, spec, source, limits)
+            yield _at_line(_csv_doc(number, record, header, spec, source, limits), record[0])
 
 
 def _everything(data: bytes | int) -> bool:
@@ -261,7 +266,9 @@ def _documents(spec: TableSource, path: Path, limits: ReadLimits, wanted: Wanted
         if spec.kind == "csv":
             yield from _csv_docs(records, source, spec, limits, wanted)
         else:
-            yield from (_jsonl_doc(record, spec, source, limits) for record in records if wanted(record[1]))
+            yield from (
+                _at_line(_jsonl_doc(record, spec, source, limits), record[0]) for record in records if wanted(record[1])
+            )
     finally:
         os.close(fd)
 

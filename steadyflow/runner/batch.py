@@ -20,15 +20,14 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from steadyflow.audit.records import DecisionRecord
 from steadyflow.audit.sqlite import StoreError
 from steadyflow.core.document import Document
 from steadyflow.io.sinks import output_row, quarantine_row
-from steadyflow.io.sources import count_documents, read_documents, source_for
+from steadyflow.io.sources import count_documents, read_documents
 from steadyflow.providers.local_server import LocalEndpoints
-from steadyflow.runner.run import Progress, Run, RunOptions
+from steadyflow.runner.run import Progress, Run, RunOptions, source_of
 from steadyflow.runner.summary import RunSummary
 from steadyflow.spec.loader import LoadedPipeline
 from steadyflow.stages.engine import Engine
@@ -46,12 +45,7 @@ cannot, and returns the chunk's records only: those not passed to ``on_record`` 
 
 def _documents(pipeline: LoadedPipeline, options: RunOptions) -> tuple[Iterator[Document], Callable[[], int]]:
     """The source's documents, and a function counting them (for progress)."""
-    if options.input:
-        spec, base = source_for(options.input), Path.cwd()
-    elif pipeline.spec.source is not None:
-        spec, base = pipeline.spec.source, pipeline.base_dir
-    else:
-        raise ValueError("the pipeline has no source: give --input PATH")
+    spec, base = source_of(pipeline, options.input)
     return read_documents(spec, base), lambda: count_documents(spec, base)
 
 

@@ -9,6 +9,8 @@ of it, however the run ended. :mod:`steadyflow.runner.batch` drives the document
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,11 +28,13 @@ from steadyflow.core.document import Document
 from steadyflow.io.lock import LockedError, folder_lock, probe
 from steadyflow.io.outputs import OpenSinks, check_file_sinks, check_run_files, open_sinks, output_folder, sink_spec
 from steadyflow.io.sinks import SinkError, SqlRows
+from steadyflow.io.sources import source_for
 from steadyflow.providers.local_model import cache_dir
 from steadyflow.runner.summary import RunSummary
 from steadyflow.spec.loader import LoadedPipeline
-from steadyflow.spec.models import AiStage
+from steadyflow.spec.models import AiStage, FilesSource, TableSource
 from steadyflow.spec.resilience import CacheRung
+from steadyflow.spec.snapshot import prompts, snapshot, snapshot_hash
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import OutputCache
 from steadyflow.stages.engine import Engine
@@ -85,6 +89,22 @@ def spec_hash(pipeline: LoadedPipeline) -> str:
     return hashlib.sha256(pipeline.spec.model_dump_json(exclude_defaults=True).encode()).hexdigest()[:16]
 
 
+def source_of(pipeline: LoadedPipeline, input: str | None) -> tuple[FilesSource | TableSource, Path]:
+    """The source a run reads (``--input``, else the pipeline's) and the folder its path is relative to."""
+    if input:
+        return source_for(input), Path.cwd()
+    if pipeline.spec.source is not None:
+        return pipeline.spec.source, pipeline.base_dir
+    raise ValueError("the pipeline has no source: give --input PATH")
+
+
+def source_json(spec: FilesSource | TableSource, base: Path) -> str:
+    """The source as a run keeps it: its settings, its path made absolute (replay reads it again from there)."""
+    data = spec.model_dump(mode="json")
+    data["path"] = os.path.abspath(base / spec.path)
+    return json.dumps(data, sort_keys=True)
+
+
 def folder_of(pipeline: LoadedPipeline, options: RunOptions) -> Path:
     """The folder of outputs, quarantine, decision log and run ledger.
 
@@ -107,7 +127,12 @@ def _resolve_resume(ledger: RunLedger | None, pipeline: LoadedPipeline, options:
     if info is None:
         known = ", ".join(ledger.run_ids()[:5]) or "none"
         raise ResumeError(f"--resume {options.run_id}: {db} has no such run (newest: {known})")
-    if info["pipeline"] != pipeline.spec.pipeline or (info["spec_hash"] or "") != spec_hash(pipeline):
+    kept = info.get("snapshot_hash")  # prompts and rules files too (spec_hash sees only their names)
+    if (
+        info["pipeline"] != pipeline.spec.pipeline
+        or (info["spec_hash"] or "") != spec_hash(pipeline)
+        or (kept and kept != snapshot_hash(snapshot(pipeline)))
+    ):
         raise ResumeError(
             f"--resume {options.run_id}: the pipeline changed since that run started; "
             "resume with the same file and --set values, or start a new run"
@@ -228,6 +253,7 @@ class Run:
             with ledger.writing(), log.writing():
                 # registered only once its sinks are claimed: a run refused at the door is not left "unfinished"
                 ledger.start_run(options.run_id, spec.pipeline, spec.version, flow_run_id, spec_hash(pipeline))
+                _keep_version(ledger, pipeline, options)
                 if options.resume:
                     done |= _complete_written(log, ledger, sinks, options.run_id, done)
                     summary.interrupted_usd = supersede_unfinished(log, ledger, options.run_id)[0]
@@ -255,7 +281,14 @@ class Run:
     def engine(self, base_urls: dict[str, str] | None = None, model_ids: dict[str, str] | None = None) -> Engine:
         """An engine for this run's stages in this process (the caller closes it with ``await engine.aclose()``)."""
         return Engine.create(
-            self.pipeline, self.run_id, self.concurrency, base_urls or {}, model_ids or {}, self.budget, self.cache
+            self.pipeline,
+            self.run_id,
+            self.concurrency,
+            base_urls or {},
+            model_ids or {},
+            self.budget,
+            self.cache,
+            self.log.digest,
         )
 
     def record(self, records: list[DecisionRecord]) -> None:
@@ -288,6 +321,16 @@ class Run:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _keep_version(ledger: RunLedger, pipeline: LoadedPipeline, options: RunOptions) -> None:
+    """Keep the pipeline as this run runs it, its prompts and its source (what ``replay`` and ``diff`` read)."""
+    version = snapshot(pipeline)
+    try:
+        source: str | None = source_json(*source_of(pipeline, options.input))
+    except ValueError:
+        source = None  # no source: the run fails on it before reading any document
+    ledger.keep_version(options.run_id, version, snapshot_hash(version), prompts(version), source)
 
 
 def _complete_written(log: DecisionLog, ledger: RunLedger, sinks: OpenSinks, run_id: str, done: set[str]) -> set[str]:

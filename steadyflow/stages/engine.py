@@ -14,13 +14,14 @@ from typing import Any
 
 import jinja2
 
-from steadyflow.audit.records import DecisionRecord, text_hash
+from steadyflow.audit.records import DecisionRecord, document_hash, fingerprint, text_hash
 from steadyflow.core.document import Document
 from steadyflow.core.vocabulary import Status
 from steadyflow.providers.openai_compat import CLIENTS, OpenAICompatClient
 from steadyflow.spec.errors import SpecError
 from steadyflow.spec.loader import CompiledStage, LoadedPipeline
 from steadyflow.spec.models import AiStage, ModelRung
+from steadyflow.spec.output_schema import takes_confidence
 from steadyflow.spec.resilience import CacheRung
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import CacheContext, OutputCache
@@ -48,6 +49,9 @@ class Engine:
     cache: OutputCache | None = None
     slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     """Documents of a stage in flight at once, over every chunk sharing this engine (see :meth:`run_stage`)."""
+    digest: Callable[[str], str] | None = None
+    """The decision log's keyed digest: records keep a fingerprint of each output (None: they keep none)."""
+    _closed: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(
@@ -59,6 +63,7 @@ class Engine:
         model_ids: dict[str, str] | None = None,
         budget: Budget | None = None,
         cache: OutputCache | None = None,
+        digest: Callable[[str], str] | None = None,
     ) -> Engine:
         """Build clients for the models the ladders use (within the running event loop).
 
@@ -92,6 +97,7 @@ class Engine:
             ladders=ladders,
             budget=budget,
             cache=cache,
+            digest=digest,
         )
 
     async def aclose(self) -> None:
@@ -124,7 +130,19 @@ class Engine:
             verdicts=result.verdicts,
             route=result.route,
             confidence=result.confidence,
+            source_ref=f"line {doc.line}" if doc.line is not None else ("api" if doc.source == "api" else "file"),
+            document_hash=document_hash(doc.text, doc.fields),
+            outputs=self._fingerprint(stage, doc.outputs.get(stage.id) if doc.quarantined is None else None),
         )
+
+    def _fingerprint(self, stage: CompiledStage, output: dict[str, Any] | None) -> dict[str, Any] | None:
+        if output is None or self.digest is None:
+            return None
+        closed = self._closed.get(stage.id)
+        if closed is None:  # a schema per stage, not per document
+            properties = stage.output_model.model_json_schema().get("properties", {})
+            closed = self._closed[stage.id] = [name for name, prop in properties.items() if takes_confidence(prop)]
+        return fingerprint(output, closed, self.digest)
 
     async def _run_one(self, stage: CompiledStage, doc: Document, queued_ms: float = 0.0) -> DecisionRecord:
         """One document through one stage; never raises, so one document can never stop the batch.

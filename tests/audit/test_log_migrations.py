@@ -51,10 +51,12 @@ def test_an_old_store_gets_the_queue_column_and_keeps_its_records(tmp_path: Path
     store.add([record])
     assert [(r["latency_ms"], r["queue_ms"]) for r in store.records("r0")] == [(513000, 0)]
     assert [(r["latency_ms"], r["queue_ms"]) for r in store.records("r1")] == [(900.0, 512_100.0)]
-    assert [r["confidence"] for r in store.records("r0")] == [None]  # the column the last migration added
+    assert [r["confidence"] for r in store.records("r0")] == [None]
+    old = store.records("r0")[0]  # the columns the last migration added: an old record has none of them
+    assert (old["source_ref"], old["document_hash"], old["outputs"]) == (None, None, None)
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 6
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 7
 
 
 def test_a_log_from_before_document_keys_keeps_plain_ids(tmp_path: Path) -> None:

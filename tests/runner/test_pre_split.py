@@ -82,7 +82,7 @@ def test_opening_the_folder_moves_the_run_tables_once_and_keeps_the_salt(tmp_pat
     again = open_ledger(folder, log)  # a second open (or one after a crash between copy and drop) changes nothing
     with sqlite3.connect(folder / LEDGER_NAME) as db:
         assert {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in counts} == counts
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     again.close()
     log.close()
 
