@@ -236,6 +236,12 @@ class RunLedger:
         rows = self._db.execute("SELECT sink, mark, digest FROM sink_marks WHERE run_id = ?", (run_id,)).fetchall()
         return {sink: (int(mark), digest or "") for sink, mark, digest in rows}
 
+    def sink_paths(self, run_id: str) -> list[str]:
+        """The file sinks ``run_id`` wrote and still owns (no later run has written them since)."""
+        if "sink_files" not in tables(self._db):
+            return []
+        return [row[0] for row in self._db.execute("SELECT path FROM sink_files WHERE run_id = ?", (run_id,))]
+
     def claim_sink(self, path: Path, run_id: str) -> None:
         """Record that ``run_id`` now writes the file sink at ``path``."""
         self._db.execute("INSERT OR REPLACE INTO sink_files VALUES (?,?)", (str(path.resolve()), run_id))

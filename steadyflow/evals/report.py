@@ -143,9 +143,14 @@ _CODE = re.compile(r"`([^`]+)`")
 
 def as_html(evaluation: Evaluation) -> str:
     """The markdown report as a standalone HTML page (escaped; tables as tables)."""
+    return page(markdown(evaluation), "evaluation")
+
+
+def page(markdown_text: str, title: str) -> str:
+    """A report's markdown (headings, paragraphs, tables) as a standalone, escaped HTML page."""
     body: list[str] = []
     table: list[list[str]] = []
-    for line in [*markdown(evaluation).splitlines(), ""]:
+    for line in [*markdown_text.splitlines(), ""]:
         if line.startswith("|"):
             if not set(line) <= set("|-: "):
                 table.append([_inline(c.strip()) for c in line.strip("|").split("|")])
@@ -167,7 +172,7 @@ def as_html(evaluation: Evaluation) -> str:
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
     )
     return (
-        f"<!doctype html><meta charset='utf-8'><title>evaluation</title><style>{style}</style>\n"
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>\n"
         + "\n".join(body)
         + "\n"
     )

@@ -59,7 +59,7 @@ def folder_for(pipeline: LoadedPipeline, output: str | None) -> Path:
     return output_folder(pipeline.spec, pipeline.base_dir, output)
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
+def sink_rows(path: Path) -> list[dict[str, Any]]:
     """Every JSON object line of ``path``; over-long or broken lines are skipped (a crash's half line).
 
     A row that parses but is not a sink row (an id, a source, outputs by stage) is refused with its line:
@@ -114,7 +114,7 @@ def flagged(pipeline: LoadedPipeline, folder: Path) -> list[Flagged]:
     log = _open_log(folder)
     try:
         decided = log.reviewed()
-        latest = {row["id"]: row for row in _rows(sink)}
+        latest = {row["id"]: row for row in sink_rows(sink)}
         pending = [row for doc_id, row in latest.items() if row.get("review") and log.key(doc_id) not in decided]
     finally:
         log.close()
@@ -206,7 +206,7 @@ def export(pipeline: LoadedPipeline, folder: Path, target: Path) -> int:
     own = [folder / REVIEWED_NAME, folder / LOG_NAME, _sink_file(pipeline, folder)]
     if any(_same_file(target, path) for path in own):
         raise ReviewError(f"{target}: is the run's own output (the review's record or the sink); export elsewhere")
-    reviewed = {row["id"]: row for row in _rows(folder / REVIEWED_NAME)}
+    reviewed = {row["id"]: row for row in sink_rows(folder / REVIEWED_NAME)}
     lines = []
     for doc_id, row in reviewed.items():
         source = Path(str(row.get("source", "")))

@@ -1,0 +1,1 @@
+"""Change control: replay a recorded run through a candidate pipeline, compare field by field, gate CI on it."""
