@@ -143,9 +143,20 @@ def run(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar, only the summary")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary object (no progress bar)")] = False,
+    shadow: Annotated[
+        Path | None,
+        typer.Option(
+            help="a candidate pipeline run beside production on a share of documents; only production's "
+            "outputs reach the sink (compare with: steadyflow replay RUN_ID --shadow)"
+        ),
+    ] = None,
+    shadow_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="the share of documents the --shadow candidate also runs")
+    ] = 0.1,
 ) -> None:
     """Run a pipeline over documents as a Prefect flow."""
     pipeline = load_with_source(file, set_, input)
+    _check_shadow(shadow)
     if input is not None and not Path(input).exists() and "*" not in input:
         typer.echo(f"--input {input}: no such file or folder", err=True)
         raise typer.Exit(EXIT_INVALID)
@@ -173,6 +184,8 @@ def run(
         no_cache=no_cache,
         overrides=set_ or [],
         overwrite=overwrite,
+        shadow=shadow,
+        shadow_share=shadow_share,
     )
     if resume is not None:
         options.run_id, options.resume = resume, True
@@ -209,6 +222,16 @@ def run(
         if bar is not None:
             bar.stop()
     _print_summary(summary.as_json(), as_json)
+
+
+def _check_shadow(shadow: Path | None) -> None:
+    """A broken --shadow candidate is told now, with its problems (exit 2), before production starts."""
+    if shadow is None:
+        return
+    try:
+        _load(shadow, [])
+    except SpecError as exc:
+        _fail(exc)
 
 
 def _registered(pipeline: LoadedPipeline, options: Any) -> bool:

@@ -30,7 +30,12 @@ def _write(report: Path, data: dict[str, Any]) -> str | None:
 @app.command("replay")
 def replay_command(
     run_id: Annotated[str, typer.Argument(help="the recorded run ('last': the newest finished run of the folder)")],
-    pipeline_file: Annotated[Path, typer.Option("--pipeline", "-p", help="the candidate pipeline file")],
+    pipeline_file: Annotated[
+        Path | None, typer.Option("--pipeline", "-p", help="the candidate pipeline file (with --shadow: optional)")
+    ] = None,
+    shadow: Annotated[
+        bool, typer.Option("--shadow", help="compare with what the run's --shadow candidate made; no model call")
+    ] = False,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="the run's output folder (default: the candidate's)")
     ] = None,
@@ -60,23 +65,18 @@ def replay_command(
     missing ones are listed, never used). Prints per field what changed, rung changes, new quarantines,
     cost, tokens and latency both ways, and the accuracy of both against labels or reviews.
     """
-    from steadyflow.api import Pipeline
     from steadyflow.audit.sqlite import StoreError
-    from steadyflow.evals.dataset import DatasetError
-    from steadyflow.evals.scorers import ScorerError
-    from steadyflow.io.outputs import output_folder
-    from steadyflow.providers.local_model import LocalModelError
     from steadyflow.replay.gates import failures, parse_gates
     from steadyflow.replay.recorded import ReplayError, open_recorded
-    from steadyflow.replay.runner import labels_of
-    from steadyflow.stages.checks import load_checked
 
-    try:
-        loaded = load_checked(pipeline_file, overrides or [])
-    except SpecError as exc:
-        _fail(exc)
-    pipeline = Pipeline(loaded, list(overrides or []))
-    folder = output or output_folder(loaded.spec, loaded.base_dir, None)
+    if pipeline_file is None and not shadow:
+        typer.echo("replay needs --pipeline candidate.yaml (or --shadow, for a run made with --shadow)", err=True)
+        raise typer.Exit(EXIT_INVALID)
+    pipeline = _candidate(pipeline_file, overrides or [])
+    if output is None and pipeline is None:
+        typer.echo("replay --shadow without --pipeline needs the run's --output folder", err=True)
+        raise typer.Exit(EXIT_INVALID)
+    folder = output if output is not None else _folder_of(pipeline)
     try:
         gates = parse_gates(fail_on or [])
         if report is not None:
@@ -86,16 +86,8 @@ def replay_command(
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_INVALID) from None
     try:
-        recorded.source()  # a run that kept no source is told before any model starts
-        labels_of(pipeline, recorded, dataset)
-        progress = _progress if sys.stderr.isatty() and not as_json else None
-        result = asyncio.run(_replay(recorded, pipeline, sample, dataset, concurrency, progress, prefect))
-    except (ReplayError, DatasetError, ScorerError) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(EXIT_INVALID) from None
-    except LocalModelError as exc:
-        typer.echo(f"{pipeline_file}: {exc}", err=True)
-        raise typer.Exit(1) from None
+        options = (sample, dataset, concurrency, prefect, shadow, as_json)
+        result = _run(recorded, pipeline, pipeline_file, options)
     finally:
         recorded.close()
     data = result.as_dict()
@@ -108,6 +100,50 @@ def replay_command(
         typer.echo(f"replay failed: {line}", err=True)
     if data["failed"] or unwritten is not None:
         raise typer.Exit(1)
+
+
+def _candidate(path: Path | None, overrides: list[str]) -> Any:
+    """The candidate as a :class:`steadyflow.api.Pipeline`, or None; a broken file exits 2 with its problems."""
+    from steadyflow.api import Pipeline
+    from steadyflow.stages.checks import load_checked
+
+    if path is None:
+        return None
+    try:
+        return Pipeline(load_checked(path, overrides), overrides)
+    except SpecError as exc:
+        _fail(exc)
+    raise AssertionError("unreachable")  # _fail exits
+
+
+def _folder_of(pipeline: Any) -> Path:
+    from steadyflow.io.outputs import output_folder
+
+    return output_folder(pipeline.loaded.spec, pipeline.loaded.base_dir, None)
+
+
+def _run(recorded: Any, pipeline: Any, file: Path | None, options: tuple[Any, ...]) -> Any:
+    """Replay (or read the shadow); the one-line errors exit 2 (bad input) or 1 (the model could not start)."""
+    from steadyflow.evals.dataset import DatasetError
+    from steadyflow.evals.scorers import ScorerError
+    from steadyflow.providers.local_model import LocalModelError
+    from steadyflow.replay.recorded import ReplayError
+    from steadyflow.replay.runner import labels_of, replay_shadow
+
+    sample, dataset, concurrency, prefect, shadow, as_json = options
+    try:
+        if shadow:
+            return replay_shadow(recorded, pipeline, dataset)
+        recorded.source()  # a run that kept no source is told before any model starts
+        labels_of(pipeline, recorded, dataset)
+        progress = _progress if sys.stderr.isatty() and not as_json else None
+        return asyncio.run(_replay(recorded, pipeline, sample, dataset, concurrency, progress, prefect))
+    except (ReplayError, DatasetError, ScorerError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    except LocalModelError as exc:
+        typer.echo(f"{file}: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _show(data: dict[str, Any], as_json: bool, report: Path | None) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from steadyflow.audit.log import DecisionLog
 from steadyflow.audit.records import document_hash, fingerprint
 from steadyflow.core.document import Document
 from steadyflow.core.vocabulary import ended_by
@@ -27,7 +28,9 @@ from steadyflow.evals.scorers import Scorer, default_scorer, scorer
 from steadyflow.io.limits import printable
 from steadyflow.io.sources import read_documents
 from steadyflow.replay.compare import Comparison
-from steadyflow.replay.recorded import RecordedDoc, RecordedRun, Side
+from steadyflow.replay.recorded import RecordedDoc, RecordedRun, ReplayError, Side, side_of
+from steadyflow.runner.review import sink_rows
+from steadyflow.runner.shadow import shadow_log_path, shadow_rows_path
 from steadyflow.spec.output_schema import takes_confidence
 
 if TYPE_CHECKING:
@@ -163,6 +166,55 @@ def labels_of(
                     prop = schemas[stage].get("properties", {}).get(name.split(".", 1)[0], {})
                     scorers[key] = scorer(named.get(key) or declared.get(key) or default_scorer(prop))
     return expected, scorers, origin
+
+
+def shadow_sides(recorded: RecordedRun) -> tuple[dict[str, Side], dict[str, Any]]:
+    """The candidate's sides a shadow run of this run recorded (``run --shadow``), by key; ReplayError if none."""
+    path = shadow_log_path(recorded.folder)
+    if not path.is_file():
+        raise ReplayError(f"{recorded.folder}: no shadow store (run with --shadow candidate.yaml first)")
+    shadow = DecisionLog(path, readonly=True)
+    try:
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        named: dict[str, Any] = {}
+        for record in shadow.records(recorded.run_id):
+            by_key.setdefault(record["doc_id"], []).append(record)
+            named = {"pipeline": record["pipeline"], "version": record["pipeline_version"]}
+        sides = {key: side_of(records) for key, records in by_key.items()}
+        for row in sink_rows(shadow_rows_path(recorded.folder, recorded.run_id)):
+            side = sides.get(shadow.key(row["id"]))
+            if side is not None and not side.quarantined:
+                side.outputs = dict(row.get("outputs") or {})
+    finally:
+        shadow.close()
+    if not sides:
+        raise ReplayError(f"{recorded.folder}: the shadow store holds nothing of run {recorded.run_id}")
+    return sides, named
+
+
+def replay_shadow(recorded: RecordedRun, pipeline: Pipeline | None, dataset: Path | None = None) -> Replay:
+    """Compare a run with what its shadow candidate made of the same documents; no model is called.
+
+    ``pipeline`` (the candidate file) only chooses the scorers for labels or reviews; without it, no accuracy.
+    """
+    sides, named = shadow_sides(recorded)
+    expected, scorers, origin = labels_of(pipeline, recorded, dataset) if pipeline is not None else ({}, {}, None)
+    result = Replay(
+        recorded.run_id,
+        str(recorded.folder),
+        {"pipeline": recorded.info.get("pipeline"), "version": recorded.info.get("pipeline_version")},
+        {**named, "file": f"its shadow ({shadow_log_path(recorded.folder).parent})"},
+        Comparison(),
+        sampled=len(sides),
+        labels=origin,
+    )
+    for key, new in sorted(sides.items()):
+        kept = recorded.docs.get(key)
+        if kept is None:
+            result.missing_inputs.append(f"{key} (in the shadow only)")
+            continue
+        result.comparison.add(kept.side, new, expected.get(key), scorers)
+    return result
 
 
 async def replay_run(

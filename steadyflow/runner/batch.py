@@ -28,8 +28,11 @@ from steadyflow.io.sinks import output_row, quarantine_row
 from steadyflow.io.sources import count_documents, read_documents
 from steadyflow.providers.local_server import LocalEndpoints
 from steadyflow.runner.run import Progress, Run, RunOptions, source_of
+from steadyflow.runner.shadow import Shadow
 from steadyflow.runner.summary import RunSummary
+from steadyflow.spec.errors import SpecError
 from steadyflow.spec.loader import LoadedPipeline
+from steadyflow.stages.checks import load_checked
 from steadyflow.stages.engine import Engine
 
 OnRecord = Callable[[DecisionRecord], None]
@@ -130,6 +133,7 @@ async def run_batch(run: Run, run_stage: StageRunner) -> None:
     """
     pipeline, options, sinks = run.pipeline, run.options, run.sinks
     docs, count = _documents(pipeline, options)
+    shadow = await _open_shadow(run)
     if options.progress is not None:
         options.progress.start(count(), len(run.done))
     slots = asyncio.Semaphore(max(2, -(-2 * run.concurrency // run.chunk_size)))
@@ -138,6 +142,7 @@ async def run_batch(run: Run, run_stage: StageRunner) -> None:
 
     async def handle(index: int, chunk: list[Document]) -> None:
         try:
+            copies = shadow.take(run.log, chunk) if shadow is not None else []
             ended = 0
             for number, stage in enumerate(stages):
                 chunk, done = await recorder.stage(run_stage, stage.id, index, chunk, last=number == len(stages) - 1)
@@ -147,6 +152,8 @@ async def run_batch(run: Run, run_stage: StageRunner) -> None:
             run.complete(chunk, {"outputs": ok, "quarantine": held})
             run.summary.add_documents(chunk)
             recorder.advance(len(chunk) - ended)  # documents no stage ran for (none today) still count as done
+            if shadow is not None:  # only once production's rows are durable and marked: it never waits on the shadow
+                await shadow.run(copies)
         finally:
             slots.release()
 
@@ -172,6 +179,23 @@ async def run_batch(run: Run, run_stage: StageRunner) -> None:
     finally:
         for still in list(pending):
             still.cancel()
+        if shadow is not None:
+            run.summary.notes.append(shadow.note())
+            await shadow.aclose()
+
+
+async def _open_shadow(run: Run) -> Shadow | None:
+    """The run's shadow (``--shadow``), its candidate loaded and checked again, its models started."""
+    if run.options.shadow is None:
+        return None
+    try:
+        candidate = load_checked(run.options.shadow, [])
+        shadow = Shadow.open(candidate, run.options.shadow_share, run.folder, run.run_id, run.log)
+    except (SpecError, StoreError, OSError) as exc:  # e.g. the candidate file changed since the CLI checked it
+        run.summary.notes.append(f"shadow: not run ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+        return None
+    await shadow.start(run.concurrency)
+    return shadow
 
 
 async def process(run: Run, run_stage: StageRunner, engine: Engine | None = None) -> RunSummary:

@@ -77,6 +77,10 @@ class RunOptions:
     """Replace sink files that belong to an unfinished run or to no run recorded in the folder."""
     overrides: list[str] = field(default_factory=list)
     """The ``--set`` values the pipeline was loaded with (Dask workers load it again)."""
+    shadow: Path | None = None
+    """A candidate pipeline file to run beside production (see :mod:`steadyflow.runner.shadow`)."""
+    shadow_share: float = 0.1
+    """The share of documents the shadow also runs."""
     progress: Progress | None = None
 
 
