@@ -72,7 +72,8 @@ def test_each_kind_of_change_is_named_once(tmp_path: Path) -> None:
     found = diff(snapshot(load_checked(old, [])), snapshot(load_checked(new, [])))
     named = {(c.section, c.where) for c in found}
     assert ("model", "models.m.temperature") in named
-    assert ("rules", "stages.s.ladder[1].rules.fields.category.keywords.billing") in named  # same file name, new content
+    # the same rules file name, new content
+    assert ("rules", "stages.s.ladder[1].rules.fields.category.keywords.billing") in named
     assert ("ladder", "stages.s.ladder[2]") in named
     assert ("output", "stages.s.output.properties.category.enum") in named
     checks = [c for c in found if c.section == "check"]
