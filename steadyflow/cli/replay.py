@@ -176,3 +176,31 @@ async def _replay(
         return await replay_run(recorded, pipeline, sample, dataset, concurrency, progress)
     finally:
         await pipeline.aclose()
+
+
+@app.command("prompt")
+def prompt_command(
+    version: Annotated[str, typer.Argument(help="a prompt version (the hash decision records name; 4+ digits)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the output folder whose runs kept it")],
+) -> None:
+    """Show a prompt as a recorded run sent it: its system and template text, kept by version."""
+    from steadyflow.audit.ledger import read_ledger
+    from steadyflow.audit.log import LOG_NAME
+    from steadyflow.audit.sqlite import StoreError
+
+    try:
+        ledger = read_ledger(output / LOG_NAME) if (output / LOG_NAME).is_file() else None
+    except StoreError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    if ledger is None:
+        typer.echo(f"{output}: no runs recorded here (give the --output folder of a run)", err=True)
+        raise typer.Exit(EXIT_INVALID)
+    try:
+        kept = ledger.prompt(version)
+    finally:
+        ledger.close()
+    if kept is None:
+        typer.echo(f"{output}: no single prompt {version} kept (give 4 or more digits of a version)", err=True)
+        raise typer.Exit(EXIT_INVALID)
+    typer.echo(f"prompt {kept['version']}\n--- system\n{kept['system']}\n--- template\n{kept['template']}")

@@ -144,6 +144,11 @@ def test_records_keep_what_replay_needs_and_no_text(tmp_path: Path, chaos: Chaos
     assert prompt is not None and prompt["template"] == "Triage this ticket: {{ text }}"
     assert json.loads(ledger.run_info(run_id)["source"])["path"] == str(tmp_path / "docs" / "*")
     ledger.close()
+    shown = subprocess.run([*CLI, "prompt", version[:6], "--output", str(out)], capture_output=True, text=True)
+    assert shown.returncode == 0 and f"prompt {version}" in shown.stdout
+    assert "Triage this ticket: {{ text }}" in shown.stdout
+    unknown = subprocess.run([*CLI, "prompt", "ffff", "--output", str(out)], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "no single prompt ffff" in unknown.stderr
     with sqlite3.connect(out / "decisions.sqlite") as db:
         rows = db.execute("SELECT source_ref, document_hash, outputs FROM decisions").fetchall()
         dump = "\n".join(db.iterdump())
