@@ -130,8 +130,9 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
         else:
             found += _values("model", f"models.{name}", b, a)
     old_stages, new_stages = old.get("stages", {}), new.get("stages", {})
-    if list(old_stages) != list(new_stages):
-        found.append(Change("stage", "stages", list(old_stages), list(new_stages)))
-    for stage in [s for s in old_stages if s in new_stages]:
+    # a kept snapshot is stored with sorted keys: stages are matched by id, their order is not compared
+    if set(old_stages) != set(new_stages):
+        found.append(Change("stage", "stages", sorted(old_stages), sorted(new_stages)))
+    for stage in sorted(set(old_stages) & set(new_stages)):
         found += _stage(stage, old_stages[stage], new_stages[stage])
     return found
