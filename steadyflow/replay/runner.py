@@ -27,11 +27,11 @@ from steadyflow.evals.dataset import load_dataset
 from steadyflow.evals.scorers import Scorer, default_scorer, scorer
 from steadyflow.io.limits import printable
 from steadyflow.io.sources import read_documents
+from steadyflow.providers.confidence import scored_fields
 from steadyflow.replay.compare import Comparison
 from steadyflow.replay.recorded import RecordedDoc, RecordedRun, ReplayError, Side, side_of
 from steadyflow.runner.review import sink_rows
 from steadyflow.runner.shadow import shadow_log_path, shadow_rows_path
-from steadyflow.spec.output_schema import takes_confidence
 
 if TYPE_CHECKING:
     from steadyflow.api import Pipeline, Processed
@@ -85,11 +85,7 @@ def sample_keys(recorded: RecordedRun, sample: int | None) -> list[str]:
 
 
 def _closed(pipeline: Pipeline) -> dict[str, list[str]]:
-    closed = {}
-    for stage in pipeline.loaded.stages:
-        properties = stage.output_model.model_json_schema().get("properties", {})
-        closed[stage.id] = [name for name, prop in properties.items() if takes_confidence(prop)]
-    return closed
+    return {stage.id: scored_fields(stage.output_model.model_json_schema()) for stage in pipeline.loaded.stages}
 
 
 def candidate_side(processed: Processed, closed: dict[str, list[str]], digest: Callable[[str], str]) -> Side:
@@ -102,16 +98,12 @@ def candidate_side(processed: Processed, closed: dict[str, list[str]], digest: C
         else {},
         outputs=dict(processed.outputs),
         quarantined=processed.quarantined,
-        rungs={r.stage_id: ("quarantined" if r.status == "quarantined" else _ended(r)) for r in processed.records},
+        rungs={r.stage_id: ended_by(r.status, r.rung_label) for r in processed.records},
         cost_usd=processed.cost_usd,
         tokens=processed.tokens,
         latency_ms=sum(r.latency_ms for r in processed.records),
         review=processed.review,
     )
-
-
-def _ended(record: Any) -> str:
-    return ended_by(record.status, record.rung_label)
 
 
 def _documents(recorded: RecordedRun, wanted: set[str], result: Replay) -> Iterator[tuple[RecordedDoc, Document]]:

@@ -17,11 +17,11 @@ import jinja2
 from steadyflow.audit.records import DecisionRecord, document_hash, fingerprint, text_hash
 from steadyflow.core.document import Document
 from steadyflow.core.vocabulary import Status
+from steadyflow.providers.confidence import scored_fields
 from steadyflow.providers.openai_compat import CLIENTS, OpenAICompatClient
 from steadyflow.spec.errors import SpecError
 from steadyflow.spec.loader import CompiledStage, LoadedPipeline
 from steadyflow.spec.models import AiStage, ModelRung
-from steadyflow.spec.output_schema import takes_confidence
 from steadyflow.spec.resilience import CacheRung
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import CacheContext, OutputCache
@@ -140,8 +140,7 @@ class Engine:
             return None
         closed = self._closed.get(stage.id)
         if closed is None:  # a schema per stage, not per document
-            properties = stage.output_model.model_json_schema().get("properties", {})
-            closed = self._closed[stage.id] = [name for name, prop in properties.items() if takes_confidence(prop)]
+            closed = self._closed[stage.id] = scored_fields(stage.output_model.model_json_schema())
         return fingerprint(output, closed, self.digest)
 
     async def _run_one(self, stage: CompiledStage, doc: Document, queued_ms: float = 0.0) -> DecisionRecord:
