@@ -262,10 +262,24 @@ def undo_registrations(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Hypothesis keeps its examples and caches under the system's temporary folder, not in the repository."""
+    """Hypothesis keeps its examples and caches under the system's temporary folder, not in the repository.
+
+    Runs started outside a test (session fixtures) keep their audit trail in a temporary folder, never the user's.
+    """
     import tempfile
 
     os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "steadyflow-hypothesis"))
+    os.environ["STEADYFLOW_DATA_DIR"] = tempfile.mkdtemp(prefix="steadyflow-data-")
+    for name in ("STEADYFLOW_AUDIT_URL", "STEADYFLOW_AUDIT_SIGNING_KEY", "STEADYFLOW_ACTOR"):
+        os.environ.pop(name, None)
+
+
+@pytest.fixture(autouse=True)
+def audit_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's runs keep their audit trail in a store of the test's own (``$STEADYFLOW_AUDIT_URL``)."""
+    path = tmp_path / "audit-store" / "audit.sqlite"
+    monkeypatch.setenv("STEADYFLOW_AUDIT_URL", f"sqlite:///{path}")
+    return path
 
 
 def prefect_post(api: str, path: str, body: dict[str, Any]) -> Any:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from steadyflow.audit import reasons
-from steadyflow.audit.records import DecisionRecord
+from steadyflow.audit.records import DecisionRecord, document_key
 from steadyflow.audit.sqlite import StoreError, add_column, connect, migrate, opening, tables, writing
 from steadyflow.core.vocabulary import ENDED_BY_SQL
 
@@ -157,9 +157,7 @@ class DecisionLog:
 
         Logs that predate keys name it by the id itself.
         """
-        if not self._salt:
-            return doc_id
-        return hmac.new(self._salt, doc_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:24]
+        return document_key(self._salt, doc_id)
 
     @property
     def salt(self) -> bytes:

@@ -8,6 +8,7 @@ or model text.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Callable, Collection
@@ -42,6 +43,19 @@ def validation_summary(exc: ValidationError) -> str:
 def error_type(exc: BaseException) -> str:
     """What a record may say about an unexpected exception: its type's name, never its message."""
     return type(exc).__name__
+
+
+def document_key(salt: bytes, doc_id: str) -> str:
+    """How a store names a document: an HMAC of its id under the store's secret salt (the id itself when no salt)."""
+    if not salt:
+        return doc_id
+    return hmac.new(salt, doc_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:24]
+
+
+def output_hash(output: dict[str, Any]) -> str:
+    """SHA-256 of an output's canonical JSON: whoever holds the output can show it is the one recorded."""
+    canonical = json.dumps(output, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text_hash(canonical)
 
 
 def text_hash(text: str) -> str:
@@ -95,6 +109,10 @@ class Attempt:
     """Time spent waiting before this attempt: a Retry-After, or the ladder's own backoff."""
     wait_reason: str | None = None
     """'retry_after' (the endpoint asked for it) or 'backoff' (our policy)."""
+    response_model: str | None = None
+    """The model the provider says answered (its response's ``model``), which may differ from the one asked for."""
+    system_fingerprint: str | None = None
+    """The provider's ``system_fingerprint`` of the backend configuration that answered, when it returns one."""
 
     @property
     def ok(self) -> bool:
@@ -156,6 +174,15 @@ class DecisionRecord:
     """:func:`document_hash` of the document as read: replay refuses an input that changed since."""
     outputs: dict[str, Any] | None = None
     """:func:`fingerprint` of the stage's output, when a run's decision log keyed it (None for ``process``)."""
+    output_hash: str | None = None
+    """:func:`output_hash` of the stage's output (None when quarantined)."""
+    started_at: float | None = None
+    """When the document's work in this stage started (Unix time); it ended ``latency_ms`` later."""
+
+    @property
+    def ended_at(self) -> float | None:
+        """When the document's work in this stage ended (Unix time)."""
+        return self.started_at + self.latency_ms / 1000 if self.started_at is not None else None
 
     @property
     def tokens_in(self) -> int:

@@ -303,6 +303,7 @@ class ChaosServer:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "chaos"),
+            "system_fingerprint": "fp_chaos",
             "choices": choices,
             "usage": usage,
         }

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import click
 import typer
 
+from steadyflow.audit.chain import AuditError
 from steadyflow.audit.sqlite import StoreError
 from steadyflow.spec.errors import SpecError, error_line
 
@@ -153,9 +154,14 @@ def run(
     shadow_share: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="the share of documents the --shadow candidate also runs")
     ] = 0.1,
+    actor: Annotated[
+        str | None,
+        typer.Option(help="who runs it, as the audit trail keeps it (default: $STEADYFLOW_ACTOR, else user@host)"),
+    ] = None,
 ) -> None:
     """Run a pipeline over documents as a Prefect flow."""
     pipeline = load_with_source(file, set_, input)
+    _check_actor(actor)
     _check_shadow(shadow)
     if input is not None and not Path(input).exists() and "*" not in input:
         typer.echo(f"--input {input}: no such file or folder", err=True)
@@ -186,6 +192,7 @@ def run(
         overwrite=overwrite,
         shadow=shadow,
         shadow_share=shadow_share,
+        actor=actor,
     )
     if resume is not None:
         options.run_id, options.resume = resume, True
@@ -210,7 +217,7 @@ def run(
         raise typer.Exit(1) from None
     except SpecError as exc:  # a Dask worker found the pipeline file changed since the run started
         _fail(exc)
-    except (OSError, StoreError) as exc:  # disk full, read-only folder: what was marked completed is safe
+    except (OSError, StoreError, AuditError) as exc:  # disk full, read-only folder: what was completed is safe
         then = (
             f"completed documents are kept: fix it, then steadyflow run {file} --resume {options.run_id}"
             if _registered(pipeline, options)
@@ -222,6 +229,15 @@ def run(
         if bar is not None:
             bar.stop()
     _print_summary(summary.as_json(), as_json)
+
+
+def _check_actor(actor: str | None) -> None:
+    """A --actor that names no one (empty, control characters, too long) is refused (exit 2)."""
+    from steadyflow.runner.provenance import check_actor
+
+    if actor is not None and (problem := check_actor(actor)):
+        typer.echo(problem, err=True)
+        raise typer.Exit(EXIT_INVALID)
 
 
 def _check_shadow(shadow: Path | None) -> None:
@@ -380,7 +396,7 @@ def main() -> None:
     rich tracebacks, local variables): so an unexpected error is reported by its type and
     the place it happened only.
     """
-    from steadyflow.cli import changes, evaluate, replay, review, schedule, tools, trial  # noqa: F401  # register their commands
+    from steadyflow.cli import audit, changes, evaluate, replay, review, schedule, tools, trial  # noqa: F401  # register their commands
 
     try:
         code = app(standalone_mode=False)  # click returns a command's exit code here instead of exiting

@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from prefect import Flow, flow
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.states import Failed
 
 from steadyflow.audit.records import DecisionRecord
@@ -125,7 +125,8 @@ async def _process(
     pipeline: LoadedPipeline, options: RunOptions, base_urls: dict[str, str], local: LocalEndpoints
 ) -> RunSummary:
     # one run at a time per output folder: the Run holds its lock, stores and sinks (released however it ends)
-    with Run.open(pipeline, options, flow_run_id=flow_run.get_id()) as run:
+    # a scheduled run says which deployment started it (the audit trail's actor names it)
+    with Run.open(pipeline, options, flow_run.get_id(), deployment.get_name()) as run:
         run.summary.notes.extend(local.notes)
         engine: Engine | None = None  # with Dask, each worker builds its own per chunk (flows/tasks.py)
         if pipeline.spec.run.task_runner == "dask":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -82,6 +83,19 @@ class _Unrendered(dict[str, Any]):
         return False
 
 
+_PROVIDER_WORD = re.compile(r"[\w.:/@+-]{1,200}")
+
+
+def _provider_word(value: Any) -> str | None:
+    """A model name or fingerprint as the provider returned it, when it is one plain word of at most 200 characters.
+
+    It goes into records: an endpoint's answer is not trusted to be short, printable or free of other text.
+    """
+    if isinstance(value, str) and _PROVIDER_WORD.fullmatch(value):
+        return value
+    return None if value in (None, "") else "(unreadable)"
+
+
 def cost_usd(spec: ModelSpec, tokens_in: int, tokens_out: int) -> float:
     """List-price cost of one call."""
     return (tokens_in * spec.price.input_per_mtok + tokens_out * spec.price.output_per_mtok) / 1_000_000
@@ -132,6 +146,8 @@ class _CallLog:
         attempt.tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
         attempt.tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
         attempt.cost_usd = cost_usd(self.spec, attempt.tokens_in, attempt.tokens_out)
+        attempt.response_model = _provider_word(getattr(response, "model", None))
+        attempt.system_fingerprint = _provider_word(getattr(response, "system_fingerprint", None))
         self.tokens = response_tokens(response)
         self.breaker.record(None)
 

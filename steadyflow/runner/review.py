@@ -21,11 +21,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from steadyflow.audit.chain import AuditError
+from steadyflow.audit.entries import review_entry
 from steadyflow.audit.log import LOG_NAME, DecisionLog
-from steadyflow.audit.records import validation_summary
+from steadyflow.audit.records import output_hash, validation_summary
+from steadyflow.audit.trail import AuditStore
 from steadyflow.io.limits import LIMITS, MIB, printable
 from steadyflow.io.outputs import output_folder, sink_spec
 from steadyflow.io.sources import read_file
+from steadyflow.runner.provenance import open_store
 from steadyflow.spec.loader import LoadedPipeline
 from steadyflow.spec.models import FileSink
 
@@ -168,6 +172,7 @@ def decide(
         if output.get(name) != item.outputs.get(stage, {}).get(name)
     )
     action = "corrected" if changed else "accepted"
+    trail = _open_trail(pipeline)  # before anything is written: an unreachable store refuses the decision
     row = {**item.row, "review": False, "outputs": outputs, "reviewed": {"by": reviewer, "action": action}}
     line = json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"  # check_correction refused NaN
     path = folder / REVIEWED_NAME
@@ -188,14 +193,53 @@ def decide(
                 raise ReviewError(f"{printable(item.id)}: already {done} by {printable(by)} at {when}")
             os.write(fd, line.encode("utf-8", "surrogatepass"))
             os.fsync(fd)
+            if trail is not None:  # before the log: a failure leaves the document pending, never unrecorded
+                _audit_review(trail, pipeline, item, reviewer, action, changed, outputs)
             log.add_review(item.id, reviewer, action, changed, json.dumps(outputs, sort_keys=True))
         finally:
             log.close()
+            if trail is not None:
+                trail.close()
     except OSError as exc:
         raise ReviewError(f"{path}: cannot write ({exc.strerror or type(exc).__name__})") from None
     finally:
         os.close(fd)  # releases the lock
     return action
+
+
+def _open_trail(pipeline: LoadedPipeline) -> AuditStore | None:
+    if not pipeline.spec.audit.enabled:
+        return None
+    try:
+        return open_store(pipeline.spec.audit.url, pipeline.base_dir)
+    except AuditError as exc:
+        raise ReviewError(str(exc)) from None
+
+
+def _audit_review(
+    store: AuditStore,
+    pipeline: LoadedPipeline,
+    item: Flagged,
+    reviewer: str,
+    action: str,
+    changed: list[str],
+    outputs: dict[str, dict[str, Any]],
+) -> None:
+    """The review as a record of the audit trail: who, when, and each stage's output hash before and after."""
+    key = store.key(item.id)
+    name = pipeline.spec.pipeline
+    hashes = {
+        stage: {"before": output_hash(item.outputs.get(stage) or {}), "after": output_hash(output)}
+        for stage, output in outputs.items()
+    }
+    latest = store.decisions(key, pipeline=name)
+    entry = review_entry(
+        name, key, reviewer, action, changed, hashes, time.time(), latest[0]["run_id"] if latest else None
+    )
+    try:
+        store.append([entry])
+    except AuditError as exc:
+        raise ReviewError(str(exc)) from None
 
 
 def export(pipeline: LoadedPipeline, folder: Path, target: Path) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+from steadyflow.audit.chain import AuditError
 from steadyflow.audit.ledger import Mark, RunLedger, open_ledger, read_ledger, supersede_unfinished
 from steadyflow.audit.log import LOG_NAME, DecisionLog
 from steadyflow.audit.records import DecisionRecord
@@ -30,6 +31,7 @@ from steadyflow.io.outputs import OpenSinks, check_file_sinks, check_run_files, 
 from steadyflow.io.sinks import SinkError, SqlRows
 from steadyflow.io.sources import source_for
 from steadyflow.providers.local_model import cache_dir
+from steadyflow.runner.provenance import RunTrail, open_trail
 from steadyflow.runner.summary import RunSummary
 from steadyflow.spec.loader import LoadedPipeline
 from steadyflow.spec.models import AiStage, FilesSource, TableSource
@@ -57,7 +59,7 @@ class ResumeError(Exception):
     """A run cannot be resumed (unknown id, or the pipeline changed since)."""
 
 
-OPERATIONAL = (OSError, StoreError, SinkError, LockedError, ResumeError)
+OPERATIONAL = (OSError, StoreError, SinkError, LockedError, ResumeError, AuditError)
 """Failures of the machine or of the folder, not of a document: the run stops with one line, resumable."""
 
 
@@ -81,6 +83,8 @@ class RunOptions:
     """A candidate pipeline file to run beside production (see :mod:`steadyflow.runner.shadow`)."""
     shadow_share: float = 0.1
     """The share of documents the shadow also runs."""
+    actor: str | None = None
+    """Who runs the pipeline, for the audit trail (else ``$STEADYFLOW_ACTOR``, else ``user@host``)."""
     progress: Progress | None = None
 
 
@@ -217,6 +221,8 @@ class Run:
     cache: OutputCache | None
     summary: RunSummary
     done: set[str]
+    trail: RunTrail | None
+    """The run's records in the audit store (None when the pipeline says ``audit: {enabled: false}``)."""
     _resources: ExitStack = field(repr=False)
 
     @property
@@ -225,10 +231,17 @@ class Run:
         return self.options.run_id
 
     @classmethod
-    def open(cls, pipeline: LoadedPipeline, options: RunOptions, flow_run_id: str | None = None) -> Run:
+    def open(
+        cls,
+        pipeline: LoadedPipeline,
+        options: RunOptions,
+        flow_run_id: str | None = None,
+        deployment: str | None = None,
+    ) -> Run:
         """Take the folder's lock and open everything the run needs; raise the one-line :data:`OPERATIONAL` errors.
 
-        A resume is checked again here, under the lock; a run refused at the door is not registered.
+        A resume is checked again here, under the lock; a run refused at the door is not registered. ``flow_run_id``
+        and ``deployment`` (a Prefect deployment's name) say what started the run, for the audit trail.
         """
         folder = folder_of(pipeline, options)
         spec = pipeline.spec
@@ -246,6 +259,10 @@ class Run:
             if options.resume:
                 _resolve_resume(ledger, pipeline, options)
                 done, marks = ledger.completed_keys(options.run_id), ledger.marks(options.run_id)
+            # an unreachable audit store refuses the run at the door (run_id is resolved: --resume last)
+            trail = open_trail(pipeline, options.run_id, options.actor, flow_run_id, deployment)
+            if trail is not None:
+                stack.callback(trail.close)
             sinks = open_sinks(
                 sink_spec(spec), folder, pipeline.base_dir, options.run_id, ledger, marks, options.overwrite
             )
@@ -257,10 +274,12 @@ class Run:
             with ledger.writing(), log.writing():
                 # registered only once its sinks are claimed: a run refused at the door is not left "unfinished"
                 ledger.start_run(options.run_id, spec.pipeline, spec.version, flow_run_id, spec_hash(pipeline))
-                _keep_version(ledger, pipeline, options)
+                source = _keep_version(ledger, pipeline, options)
                 if options.resume:
                     done |= _complete_written(log, ledger, sinks, options.run_id, done)
                     summary.interrupted_usd = supersede_unfinished(log, ledger, options.run_id)[0]
+            if trail is not None:
+                trail.start(json.loads(source) if source else None, options.resume)
             budget = open_budget(pipeline, log, ledger, options.run_id)
             cache = open_cache(pipeline, options)
             if cache is not None:
@@ -278,6 +297,7 @@ class Run:
                 cache,
                 summary,
                 done,
+                trail,
                 stack.pop_all(),
             )
         return run
@@ -299,14 +319,30 @@ class Run:
         """Store decision records at once (a crash keeps them and their cost); a write failure is a StoreError."""
         with self.log.writing():
             self.log.add(records)
+        if self.trail is not None:
+            self.trail.add(records)
 
     def complete(self, docs: list[Document], marks: dict[str, Mark]) -> None:
-        """Mark documents completed with the sink marks that cover them, in one ledger transaction."""
+        """Mark documents completed with the sink marks that cover them, in one ledger transaction.
+
+        Their audit records are written first: a completed document always has them.
+        """
+        if self.trail is not None:
+            self.trail.flush()
         with self.ledger.writing():
             self.ledger.complete(self.run_id, [(self.log.key(d.id), d.quarantined is not None) for d in docs], marks)
 
     def finish(self) -> None:
-        """Store the summary: the run is finished (a run that never gets here can be resumed)."""
+        """Store the summary: the run is finished (a run that never gets here can be resumed).
+
+        The audit trail gets the run's end first, and the chain's head goes into the summary.
+        """
+        if self.trail is not None:
+            summary = self.summary
+            totals = {"documents": summary.documents, "outputs": summary.outputs, "quarantined": summary.quarantined}
+            self.trail.finish({**totals, "review": summary.review, "cost_usd": round(summary.cost_usd, 6)})
+            seq, head = self.trail.head or (0, "")
+            summary.audit = {"store": self.trail.store.shown, "head_seq": seq, "head_hash": head}
         with self.ledger.writing():
             self.ledger.finish_run(self.run_id, self.summary.as_json())
 
@@ -327,14 +363,18 @@ class Run:
         self.close()
 
 
-def _keep_version(ledger: RunLedger, pipeline: LoadedPipeline, options: RunOptions) -> None:
-    """Keep the pipeline as this run runs it, its prompts and its source (what ``replay`` and ``diff`` read)."""
+def _keep_version(ledger: RunLedger, pipeline: LoadedPipeline, options: RunOptions) -> str | None:
+    """Keep the pipeline as this run runs it, its prompts and its source (what ``replay`` and ``diff`` read).
+
+    Returns the source as kept (JSON), or None when the run has no source.
+    """
     version = snapshot(pipeline)
     try:
         source: str | None = source_json(*source_of(pipeline, options.input))
     except ValueError:
         source = None  # no source: the run fails on it before reading any document
     ledger.keep_version(options.run_id, version, snapshot_hash(version), prompts(version), source)
+    return source
 
 
 def _complete_written(log: DecisionLog, ledger: RunLedger, sinks: OpenSinks, run_id: str, done: set[str]) -> set[str]:

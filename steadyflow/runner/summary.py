@@ -83,6 +83,8 @@ class RunSummary:
     """Model calls not made because a budget was spent."""
     breakers_opened: dict[str, int] = field(default_factory=dict)
     """How often each model's circuit breaker opened."""
+    audit: dict[str, Any] | None = None
+    """The audit store this run wrote to and the chain's head after its last record (store, head_seq, head_hash)."""
     checks: Counter[str] = field(default_factory=Counter)
     """Failed check verdicts by 'check:action' (e.g. 'pii:fix', 'rule:reask', 'injection:flag')."""
     fallback_reasons: Counter[reasons.Key] = field(default_factory=Counter)

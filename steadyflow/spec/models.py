@@ -517,6 +517,41 @@ class RunSettings(Strict):
     dask_workers: int = Field(2, ge=1, le=256, description="worker processes of the local Dask cluster")
 
 
+class AuditSettings(Strict):
+    """Where runs keep their tamper-evident audit trail (one store across runs and output folders)."""
+
+    enabled: bool = Field(
+        True, description="false: this pipeline's runs write no audit trail (their folder's records stay)"
+    )
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the audit store, e.g. postgresql+psycopg://audit:${PGPASSWORD}@db/audit; "
+        "a relative sqlite:/// path is relative to this file; default: $STEADYFLOW_AUDIT_URL, else "
+        "sqlite:///<user data>/steadyflow/audit.sqlite",
+    )
+    retention_days: int | None = Field(
+        None,
+        ge=1,
+        le=36500,
+        description="purge records older than this after each run (a store shared by pipelines keeps each "
+        "pipeline's records as long as the longest retention asks); default: kept forever",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme = value.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql") or "://" not in value:
+            raise ValueError("use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+        if scheme == "sqlite" and value.split(":///", 1)[-1].split("?", 1)[0] in ("", ":memory:"):
+            raise ValueError(
+                "an in-memory audit store is gone when the run ends; give a file, e.g. sqlite:///audit.sqlite"
+            )
+        return value
+
+
 def _scorer_name(value: str) -> str:
     from steadyflow.core.scorer_names import parse_scorer
 
@@ -556,6 +591,7 @@ class Pipeline(Strict):
     run: RunSettings = RunSettings()
     budget: BudgetSpec | None = None
     eval: EvalSettings | None = Field(None, description="how `steadyflow eval` scores outputs (see docs)")
+    audit: AuditSettings = AuditSettings()
     plugins: list[str] = Field(
         default_factory=list,
         description="Python modules to import (relative to this file's folder) that register @validator checks",

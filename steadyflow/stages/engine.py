@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from steadyflow.audit.records import DecisionRecord, document_hash, fingerprint, text_hash
+from steadyflow.audit.records import DecisionRecord, document_hash, fingerprint, output_hash, text_hash
 from steadyflow.core.document import Document
 from steadyflow.core.vocabulary import Status
 from steadyflow.providers.confidence import scored_fields
@@ -110,6 +110,8 @@ class Engine:
     ) -> DecisionRecord:
         client = self.clients.get(result.model or "")
         spec = self.pipeline.spec
+        elapsed = time.perf_counter() - started
+        output = doc.outputs.get(stage.id) if doc.quarantined is None else None
         return DecisionRecord(
             run_id=self.run_id,
             doc_id=doc.id,
@@ -126,13 +128,15 @@ class Engine:
             review=result.review,
             reason=result.reason,
             attempts=result.attempts,
-            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+            latency_ms=round(elapsed * 1000, 2),
             verdicts=result.verdicts,
             route=result.route,
             confidence=result.confidence,
             source_ref=f"line {doc.line}" if doc.line is not None else ("api" if doc.source == "api" else "file"),
             document_hash=document_hash(doc.text, doc.fields),
-            outputs=self._fingerprint(stage, doc.outputs.get(stage.id) if doc.quarantined is None else None),
+            outputs=self._fingerprint(stage, output),
+            output_hash=output_hash(output) if output is not None else None,
+            started_at=time.time() - elapsed,
         )
 
     def _fingerprint(self, stage: CompiledStage, output: dict[str, Any] | None) -> dict[str, Any] | None:
