@@ -157,6 +157,26 @@ def postgres_url() -> Iterator[str]:
         subprocess.run(["rm", "-rf", folder], check=False)
 
 
+@pytest.fixture
+def fresh_database(postgres_url: str) -> Iterator[str]:
+    """The URL of a new, empty database on the real PostgreSQL server (dropped afterwards): a test's own store."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def triage_pipeline(path: Path, name: str, base_url: str, extra: str = "") -> Path:
     """A one-AI-stage pipeline (category billing|technical) on an OpenAI-compatible endpoint.
 

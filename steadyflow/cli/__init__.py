@@ -203,6 +203,7 @@ def run(
     except (ResumeError, LockedError, SinkError) as exc:
         typer.echo(f"{file}: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
+    _check_audit(file, pipeline)
     bar = None if quiet or as_json else BarProgress(options.run_id)
     if bar is None:  # scripts need the run id to resume too; stdout stays the summary alone
         typer.echo(f"run {options.run_id}; resume after a crash with --resume {options.run_id}", err=True)
@@ -229,6 +230,19 @@ def run(
         if bar is not None:
             bar.stop()
     _print_summary(summary.as_json(), as_json)
+
+
+def _check_audit(file: Path, pipeline: LoadedPipeline) -> None:
+    """An audit store that cannot be opened (server down, bad URL, unset ${NAME}) is told now, before start-up."""
+    if not pipeline.spec.audit.enabled:
+        return
+    from steadyflow.runner.provenance import open_store
+
+    try:
+        open_store(pipeline.spec.audit.url, pipeline.base_dir).close()
+    except AuditError as exc:
+        typer.echo(f"{file}: {exc}; nothing was run", err=True)
+        raise typer.Exit(1) from None
 
 
 def _check_actor(actor: str | None) -> None:

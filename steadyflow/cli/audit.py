@@ -133,8 +133,6 @@ def explain_command(
 
 def _when(value: str | None, option: str, *, end: bool) -> str:
     """An ISO date or date-time (UTC unless it says) as the store's time text; a date alone ``--to`` is inclusive."""
-    from steadyflow.audit.trail import iso
-
     if value is None:
         return "9999" if end else ""
     try:
@@ -146,7 +144,7 @@ def _when(value: str | None, option: str, *, end: bool) -> str:
             moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
     except ValueError:
         _say(f"{option} {value}: not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM[:SS][+HH:MM])", EXIT_INVALID)
-    return iso(moment.timestamp())
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # exact: no float on the way
 
 
 @audit_app.command("export")

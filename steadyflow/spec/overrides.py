@@ -81,10 +81,11 @@ ENV_FIELDS: tuple[Path, ...] = (
     ("models", "*", "base_url"),
     ("models", "*", "model"),
     ("sink", "url"),
+    ("audit", "url"),
 )
 """The only values where ``${VAR}`` is expanded ('*' matches any key). Anywhere else a
 secret could travel on (a prompt sent to a model, a record), so it is refused there.
-Audit or telemetry URLs join this list when they exist."""
+A telemetry URL joins this list when it exists."""
 
 _ESCAPED = "$${"
 _ANY_REF = re.compile(r"\$\$\{|\$\{")
