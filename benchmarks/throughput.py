@@ -14,7 +14,10 @@ Starts the chaos endpoint (fixed latency, no faults) in its own process and a re
   the transport steadyflow uses, so the ratio against the best hand loop shows too;
 * **steadyflow**: ``steadyflow run benchmarks/pipelines/throughput.yaml --json``
   (same prompt, same output model, same concurrency) as a Prefect flow, with
-  decision records, sinks and the ladder.
+  decision records, sinks, the ladder and the audit trail (a SQLite store in the
+  benchmark's temporary folder);
+* **steadyflow, no audit trail**: the same run with ``--set audit.enabled=false``,
+  so ``audit_ratio`` (with / without) is what the trail costs.
 
 Throughput is documents / seconds of batch work: the hand loop from client
 creation to the last row written; steadyflow from the start of its batch to the
@@ -118,9 +121,9 @@ async def hand_loop(base_url: str, docs: Path, out: Path, concurrency: int, aioh
 
 
 def steadyflow_run(
-    base_url: str, docs: Path, out: Path, concurrency: int, env: dict[str, str]
+    base_url: str, docs: Path, out: Path, concurrency: int, env: dict[str, str], *extra: str
 ) -> tuple[float, float, dict[str, Any]]:
-    """(batch seconds, CLI wall seconds, summary) of one `steadyflow run`."""
+    """(batch seconds, CLI wall seconds, summary) of one `steadyflow run` (``extra``: more CLI arguments)."""
     cmd = [
         sys.executable,
         "-m",
@@ -136,6 +139,7 @@ def steadyflow_run(
         str(concurrency),
         "--set",
         f"models.m.base_url={base_url}",
+        *extra,
     ]
     started = time.perf_counter()
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
@@ -191,6 +195,7 @@ def main() -> None:
         docs = work / "docs.jsonl"
         write_docs(docs, args.documents)
         prefect, env = start_prefect(work / "prefect")
+        env["STEADYFLOW_AUDIT_URL"] = f"sqlite:///{work / 'audit.sqlite'}"  # never the user's own trail
         rounds: list[dict[str, Any]] = []
         try:
             for number in range(args.rounds):
@@ -200,6 +205,10 @@ def main() -> None:
                 )
                 batch_s, wall_s, summary = steadyflow_run(base_url, docs, work / f"sf-{number}", args.concurrency, env)
                 assert summary["outputs"] == args.documents, summary
+                off_s, _, off = steadyflow_run(
+                    base_url, docs, work / f"off-{number}", args.concurrency, env, "--set", "audit.enabled=false"
+                )
+                assert off["outputs"] == args.documents and off["audit"] is None and summary["audit"], off
                 rounds.append(
                     {
                         "hand_loop_s": round(loop_s, 2),
@@ -211,6 +220,8 @@ def main() -> None:
                         "steadyflow_docs_per_s": round(args.documents / batch_s, 1),
                         "ratio": round(loop_s / batch_s, 3),
                         "ratio_vs_aiohttp_loop": round(aio_s / batch_s, 3),
+                        "steadyflow_no_audit_docs_per_s": round(args.documents / off_s, 1),
+                        "audit_ratio": round(off_s / batch_s, 3),
                         "by_rung": summary["by_rung"],
                     }
                 )
@@ -218,7 +229,8 @@ def main() -> None:
                     f"round {number + 1}: hand loop {args.documents / loop_s:.1f} docs/s, "
                     f"with aiohttp {args.documents / aio_s:.1f}, "
                     f"steadyflow {args.documents / batch_s:.1f} docs/s (ratio {loop_s / batch_s:.3f}, vs aiohttp loop "
-                    f"{aio_s / batch_s:.3f}; CLI wall {wall_s:.1f} s)",
+                    f"{aio_s / batch_s:.3f}; CLI wall {wall_s:.1f} s); without the audit trail "
+                    f"{args.documents / off_s:.1f} docs/s (with / without {off_s / batch_s:.3f})",
                     file=sys.stderr,
                 )
         finally:
@@ -237,6 +249,8 @@ def main() -> None:
         "steadyflow_docs_per_s": statistics.median(r["steadyflow_docs_per_s"] for r in rounds),
         "ratio": statistics.median(r["ratio"] for r in rounds),
         "ratio_vs_aiohttp_loop": statistics.median(r["ratio_vs_aiohttp_loop"] for r in rounds),
+        "steadyflow_no_audit_docs_per_s": statistics.median(r["steadyflow_no_audit_docs_per_s"] for r in rounds),
+        "audit_ratio": statistics.median(r["audit_ratio"] for r in rounds),
         "steadyflow_cli_wall_docs_per_s": statistics.median(
             round(args.documents / r["steadyflow_cli_wall_s"], 1) for r in rounds
         ),

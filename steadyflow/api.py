@@ -142,13 +142,15 @@ class Pipeline:
         run_id: str | None = None,
         resume: bool = False,
         overwrite: bool = False,
+        actor: str | None = None,
     ) -> RunSummary:
         """Run the pipeline over its source (or ``input``) as a Prefect flow, like ``steadyflow run``; its summary.
 
         Called inside a running flow of yours, the pipeline's flow is a subflow of it. From async code
         (an async flow, a notebook cell), ``await`` :meth:`arun` instead: this method blocks and needs a
         thread without a running event loop. Raises what ``steadyflow run`` reports as one line:
-        ``ResumeError``, ``SinkError``, ``LockedError``, ``LocalModelError``, ``OSError``, ``StoreError``.
+        ``ResumeError``, ``SinkError``, ``LockedError``, ``LocalModelError``, ``OSError``, ``StoreError``,
+        ``AuditError``. ``actor`` names who runs it in the audit trail (else ``$STEADYFLOW_ACTOR``, else user@host).
         """
         try:
             asyncio.get_running_loop()
@@ -156,7 +158,7 @@ class Pipeline:
             pass
         else:
             raise RuntimeError("Pipeline.run() blocks, and this thread runs an event loop: use await pipeline.arun()")
-        args = (input, output, concurrency, chunk_size, no_cache, run_id, resume, overwrite)
+        args = (input, output, concurrency, chunk_size, no_cache, run_id, resume, overwrite, actor)
         return asyncio.run(self.arun(*args))
 
     async def arun(
@@ -169,14 +171,18 @@ class Pipeline:
         run_id: str | None = None,
         resume: bool = False,
         overwrite: bool = False,
+        actor: str | None = None,
     ) -> RunSummary:
         """:meth:`run` for async callers: the flow runs in the running event loop (a subflow inside a flow)."""
         from steadyflow.flows.settings import prefect_defaults
 
         prefect_defaults()  # before Prefect is imported
         from steadyflow.flows.compiler import execute
+        from steadyflow.runner.provenance import check_actor
         from steadyflow.runner.run import RunOptions, check_outputs, check_resume
 
+        if actor is not None and (problem := check_actor(actor)):
+            raise ValueError(problem)
         options = RunOptions(
             input=input,
             output=output,
@@ -186,6 +192,7 @@ class Pipeline:
             overrides=self.overrides,
             overwrite=overwrite,
             resume=resume,
+            actor=actor,
         )
         if run_id is not None:
             options.run_id = run_id

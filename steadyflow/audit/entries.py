@@ -39,7 +39,7 @@ class RunContext:
     pipeline: str
     version: str
     actor: dict[str, Any]
-    """name, via ('option': --actor, 'STEADYFLOW_ACTOR' or 'login'), and the Prefect flow run and deployment when scheduled."""
+    """name, via ('option': --actor, 'STEADYFLOW_ACTOR' or 'login'); the Prefect flow run and deployment if any."""
     policy: dict[str, Any]
     """hash (of the loaded pipeline, overrides included), snapshot, git (commit, dirty), files (path -> sha256)."""
 

@@ -52,8 +52,12 @@ def _short(value: str | None, n: int = 12) -> str:
     return value[:n] if value else "none"
 
 
+_VIA = {"option": "given with --actor", "STEADYFLOW_ACTOR": "from $STEADYFLOW_ACTOR", "login": "the login and host"}
+
+
 def _who(actor: dict[str, Any]) -> str:
-    text = f"{actor.get('name', 'unknown')} (from {actor.get('via', 'unknown')})"
+    via = actor.get("via", "")
+    text = f"{actor.get('name', 'unknown')} ({_VIA.get(via, via or 'unknown')})"
     if actor.get("prefect_deployment"):
         text += f", scheduled by the Prefect deployment {actor['prefect_deployment']}"
     if actor.get("prefect_flow_run"):

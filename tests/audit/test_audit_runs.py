@@ -193,7 +193,7 @@ def test_explain_tells_how_an_output_was_produced_and_who_reviewed_it(
     text = shown.stdout
     for words in (
         f"run {summary.run_id} of audited 2.0.0",
-        "Run by auditor-1",
+        "Run by auditor-1 (given with --actor)",
         "Policy ",
         "Files (SHA-256): p.yaml",
         "prompts/triage.md",

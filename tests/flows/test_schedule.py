@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -81,7 +82,9 @@ def _rows(out: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()]
 
 
-def test_serve_registers_the_cron_schedule_and_runs_the_pipeline(prefect_env: dict[str, str], tmp_path: Path) -> None:
+def test_serve_registers_the_cron_schedule_and_runs_the_pipeline(
+    prefect_env: dict[str, str], tmp_path: Path, audit_store: Path
+) -> None:
     server = ChaosServer(ChaosConfig(seed=21)).start()
     pipeline = _pipeline(tmp_path, "served", server.base_url)
     out = tmp_path / "out"
@@ -98,8 +101,9 @@ def test_serve_registers_the_cron_schedule_and_runs_the_pipeline(prefect_env: di
         "--output",
         str(out),
     ]
+    env = {**prefect_env, "STEADYFLOW_AUDIT_URL": f"sqlite:///{audit_store}"}
     serving = subprocess.Popen(
-        cmd, cwd=tmp_path, env=prefect_env, stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT
+        cmd, cwd=tmp_path, env=env, stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT
     )
     try:
         deployment = _deployment(prefect_env, "served")
@@ -112,6 +116,14 @@ def test_serve_registers_the_cron_schedule_and_runs_the_pipeline(prefect_env: di
         server.stop()
     rows = _rows(out, "served")
     assert sorted(r["id"] for r in rows) == [f"t{i}.txt" for i in range(6)]
+    # the audit trail says which deployment and flow run decided each document
+    with sqlite3.connect(audit_store) as db:
+        actors = {
+            row[0]
+            for row in db.execute("SELECT json_extract(payload, '$.actor') FROM audit_records WHERE kind = 'decision'")
+        }
+    (actor,) = [json.loads(text) for text in actors]
+    assert actor["prefect_deployment"] == "served" and actor["prefect_flow_run"]
 
 
 def test_deploy_to_a_work_pool_runs_on_a_process_worker(prefect_env: dict[str, str], tmp_path: Path) -> None:
