@@ -143,7 +143,7 @@ def test_env_in_a_prompt_is_refused_and_a_doubled_dollar_is_a_literal(env: pytes
         parse_spec(ENV_PIPELINE.replace("TEMPLATE", "{{ text }} ${SF_T_KEY}"), "p.yaml")
     assert [str(p) for p in caught.value.problems] == [
         "p.yaml:5:42: stages[0].prompt.template: environment variables are expanded only in models.*.api_key, "
-        "models.*.base_url, models.*.model, sink.url; write $${X} for a literal ${X}"
+        "models.*.base_url, models.*.model, sink.url, audit.url; write $${X} for a literal ${X}"
     ]
     assert "sk-live" not in str(caught.value)
     spec = parse_spec(ENV_PIPELINE.replace("TEMPLATE", "{{ text }} $${SF_T_KEY}"), "p.yaml")[0]
