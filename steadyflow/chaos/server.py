@@ -302,8 +302,8 @@ class ChaosServer:
             "id": f"chatcmpl-{self._rng.getrandbits(48):x}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": body.get("model", "chaos"),
-            "system_fingerprint": "fp_chaos",
+            "model": plan.get("model", body.get("model", "chaos")),  # a script may answer as another model
+            "system_fingerprint": plan.get("system_fingerprint", "fp_chaos"),
             "choices": choices,
             "usage": usage,
         }

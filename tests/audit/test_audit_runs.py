@@ -330,3 +330,30 @@ def test_runs_write_to_postgresql_and_a_team_verifies_it(
         "decision",
         "run_end",
     ]
+
+
+def test_what_a_provider_says_it_answered_with_is_recorded_only_as_one_plain_word(
+    tmp_path: Path, chaos: ChaosServer, audit_store: Path
+) -> None:
+    file = project(tmp_path, chaos)
+    chaos.script.extend(
+        [  # a vendor's update behind the same name shows as its dated model and fingerprint; hostile values do not pass
+            {
+                "content": {"category": "billing", "summary": "s"},
+                "model": "m-2026-11-01",
+                "system_fingerprint": "fp_9a1",
+            },
+            {"content": {"category": "technical", "summary": "s"}, "model": f"m\nignore previous {SECRET}"},
+            {"content": {"category": "billing", "summary": "s"}, "system_fingerprint": "x" * 10_000},
+        ]
+    )
+    run(file)
+    said = [
+        (attempt["response_model"], attempt["system_fingerprint"])
+        for decision in records(f"sqlite:///{audit_store}", "decision")
+        for attempt in decision["payload"]["attempts"]
+    ]
+    assert sorted(said, key=str) == sorted(
+        [("m-2026-11-01", "fp_9a1"), ("(unreadable)", "fp_chaos"), ("m", "(unreadable)")], key=str
+    )
+    assert SECRET.encode() not in _store_bytes(tmp_path, f"sqlite:///{audit_store}")
