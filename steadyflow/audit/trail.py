@@ -123,6 +123,8 @@ def _sqlite_transactions(engine: Engine) -> None:
         dbapi.isolation_level = None  # the driver would BEGIN on its own, deferred; "begin" below decides
         dbapi.execute("PRAGMA busy_timeout = 60000")
         dbapi.execute("PRAGMA journal_mode = WAL")
+        dbapi.execute("PRAGMA synchronous = NORMAL")  # as the decision log: a power cut may lose the last
+        # transactions whole (head and records together), never leave a broken chain
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
