@@ -93,7 +93,8 @@ def real_ms(record: Any, elapsed_s: float, scale: float) -> float:
     provider = sum(
         a.server_ms if a.server_ms is not None else a.latency_ms for a in record.attempts if a.kind == "model"
     )
-    asked = sum(a.waited_ms for a in record.attempts if a.wait_reason == "retry_after")
+    # a hedge went out after the rung's own call had run this long (in the provider's time)
+    asked = sum(a.waited_ms for a in record.attempts if a.wait_reason in ("retry_after", "hedge"))
     return (provider + asked) * scale + max(0.0, wall - provider - asked)
 
 
@@ -133,6 +134,28 @@ def _metrics(name: str, requests: list[Request], results: list[tuple[Request, An
         "fallback_share": round(len(fallback) / n, 5),
         "lost": n - len(results),
         "ended_on": _ended_on(results),
+        **_hedges_and_entries(results),
+    }
+
+
+def _hedges_and_entries(results: list[tuple[Request, Any, float, Document]]) -> dict[str, Any]:
+    """Hedges fired, won (the hedge gave the output) and what they cost; why documents entered where they did."""
+    fired = won = 0
+    cost = 0.0
+    entries: dict[str, int] = {}
+    for _, record, _, _ in results:
+        hedged = [a for a in record.attempts if a.hedge]
+        if hedged:
+            fired += 1
+            won += int(any(a.rung == record.rung and a.error_kind is None for a in hedged))
+        cost += sum(a.cost_usd for a in record.attempts if a.hedge or a.error_kind == "hedge_lost")
+        why = ((record.route or {}).get("adaptive") or {}).get("why")
+        if why:
+            key = f"{why}: {record.route['complexity']} -> rung {record.route['entry']}"
+            entries[key] = entries.get(key, 0) + 1
+    return {
+        "hedges": {"fired": fired, "won": won, "cost_usd": round(cost, 6)},
+        "entries": dict(sorted(entries.items())),
     }
 
 
@@ -180,6 +203,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fleet", default=str(ROOT / FLEET), help=f"scenario file (default: {FLEET})")
     parser.add_argument(
+        "--generate",
+        type=int,
+        metavar="SEED",
+        help="a scenario of our own drawn from SEED (steadyflow/chaos/scenarios.py)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print the JSON object on stdout (the table always goes to stderr)"
     )
     parser.add_argument("--requests", type=int, default=None, help="fewer requests than the scenario says (quick runs)")
@@ -190,6 +219,16 @@ def main() -> None:
         help="requests in flight per strategy; low, so that client CPU does not queue (its time is scaled up too)",
     )
     args = parser.parse_args()
+    if args.generate is not None:  # written to a file: the fleet's own process reads it, the router never does
+        import tempfile
+
+        import yaml
+
+        from steadyflow.chaos.scenarios import generate
+
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+            yaml.safe_dump(generate(args.generate), handle)
+        args.fleet = handle.name
     SCENARIO.update(load_scenario(args.fleet))
     count = args.requests or int(SCENARIO["requests"])
     requests = workload(SCENARIO, count)
@@ -200,6 +239,7 @@ def main() -> None:
         os.environ["FLEET_URL"] = f"http://127.0.0.1:{port.get(timeout=30)}"
         fleet = Path(args.fleet).resolve()
         shown = fleet.relative_to(ROOT) if fleet.is_relative_to(ROOT) else fleet  # no machine's folders in the JSON
+        shown = f"generated from seed {args.generate}" if args.generate is not None else shown
         out: dict[str, Any] = {"scenario": str(shown), "requests": count, "time_scale": SCENARIO["time_scale"]}
         for name in STRATEGIES:
             started = time.perf_counter()

@@ -109,11 +109,13 @@ class Attempt:
     waited_ms: float = 0.0
     """Time spent waiting before this attempt: a Retry-After, or the ladder's own backoff."""
     wait_reason: str | None = None
-    """'retry_after' (the endpoint asked for it) or 'backoff' (our policy)."""
+    """'retry_after' (the endpoint asked for it), 'backoff' (our policy) or 'hedge' (the rung's call ran meanwhile)."""
     response_model: str | None = None
     """The model the provider says answered (its response's ``model``), which may differ from the one asked for."""
     system_fingerprint: str | None = None
     """The provider's ``system_fingerprint`` of the backend configuration that answered, when it returns one."""
+    hedge: bool = False
+    """This call was a hedge: sent to the next model because the rung's call had not answered in time."""
 
     @property
     def ok(self) -> bool:

@@ -53,6 +53,8 @@ class ErrorKind(StrEnum):
     """Not called: the document's deadline has passed."""
     CONTEXT_OVERFLOW = "context_overflow"
     """The prompt and the answer's max_tokens do not fit the model's context (counted before sending, or refused)."""
+    HEDGE_LOST = "hedge_lost"
+    """Cancelled: the other call of a hedged pair answered first (its input is paid, estimated)."""
     CACHE_MISS = "cache_miss"
     CACHE_STALE = "cache_stale"
     RULES_FAILED = "rules_failed"

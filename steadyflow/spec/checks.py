@@ -286,6 +286,23 @@ def _load_prompt(stage: AiStage, pos: Positions, at: DataPath, base: Path) -> tu
     return make_prompt(text, spec.system), []
 
 
+def _check_route(stage: AiStage, pos: Positions, at: DataPath) -> list[Problem]:
+    """A route's classes and entry models must exist."""
+    problems: list[Problem] = []
+    if stage.route is None:
+        return problems
+    classes = {"simple", *stage.route.thresholds}
+    models = [r.model for r in stage.ladder if isinstance(r, ModelRung)]
+    for name, model_name in stage.route.enter.items():
+        where = (*at, "route", "enter", name)
+        if name not in classes:
+            problems.append(pos.problem(where, f"unknown class '{name}'{did_you_mean(name, classes)}", key=True))
+        if model_name not in models:
+            hint = did_you_mean(model_name, models) or f" (model rungs: {', '.join(models)})"
+            problems.append(pos.problem(where, f"no model rung for '{model_name}'{hint}"))
+    return problems
+
+
 def _check_ladder(
     stage: AiStage,
     spec: Pipeline,
@@ -298,24 +315,15 @@ def _check_ladder(
     problems: list[Problem] = []
     if not any(isinstance(r, ModelRung) for r in stage.ladder):
         problems.append(pos.problem((*at, "ladder"), "an ai stage needs at least one model rung"))
-    if stage.route is not None:
-        classes = {"simple", *stage.route.thresholds}
-        models = [r.model for r in stage.ladder if isinstance(r, ModelRung)]
-        for name, model_name in stage.route.enter.items():
-            if name not in classes:
-                problems.append(
-                    pos.problem(
-                        (*at, "route", "enter", name), f"unknown class '{name}'{did_you_mean(name, classes)}", key=True
-                    )
-                )
-            if model_name not in models:
-                hint = did_you_mean(model_name, models) or f" (model rungs: {', '.join(models)})"
-                problems.append(pos.problem((*at, "route", "enter", name), f"no model rung for '{model_name}'{hint}"))
+    problems += _check_route(stage, pos, at)
     for i, rung in enumerate(stage.ladder):
         where = (*at, "ladder", i)
         if isinstance(rung, ModelRung) and rung.model not in spec.models:
             hint = did_you_mean(rung.model, spec.models) or f" (models: {', '.join(spec.models) or 'none declared'})"
             problems.append(pos.problem((*where, "model"), f"unknown model '{rung.model}'{hint}"))
+        below = stage.ladder[i + 1 :]
+        if isinstance(rung, ModelRung) and rung.hedge is not None and not any(isinstance(r, ModelRung) for r in below):
+            problems.append(pos.problem((*where, "hedge"), "a hedge goes to the next model rung; add one below"))
         if isinstance(rung, DefaultRung):
             if i != len(stage.ladder) - 1:
                 problems.append(

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from steadyflow.spec.base import Strict
-from steadyflow.spec.resilience import BreakerSpec, BudgetSpec, CacheRung, RouteSpec
+from steadyflow.spec.resilience import BreakerSpec, BudgetSpec, CacheRung, HedgeSpec, RouteSpec
 from steadyflow.spec.validation import CheckSpec
 
 IDENT = r"^[A-Za-z][A-Za-z0-9_-]*$"
@@ -368,6 +368,17 @@ class ModelRung(Strict):
         "answer: the share of votes each enum or boolean value won is its confidence (for endpoints without "
         "log-probabilities); every call is paid and recorded",
     )
+    hedge: HedgeSpec | None = Field(
+        None,
+        description="if this call has not answered in time, also ask the ladder's next model; the first valid "
+        "answer wins, the other call is cancelled, both are paid and recorded",
+    )
+
+    @model_validator(mode="after")
+    def _hedge_or_vote(self) -> ModelRung:
+        if self.hedge is not None and self.vote is not None:
+            raise ValueError("a rung either votes or hedges, not both")
+        return self
 
 
 class RulesRung(Strict):

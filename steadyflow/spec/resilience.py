@@ -55,6 +55,43 @@ class RouteSpec(Strict):
         description="class -> model name of the rung to start at; a class not named here enters by price: "
         "the cheapest model rung for 'simple', the dearest for the highest class, in between for the others",
     )
+    adaptive: AdaptiveSpec | None = Field(
+        None,
+        description="choose the entry from what the run observes per model and class (cost, latency, errors, "
+        "checks passed) instead of 'enter' and prices alone",
+    )
+
+
+class AdaptiveSpec(Strict):
+    """Outcome-driven entry: online estimates per model rung and complexity class (see stages/adaptive.py).
+
+    A document of a class enters at the model rung with the lowest expected cost plus latency (the rungs
+    below counted with the chance they are needed) among those whose first answers pass the stage's
+    checks at least ``quality_floor`` of the time; estimates start from the models' prices and the ladder's
+    order, and follow the last ``window`` documents of each model and class.
+    """
+
+    quality_floor: float = Field(
+        0.93, gt=0, le=1, description="least share of first answers that pass the checks, for a rung to be an entry"
+    )
+    latency_usd_per_s: float = Field(
+        0.001, ge=0, description="what one second of a document's latency is worth, against its cost in USD"
+    )
+    explore: float = Field(
+        0.03, ge=0, le=0.5, description="share of documents that enter at another candidate, to keep estimates fresh"
+    )
+    window: int = Field(200, ge=10, le=100_000, description="documents per model and class the estimates follow")
+    keep: bool = Field(False, description="keep the estimates across runs of this pipeline (in the user cache)")
+
+
+class HedgeSpec(Strict):
+    """A second call to the ladder's next model when the first has not answered in time; the first valid wins."""
+
+    after_ms: float | None = Field(
+        None, gt=0, description="hedge after this long; default: the latency quantile the run observed for this model"
+    )
+    quantile: float = Field(0.9, gt=0, lt=1, description="which observed latency quantile, when after_ms is not set")
+    max_share: float = Field(0.1, gt=0, le=1, description="hedged calls at most, as a share of this rung's calls")
 
 
 class CacheRung(Strict):

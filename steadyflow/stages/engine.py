@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -18,11 +20,13 @@ from steadyflow.audit.records import DecisionRecord, document_hash, fingerprint,
 from steadyflow.core.document import Document
 from steadyflow.core.vocabulary import Status
 from steadyflow.providers.confidence import scored_fields
+from steadyflow.providers.local_model import cache_dir
 from steadyflow.providers.openai_compat import CLIENTS, OpenAICompatClient
 from steadyflow.spec.errors import SpecError
 from steadyflow.spec.loader import CompiledStage, LoadedPipeline
 from steadyflow.spec.models import AiStage, ModelRung
-from steadyflow.spec.resilience import CacheRung
+from steadyflow.spec.resilience import AdaptiveSpec, CacheRung
+from steadyflow.stages.adaptive import Estimates, HedgeBudget
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import CacheContext, OutputCache
 from steadyflow.stages.checks import check_pipeline
@@ -51,6 +55,9 @@ class Engine:
     """Documents of a stage in flight at once, over every chunk sharing this engine (see :meth:`run_stage`)."""
     digest: Callable[[str], str] | None = None
     """The decision log's keyed digest: records keep a fingerprint of each output (None: they keep none)."""
+    estimates: dict[str, Estimates] = field(default_factory=dict)
+    """Online estimates per stage that routes adaptively or hedges (see stages/adaptive.py)."""
+    hedges: dict[str, dict[int, HedgeBudget]] = field(default_factory=dict)
     _closed: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -88,6 +95,7 @@ class Engine:
         checks = {s.id: StageChecks(s.validate_) for s in pipeline.spec.stages}
         ladders = {stage.id: build_ladder(stage) for stage in pipeline.stages}
         budget = budget or Budget(pipeline.spec.budget)
+        estimates, hedges = _adaptive(pipeline)
         return cls(
             pipeline=pipeline,
             run_id=run_id,
@@ -98,12 +106,17 @@ class Engine:
             budget=budget,
             cache=cache,
             digest=digest,
+            estimates=estimates,
+            hedges=hedges,
         )
 
     async def aclose(self) -> None:
-        """Close every client."""
+        """Close every client; keep the routing estimates of stages that ask for it."""
         for client in self.clients.values():
             await client.aclose()
+        for stage_id, estimates in self.estimates.items():
+            if estimates.spec.keep:
+                estimates.save(estimates_path(self.pipeline.spec.pipeline, stage_id))
 
     def _record(
         self, stage: CompiledStage, doc: Document, text: str, result: LadderResult, started: float
@@ -232,11 +245,7 @@ class Engine:
         sandwich.render, sandwich.overflow = render, spec.input.on_overflow
         if spec.deadline_s is not None:
             sandwich.deadline = time.monotonic() + spec.deadline_s
-        if spec.route is not None:
-            prices = {
-                name: c.spec.price.input_per_mtok + c.spec.price.output_per_mtok for name, c in self.clients.items()
-            }
-            sandwich.route = route(spec.route, spec, prepared.text, prices)
+        estimates, klass = self._route(stage, spec, sandwich)
         if self.cache is not None and any(isinstance(r, CacheRung) for r in spec.ladder):
             scope = f"{self.pipeline.spec.pipeline}/{stage.id}/{stage.prompt.version}"
             semantic = any(isinstance(r, CacheRung) and r.cache == "semantic" for r in spec.ladder)
@@ -244,8 +253,10 @@ class Engine:
                 self.cache, scope, text_hash(prepared.text), prepared.text, self.clients, semantic
             )
         result = await walk(self.ladders[stage.id], sandwich)
+        if estimates is not None:  # what this document did teaches the next ones of its class
+            estimates.observe(klass, result.attempts, result.rung if result.status == Status.VALIDATED else None)
         if sandwich.route is not None:
-            result.route = asdict(sandwich.route)
+            result.route = {k: v for k, v in asdict(sandwich.route).items() if v is not None}
         result.verdicts[:0] = prepared.verdicts
         result.review = result.review or bool(prepared.injection)  # a person should see what tried to steer the model
         if result.output is not None and prepared.originals and spec.input.restore_pii:
@@ -254,6 +265,26 @@ class Engine:
             )
             result.verdicts.append(verdict)
         return result
+
+    def _route(self, stage: CompiledStage, spec: AiStage, sandwich: Sandwich) -> tuple[Estimates | None, str]:
+        """Where the document enters (by its class, and the estimates when adaptive); hedging's delays and shares.
+
+        Returns the stage's estimates (None when it neither adapts nor hedges) and the document's class.
+        """
+        if spec.route is not None:
+            prices = {
+                name: c.spec.price.input_per_mtok + c.spec.price.output_per_mtok for name, c in self.clients.items()
+            }
+            sandwich.route = route(spec.route, spec, sandwich.text, prices)
+        estimates = self.estimates.get(stage.id)
+        klass = sandwich.route.complexity if sandwich.route is not None else "all"
+        if estimates is not None:
+            if sandwich.route is not None and spec.route is not None and spec.route.adaptive is not None:
+                entry, why = estimates.choose(klass)
+                sandwich.route = replace(sandwich.route, entry=entry, adaptive=why)
+            sandwich.hedge_after = partial(estimates.hedge_after_ms, klass=klass)
+        sandwich.hedges = self.hedges.get(stage.id, {})
+        return estimates, klass
 
     async def run_stage(
         self, stage_id: str, docs: list[Document], on_record: Callable[[DecisionRecord], None] | None = None
@@ -290,6 +321,34 @@ class Engine:
         # the same bound as OpenAICompatClient's semaphore: a document with a slot finds its model free
         limits = [min(self.concurrency, c.spec.max_concurrency or c.default_slots or self.concurrency) for c in clients]
         return max(limits, default=self.concurrency)
+
+
+def estimates_path(pipeline: str, stage_id: str) -> Path:
+    """Where a stage's routing estimates are kept across runs (``adaptive: {keep: true}``)."""
+    return cache_dir() / "routing" / f"{pipeline}.{stage_id}.json"
+
+
+def _adaptive(pipeline: LoadedPipeline) -> tuple[dict[str, Estimates], dict[str, dict[int, HedgeBudget]]]:
+    """Estimates for each AI stage that routes adaptively or hedges, and each hedging rung's share of hedges."""
+    prices = {n: (m.price.input_per_mtok, m.price.output_per_mtok) for n, m in pipeline.spec.models.items()}
+    estimates, hedges = {}, {}
+    for stage in pipeline.spec.stages:
+        if not isinstance(stage, AiStage):
+            continue
+        rungs = {i: r.model for i, r in enumerate(stage.ladder) if isinstance(r, ModelRung)}
+        hedged = {
+            i: HedgeBudget(r.hedge.max_share)
+            for i, r in enumerate(stage.ladder)
+            if isinstance(r, ModelRung) and r.hedge
+        }
+        adaptive = stage.route.adaptive if stage.route is not None else None
+        if adaptive is None and not hedged:
+            continue
+        found = Estimates(adaptive or AdaptiveSpec(), rungs, prices)
+        if adaptive is not None and adaptive.keep:
+            found.load(estimates_path(pipeline.spec.pipeline, stage.id))
+        estimates[stage.id], hedges[stage.id] = found, hedged
+    return estimates, hedges
 
 
 def _origin(exc: BaseException) -> str:

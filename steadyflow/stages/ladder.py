@@ -10,6 +10,7 @@ an explicit, recorded outcome.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +70,11 @@ def build_ladder(stage: CompiledStage) -> Ladder:
     """The rungs of ``stage``: its ``ladder:`` (ai), or [rules | plugin function, default if given]."""
     spec, model = stage.spec, stage.output_model
     if isinstance(spec, AiStage):
-        return Ladder([_rung(i, r, stage) for i, r in enumerate(spec.ladder)])
+        rungs = [_rung(i, r, stage) for i, r in enumerate(spec.ladder)]
+        models = [r for r in rungs if isinstance(r, ModelStep)]
+        for step, below in itertools.pairwise(models):
+            step.next_model = below  # where a hedge of this rung goes
+        return Ladder(rungs)
     if isinstance(spec, RulesStage):
         first: Rung = RulesStep(0, stage.rules[0], model)
         exhausted = "rules gave no valid output and there is no default"
@@ -126,6 +131,7 @@ async def walk(ladder: Ladder, sandwich: Sandwich) -> LadderResult:
         if rung.routable and rung.index < entry:
             continue  # routed past: this document starts lower on the ladder
         sandwich.context.confidence = None  # no model answer yet: a model rung sets what its endpoint said
+        sandwich.answered = None  # a hedge that wins says so
         try:
             output = await rung.attempt(sandwich, trail)
             if output is None:
@@ -141,7 +147,8 @@ async def walk(ladder: Ladder, sandwich: Sandwich) -> LadderResult:
             return _result(trail, None, quarantined, rung.index, reason=internal_reason(rung.where, exc))
         if applied.outcome == "accept" and applied.output is not None:
             review = rung.review or applied.review
-            result = _result(trail, applied.output, rung.status.value, rung.index, rung.label, rung.model, review)
+            index, label, model = sandwich.answered or (rung.index, rung.label, rung.model)
+            result = _result(trail, applied.output, rung.status.value, index, label, model, review)
             result.confidence = sandwich.context.confidence or None
             return result
         if applied.outcome == "quarantine" or rung.final:

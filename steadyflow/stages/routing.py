@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from steadyflow.core.registry import Registry
 from steadyflow.spec.errors import Problem
@@ -76,6 +77,8 @@ class Route:
     complexity: str
     entry: int
     """Index of the ladder rung where the document starts."""
+    adaptive: dict[str, Any] | None = None
+    """With adaptive routing: why this entry, and the estimates per model that chose it."""
 
 
 def classify(score: float, thresholds: dict[str, float]) -> str:

@@ -27,8 +27,10 @@ from steadyflow.providers.openai_compat import OpenAICompatClient
 from steadyflow.providers.tokens import fit_for
 from steadyflow.spec.models import ModelRung, RulesSpec
 from steadyflow.spec.resilience import CacheRung
+from steadyflow.stages.adaptive import HedgeBudget
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import CacheContext
+from steadyflow.stages.hedge import hedged
 from steadyflow.stages.routing import Route
 from steadyflow.stages.rules import RulesFailed, extract
 from steadyflow.stages.vote import VOTE_TEMPERATURE, majority
@@ -65,6 +67,12 @@ class Sandwich:
     """
     overflow: str = "quarantine"
     """The stage's ``input.on_overflow``: what a prompt too long for a model rung's context does."""
+    hedge_after: Callable[[int, float], float | None] | None = None
+    """(rung, quantile) -> the latency in ms this document's class observed there, for a hedge (None: not yet)."""
+    hedges: Mapping[int, HedgeBudget] = field(default_factory=dict)
+    """Each hedging rung's share of hedged calls, shared by every document of the stage."""
+    answered: tuple[int, str, str | None] | None = None
+    """(rung, label, model) when a hedge, not the rung itself, gave the output being checked."""
 
 
 @dataclass
@@ -129,6 +137,8 @@ class ModelStep(Rung):
     def __init__(self, index: int, spec: ModelRung, output_model: type[BaseModel]) -> None:
         super().__init__(index, f"{RungKind.MODEL.value}:{spec.model}", output_model, spec.model)
         self.spec = spec
+        self.next_model: ModelStep | None = None
+        """The ladder's next model rung: where a hedge of this rung goes (set by build_ladder)."""
         self.confident_fields = scored_fields(output_model.model_json_schema())
         """Fields a confidence is computed for (enums and booleans), when the endpoint gives log-probabilities."""
 
@@ -159,6 +169,8 @@ class ModelStep(Rung):
         client = sandwich.clients[self.spec.model]
         if self.spec.vote:
             output = await self._vote(sandwich, response_model, messages, run, trail)
+        elif self.spec.hedge is not None and self.next_model is not None:
+            output = await hedged(self, sandwich, response_model, messages, run, trail)
         else:
             tokens: TokenLogprobs | None = [] if sandwich.checks.wants_confidence or client.spec.logprobs else None
             output = await self._call(sandwich, response_model, messages, run, trail, tokens)
@@ -169,6 +181,16 @@ class ModelStep(Rung):
         if run.crashed is not None:  # a check raised while instructor parsed: the call is paid for, recorded
             raise run.crashed
         return output
+
+    def _hedge_delay_s(self, sandwich: Sandwich) -> float | None:
+        """How long the rung's call may take before a hedge goes out (None: no hedge for this document)."""
+        spec = self.spec.hedge
+        if spec is None:
+            return None
+        if spec.after_ms is not None:
+            return spec.after_ms / 1000
+        observed = sandwich.hedge_after(self.index, spec.quantile) if sandwich.hedge_after is not None else None
+        return observed / 1000 if observed is not None else None
 
     async def _fit(
         self, sandwich: Sandwich, response_model: type[BaseModel], trail: Trail

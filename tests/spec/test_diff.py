@@ -97,7 +97,7 @@ def test_a_rung_inserted_into_the_ladder_is_that_rung_alone(tmp_path: Path) -> N
     )
     found = changes(tmp_path, edited)
     assert [(c.section, c.where, c.old) for c in found] == [("ladder", "stages.triage.ladder[2]", None)]
-    assert found[0].new == {"model": "small", "reasks": 3, "retries": 1, "vote": None}
+    assert found[0].new == {"model": "small", "reasks": 3, "retries": 1, "vote": None, "hedge": None}
 
 
 def test_a_rung_inserted_before_an_edited_rules_rung_reads_as_those_two(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_a_rung_inserted_before_an_edited_rules_rung_reads_as_those_two(tmp_path
     )
     found = changes(tmp_path, edited, RULES.replace("default: a ticket", "default: no summary"))
     assert [(c.section, c.where, c.old, c.new) for c in found] == [
-        ("ladder", "stages.triage.ladder[1]", None, {"model": "small", "reasks": 1, "retries": 1, "vote": None}),
+        ("ladder", "stages.triage.ladder[1]", None, {"model": "small", "reasks": 1, "retries": 1, "vote": None, "hedge": None}),
         ("rules", "stages.triage.ladder[2].rules.fields.summary.default", "a ticket", "no summary"),
     ]
 

@@ -1,0 +1,206 @@
+"""Routing that adapts: online estimates per model rung and complexity class, and the entry they choose.
+
+For each model rung of a stage and each complexity class, :class:`Estimates` follows the last
+``window`` documents that reached that rung: how often its first answer passed the stage's checks,
+how often it gave the accepted output, what it cost, how long it took (quantiles), how often it
+failed on the wire or was skipped by an open breaker. :meth:`Estimates.choose` enters a document at
+the rung with the lowest expected cost plus latency (``latency_usd_per_s`` converts seconds into
+USD), where the rungs below count with the chance the entry does not accept the document, among
+rungs whose first answers pass at least ``quality_floor`` of the time; a small ``explore`` share of
+documents enters at another candidate, so that a rung which recovered (or degraded) is seen.
+
+Before anything is observed, estimates come from the models' prices and the ladder's order: every
+rung is assumed to pass just above the floor, latency is assumed equal, so the cheapest rung in the
+declared order enters first and observations move the choice from there. Nothing here reads the
+document beyond the class its estimator gave, or anything but the run's own outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steadyflow.audit.records import Attempt
+from steadyflow.spec.resilience import AdaptiveSpec
+
+PRIOR_DOCS = 5
+"""Documents the prior is worth: a rung's estimates follow what it does from its first few documents."""
+PRIOR_LATENCY_MS = 1000.0
+TYPICAL_TOKENS = (1000, 100)
+"""Tokens in and out a price is multiplied by before any cost is observed."""
+
+
+@dataclass
+class Outcome:
+    """What one document did on one rung."""
+
+    first_pass: bool
+    """Its first answer came back and passed the checks (no error, no re-ask)."""
+    accepted: bool
+    """The rung gave the output the stage accepted."""
+    cost_usd: float
+    latency_ms: float
+    failed: bool
+    """No answer at all: transport errors, timeouts, an open breaker."""
+
+
+@dataclass
+class Cell:
+    """One model rung and one class: the last ``window`` outcomes."""
+
+    outcomes: deque[Outcome]
+
+    def rate(self, name: str, prior: float) -> float:
+        """Share of outcomes with ``name`` true, with ``PRIOR_DOCS`` documents of ``prior`` mixed in."""
+        hits = sum(1 for o in self.outcomes if getattr(o, name))
+        return (hits + prior * PRIOR_DOCS) / (len(self.outcomes) + PRIOR_DOCS)
+
+    def mean(self, name: str, prior: float) -> float:
+        """Mean of ``name`` over outcomes, with the prior as ``PRIOR_DOCS`` documents."""
+        total = sum(getattr(o, name) for o in self.outcomes)
+        return (total + prior * PRIOR_DOCS) / (len(self.outcomes) + PRIOR_DOCS)
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q`` quantile of latencies of documents that got an answer (None before any)."""
+        values = sorted(o.latency_ms for o in self.outcomes if not o.failed)
+        return values[min(len(values) - 1, int(q * len(values)))] if values else None
+
+
+@dataclass
+class Estimates:
+    """Online estimates of one stage's model rungs per complexity class, and the entry they choose."""
+
+    spec: AdaptiveSpec
+    rungs: dict[int, str]
+    """Model rung index -> model name, in ladder order."""
+    prices: dict[str, tuple[float, float]]
+    """Model -> (USD per million input tokens, per million output tokens)."""
+    cells: dict[tuple[int, str], Cell] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def cell(self, rung: int, klass: str) -> Cell:
+        """The estimates of ``rung`` for ``klass`` (created empty)."""
+        key = (rung, klass)
+        if key not in self.cells:
+            self.cells[key] = Cell(deque(maxlen=self.spec.window))
+        return self.cells[key]
+
+    def _prior_cost(self, rung: int) -> float:
+        price_in, price_out = self.prices.get(self.rungs[rung], (0.0, 0.0))
+        return (TYPICAL_TOKENS[0] * price_in + TYPICAL_TOKENS[1] * price_out) / 1_000_000
+
+    def estimate(self, rung: int, klass: str) -> dict[str, float]:
+        """What the router believes of ``rung`` for ``klass``: pass, accept and failure rates, cost, latency."""
+        cell = self.cell(rung, klass)
+        prior_pass = min(1.0, self.spec.quality_floor + 0.02)
+        latency = cell.quantile(0.5)
+        return {
+            "pass": round(cell.rate("first_pass", prior_pass), 4),
+            "accept": round(cell.rate("accepted", prior_pass), 4),
+            "failed": round(cell.rate("failed", 0.0), 4),
+            "cost_usd": cell.mean("cost_usd", self._prior_cost(rung)),
+            "latency_ms": round(cell.mean("latency_ms", PRIOR_LATENCY_MS) if latency is None else latency, 1),
+            "n": len(cell.outcomes),
+        }
+
+    def _expected(self, order: list[int], at: int, found: dict[int, dict[str, float]]) -> float:
+        """Expected cost plus latency of entering at ``order[at]``: each rung below weighted by the chance it runs."""
+        total, reach = 0.0, 1.0
+        for rung in order[at:]:
+            e = found[rung]
+            total += reach * (e["cost_usd"] + self.spec.latency_usd_per_s * e["latency_ms"] / 1000)
+            reach *= 1 - e["accept"]
+        return total
+
+    def choose(self, klass: str) -> tuple[int, dict[str, Any]]:
+        """The entry rung for a document of ``klass``, and the estimates that chose it (for its record)."""
+        order = list(self.rungs)
+        found = {rung: self.estimate(rung, klass) for rung in order}
+        scores = {rung: self._expected(order, i, found) for i, rung in enumerate(order)}
+        eligible = [r for r in order if found[r]["pass"] * (1 - found[r]["failed"]) >= self.spec.quality_floor]
+        if eligible:
+            entry, why = min(eligible, key=lambda r: (scores[r], order.index(r))), "cheapest above the floor"
+        else:
+            entry, why = max(order, key=lambda r: (found[r]["pass"], -order.index(r))), "best pass rate (none above)"
+        if len(order) > 1 and self.rng.random() < self.spec.explore:
+            entry, why = self.rng.choice([r for r in order if r != entry]), "explore"
+        shown = {self.rungs[r]: {**found[r], "score": round(scores[r], 6)} for r in order}
+        for values in shown.values():
+            values["cost_usd"] = round(values["cost_usd"], 8)
+        return entry, {"why": why, "estimates": shown}
+
+    def observe(self, klass: str, attempts: Iterable[Attempt], accepted_rung: int | None) -> None:
+        """Learn from one document's attempts (model rungs only); ``accepted_rung`` gave its output, if any."""
+        by_rung: dict[int, list[Attempt]] = {}
+        for attempt in attempts:
+            if attempt.kind == "model" and attempt.rung in self.rungs:
+                by_rung.setdefault(attempt.rung, []).append(attempt)
+        for rung, made in by_rung.items():
+            answered = [a for a in made if a.error_kind is None or a.error_kind == "invalid_output"]
+            first = made[0]
+            self.cell(rung, klass).outcomes.append(
+                Outcome(
+                    first_pass=first.error_kind is None and len(made) == 1,
+                    accepted=rung == accepted_rung,
+                    cost_usd=sum(a.cost_usd for a in made),
+                    latency_ms=sum(a.server_ms if a.server_ms is not None else a.latency_ms for a in made),
+                    failed=not answered,
+                )
+            )
+
+    def hedge_after_ms(self, rung: int, quantile: float, klass: str) -> float | None:
+        """When to hedge a call of ``rung`` for ``klass``: the observed latency quantile (None before ~20 answers)."""
+        cell = self.cell(rung, klass)
+        if sum(1 for o in cell.outcomes if not o.failed) < 20:
+            return None
+        return cell.quantile(quantile)
+
+    def save(self, path: Path) -> None:
+        """Keep the estimates for the next run of the pipeline (JSON; only numbers and model names)."""
+        data = {
+            f"{self.rungs[rung]}|{klass}": [
+                [o.first_pass, o.accepted, o.cost_usd, o.latency_ms, o.failed] for o in cell.outcomes
+            ]
+            for (rung, klass), cell in self.cells.items()
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data))
+
+    def load(self, path: Path) -> None:
+        """Start from the estimates a previous run kept (models no longer in the ladder are ignored)."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        index = {model: rung for rung, model in self.rungs.items()}
+        for key, rows in data.items() if isinstance(data, dict) else ():
+            model, _, klass = str(key).partition("|")
+            if model in index and isinstance(rows, list):
+                cell = self.cell(index[model], klass)
+                for row in rows[-self.spec.window :]:
+                    if isinstance(row, list) and len(row) == 5:
+                        first, accepted, cost, latency, failed = row
+                        cell.outcomes.append(
+                            Outcome(bool(first), bool(accepted), float(cost), float(latency), bool(failed))
+                        )
+
+
+@dataclass
+class HedgeBudget:
+    """Hedged calls of one rung, kept under ``max_share`` of its calls."""
+
+    max_share: float
+    calls: int = 0
+    hedges: int = 0
+
+    def allow(self) -> bool:
+        """Whether one more hedge stays within the share (counted once it is allowed)."""
+        if self.hedges + 1 > self.max_share * max(self.calls, 1):
+            return False
+        self.hedges += 1
+        return True
