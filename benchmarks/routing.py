@@ -35,7 +35,7 @@ from steadyflow.spec import load_pipeline  # noqa: E402
 from steadyflow.stages.document import Document  # noqa: E402
 from steadyflow.stages.engine import Engine  # noqa: E402
 
-STRATEGIES = ("direct", "static", "router")
+STRATEGIES = ("direct", "static", "router", "adaptive")
 PIPELINES = ROOT / "benchmarks" / "pipelines"
 FLEET = "benchmarks/scenarios/fleet.yaml"
 """The default scenario, relative to the repository root (a copy kept in the repository)."""
@@ -168,14 +168,18 @@ def _ended_on(results: list[tuple[Request, Any, float, Document]]) -> dict[str, 
 
 
 def _ratios(out: dict[str, Any]) -> dict[str, float]:
-    router, direct, static = out["router"], out["direct"], out["static"]
-    return {
-        "router_cost_vs_direct": round(router["cost_per_10k_usd"] / direct["cost_per_10k_usd"], 3),
-        "router_p50_vs_direct": round(router["latency_ms"]["p50"] / direct["latency_ms"]["p50"], 3),
-        "router_p95_vs_direct": round(router["latency_ms"]["p95"] / direct["latency_ms"]["p95"], 3),
-        "router_p95_vs_static": round(router["latency_ms"]["p95"] / static["latency_ms"]["p95"], 3),
-        "router_correct_minus_static": round(router["accepted_and_correct"] - static["accepted_and_correct"], 5),
-    }
+    direct, static = out["direct"], out["static"]
+    ratios = {}
+    for name in ("router", "adaptive"):
+        router = out[name]
+        ratios |= {
+            f"{name}_cost_vs_direct": round(router["cost_per_10k_usd"] / direct["cost_per_10k_usd"], 3),
+            f"{name}_p50_vs_direct": round(router["latency_ms"]["p50"] / direct["latency_ms"]["p50"], 3),
+            f"{name}_p95_vs_direct": round(router["latency_ms"]["p95"] / direct["latency_ms"]["p95"], 3),
+            f"{name}_p95_vs_static": round(router["latency_ms"]["p95"] / static["latency_ms"]["p95"], 3),
+            f"{name}_correct_minus_static": round(router["accepted_and_correct"] - static["accepted_and_correct"], 5),
+        }
+    return ratios
 
 
 def _table(out: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steadyflow.audit.records import Attempt
+from steadyflow.audit.records import Attempt, Verdict
 from steadyflow.spec.resilience import AdaptiveSpec
 
 PRIOR_DOCS = 5
@@ -134,18 +134,26 @@ class Estimates:
             values["cost_usd"] = round(values["cost_usd"], 8)
         return entry, {"why": why, "estimates": shown}
 
-    def observe(self, klass: str, attempts: Iterable[Attempt], accepted_rung: int | None) -> None:
-        """Learn from one document's attempts (model rungs only); ``accepted_rung`` gave its output, if any."""
+    def observe(
+        self, klass: str, attempts: Iterable[Attempt], accepted_rung: int | None, verdicts: Iterable[Verdict] = ()
+    ) -> None:
+        """Learn from one document's attempts (model rungs only); ``accepted_rung`` gave its output, if any.
+
+        A check that failed on a rung's answer (``verdicts``: re-ask, escalate, quarantine) makes it no first pass.
+        """
+        rejected = {v.rung for v in verdicts if not v.passed and v.action in ("reask", "escalate", "quarantine")}
         by_rung: dict[int, list[Attempt]] = {}
         for attempt in attempts:
-            if attempt.kind == "model" and attempt.rung in self.rungs:
+            # a hedge's cancelled call says nothing of its model: it was only slower this time
+            if attempt.kind == "model" and attempt.rung in self.rungs and attempt.error_kind != "hedge_lost":
                 by_rung.setdefault(attempt.rung, []).append(attempt)
         for rung, made in by_rung.items():
             answered = [a for a in made if a.error_kind is None or a.error_kind == "invalid_output"]
-            first = made[0]
+            # quality is what the answers were: a 429 or a 5xx retried is cost and latency, not a wrong answer
+            reasked = any(a.error_kind == "invalid_output" for a in made)
             self.cell(rung, klass).outcomes.append(
                 Outcome(
-                    first_pass=first.error_kind is None and len(made) == 1,
+                    first_pass=bool(answered) and not reasked and rung not in rejected,
                     accepted=rung == accepted_rung,
                     cost_usd=sum(a.cost_usd for a in made),
                     latency_ms=sum(a.server_ms if a.server_ms is not None else a.latency_ms for a in made),

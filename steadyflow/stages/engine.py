@@ -254,7 +254,8 @@ class Engine:
             )
         result = await walk(self.ladders[stage.id], sandwich)
         if estimates is not None:  # what this document did teaches the next ones of its class
-            estimates.observe(klass, result.attempts, result.rung if result.status == Status.VALIDATED else None)
+            accepted = result.rung if result.status == Status.VALIDATED else None
+            estimates.observe(klass, result.attempts, accepted, result.verdicts)
         if sandwich.route is not None:
             result.route = {k: v for k, v in asdict(sandwich.route).items() if v is not None}
         result.verdicts[:0] = prepared.verdicts
