@@ -106,7 +106,12 @@ def test_a_rung_inserted_before_an_edited_rules_rung_reads_as_those_two(tmp_path
     )
     found = changes(tmp_path, edited, RULES.replace("default: a ticket", "default: no summary"))
     assert [(c.section, c.where, c.old, c.new) for c in found] == [
-        ("ladder", "stages.triage.ladder[1]", None, {"model": "small", "reasks": 1, "retries": 1, "vote": None, "hedge": None}),
+        (
+            "ladder",
+            "stages.triage.ladder[1]",
+            None,
+            {"model": "small", "reasks": 1, "retries": 1, "vote": None, "hedge": None},
+        ),
         ("rules", "stages.triage.ladder[2].rules.fields.summary.default", "a ticket", "no summary"),
     ]
 

@@ -91,7 +91,9 @@ def test_the_hedge_budget_holds_its_share() -> None:
 PIPELINE = """
 pipeline: hedged
 models:
-  slow: {{provider: openai, base_url: "{slow}", mode: json_schema, timeout_s: 10, price: {{input_per_mtok: 1.0, output_per_mtok: 1.0}}}}
+  slow:
+    {{provider: openai, base_url: "{slow}", mode: json_schema, timeout_s: 10,
+     price: {{input_per_mtok: 1.0, output_per_mtok: 1.0}}}}
   fast: {{provider: openai, base_url: "{fast}", mode: json_schema, timeout_s: 10}}
 stages:
   - id: s
