@@ -321,6 +321,9 @@ def _print_summary(data: dict[str, Any], as_json: bool) -> None:
         f"  quarantine: {data['quarantine_path']}\n"
         f"  decisions: {data['decisions_path']}"
     )
+    if data.get("audit"):  # where the trail is, and the head to keep elsewhere
+        audit = data["audit"]
+        typer.echo(f"  audit trail: {audit['store']} (head {audit['head_seq']} {audit['head_hash'][:16]})")
     for note in data["notes"]:
         typer.echo(f"  note: {note}")
 

@@ -48,6 +48,7 @@ def test_progress_bar_quiet_and_json(prefect_env: dict[str, str], chaos: ChaosSe
 
     quiet = _run(prefect_env, pipeline, docs, tmp_path / "b", "--quiet")
     assert "docs/s" not in quiet.stderr and "101 documents -> 100 outputs" in quiet.stdout
+    assert "  audit trail: sqlite:///" in quiet.stdout and " (head " in quiet.stdout  # where the trail is
     assert "resume after a crash with --resume" in quiet.stderr
     assert "| INFO " not in quiet.stderr  # issue 12: --quiet still printed Prefect's INFO lines
 
@@ -56,3 +57,4 @@ def test_progress_bar_quiet_and_json(prefect_env: dict[str, str], chaos: ChaosSe
     [line] = as_json.stdout.strip().splitlines()  # stdout is exactly one JSON object
     summary = json.loads(line)
     assert summary["documents"] == 101 and summary["by_rung"] == {"triage": {"model:m": 100, "quarantined": 1}}
+    assert summary["audit"]["head_seq"] > 101 and len(summary["audit"]["head_hash"]) == 64
