@@ -283,9 +283,15 @@ class AuditStore:
             self._append(conn, [Entry("retention", payload, pipeline=pipeline)])
 
     def retention(self) -> dict[str, int | None]:
-        """Pipeline -> days its records are kept, for every pipeline with records here (None: kept forever)."""
+        """Pipeline -> days its records are kept, for every pipeline with records here (None: kept forever).
+
+        With no retention set at all, every pipeline keeps forever and the records are not scanned (every run's
+        end asks this; a store without retention is the common case, and it only grows).
+        """
         with self._guard("read"), self._engine.connect() as conn:
             days = dict(conn.execute(sa.select(RETENTION.c.pipeline, RETENTION.c.days)).tuples().all())
+            if not days:
+                return dict.fromkeys(days)
             named = conn.execute(sa.select(RECORDS.c.pipeline).where(RECORDS.c.pipeline.is_not(None)).distinct())
             return {str(name): days.get(name) for (name,) in named}
 

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import exc as sa_errors
+
 from steadyflow.audit.chain import AuditError, load_signer
 from steadyflow.audit.entries import RunContext, decision_entry, run_end_entry, run_entry
 from steadyflow.audit.records import DecisionRecord
@@ -84,7 +86,7 @@ def shown_store(url: str) -> str:
     """An audit store's URL without its password, for messages and records."""
     try:
         return shown_url(url)
-    except Exception:  # a URL SQLAlchemy cannot parse: show only its scheme, never what may hold a password
+    except (ValueError, sa_errors.ArgumentError):  # a URL SQLAlchemy cannot parse: show only its scheme
         return url.split(":", 1)[0] + "://..."
 
 
