@@ -43,6 +43,12 @@ def _task_runner(pipeline: LoadedPipeline) -> Any:
 
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
+    import dask
+
+    # Dask's sampling profiler calls sys._current_frames() every few ms in each worker; on CPython 3.11 before
+    # 3.11.9 that can deadlock against the task's thread (cpython#116969, distributed#8616): a chunk then never
+    # comes back. The workers this run starts inherit the setting (a Nanny hands its config to its worker).
+    dask.config.set({"distributed.worker.profile.enabled": False})
     # worker processes (not threads): the stage work is Python, which threads would serialise
     return DaskTaskRunner(
         cluster_kwargs={
