@@ -63,12 +63,12 @@ class RouteSpec(Strict):
 
 
 class AdaptiveSpec(Strict):
-    """Outcome-driven entry: online estimates per model rung and complexity class (see stages/adaptive.py).
+    """Outcome-driven entry: online estimates per model rung and band of scores (see stages/adaptive.py).
 
-    A document of a class enters at the model rung with the lowest expected cost plus latency (the rungs
-    below counted with the chance they are needed) among those whose first answers pass the stage's
-    checks at least ``quality_floor`` of the time; estimates start from the models' prices and the ladder's
-    order, and follow the last ``window`` documents of each model and class.
+    A document enters at the model rung with the lowest expected cost plus latency (the rungs below
+    counted with the chance they are needed) among those whose answers are not confidently below
+    ``quality_floor`` at passing the stage's checks first time; estimates start from the models' prices
+    and the ladder's order, and follow the last ``window`` documents of each model and band.
     """
 
     quality_floor: float = Field(
@@ -80,7 +80,14 @@ class AdaptiveSpec(Strict):
     explore: float = Field(
         0.03, ge=0, le=0.5, description="share of documents that enter at another candidate, to keep estimates fresh"
     )
-    window: int = Field(200, ge=10, le=100_000, description="documents per model and class the estimates follow")
+    window: int = Field(200, ge=10, le=100_000, description="documents per model and band the estimates follow")
+    bands: int = Field(
+        20,
+        ge=1,
+        le=100,
+        description="estimates are kept per band of the estimator's score (1: per class): documents scored alike "
+        "learn from each other, even where the class thresholds do not fit the traffic",
+    )
     keep: bool = Field(False, description="keep the estimates across runs of this pipeline (in the user cache)")
 
 

@@ -1,23 +1,27 @@
-"""Routing that adapts: online estimates per model rung and complexity class, and the entry they choose.
+"""Routing that adapts: online estimates per model rung and band of documents, and the entry they choose.
 
-For each model rung of a stage and each complexity class, :class:`Estimates` follows the last
-``window`` documents that reached that rung: how often its first answer passed the stage's checks,
-how often it gave the accepted output, what it cost, how long it took (quantiles), how often it
-failed on the wire or was skipped by an open breaker. :meth:`Estimates.choose` enters a document at
-the rung with the lowest expected cost plus latency (``latency_usd_per_s`` converts seconds into
-USD), where the rungs below count with the chance the entry does not accept the document, among
-rungs whose first answers pass at least ``quality_floor`` of the time; a small ``explore`` share of
-documents enters at another candidate, so that a rung which recovered (or degraded) is seen.
+For each model rung of a stage and each band of the complexity estimator's score (``bands``; one
+band is the class its thresholds give), :class:`Estimates` follows the last ``window`` documents
+that reached that rung: how often its answers passed the stage's checks at once (counted over the
+answers it gave: a 429 is its failure rate, not a wrong answer), how often it gave the accepted
+output, what it cost, how long it took (quantiles), how often it failed on the wire or was skipped
+by an open breaker. :meth:`Estimates.choose` enters a document at the rung with the lowest expected
+cost plus latency (``latency_usd_per_s`` converts seconds into USD), where the rungs below count
+with the chance the entry does not accept the document, among rungs whose pass rate is not
+confidently below ``quality_floor`` (a one-sided 95% margin for the documents seen, so that a few
+unlucky first documents do not shut a good model out); a small ``explore`` share of documents
+enters at a neighbouring rung, so that a rung which recovered (or degraded) is seen.
 
 Before anything is observed, estimates come from the models' prices and the ladder's order: every
 rung is assumed to pass just above the floor, latency is assumed equal, so the cheapest rung in the
 declared order enters first and observations move the choice from there. Nothing here reads the
-document beyond the class its estimator gave, or anything but the run's own outcomes.
+document beyond its estimator's score and class, or anything but the run's own outcomes.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import deque
 from collections.abc import Iterable
@@ -31,6 +35,8 @@ from steadyflow.spec.resilience import AdaptiveSpec
 PRIOR_DOCS = 5
 """Documents the prior is worth: a rung's estimates follow what it does from its first few documents."""
 PRIOR_LATENCY_MS = 1000.0
+Z_95 = 1.645
+"""One-sided 95% normal quantile: the margin a rate's estimate gets for the documents behind it."""
 TYPICAL_TOKENS = (1000, 100)
 """Tokens in and out a price is multiplied by before any cost is observed."""
 
@@ -55,10 +61,15 @@ class Cell:
 
     outcomes: deque[Outcome]
 
-    def rate(self, name: str, prior: float) -> float:
-        """Share of outcomes with ``name`` true, with ``PRIOR_DOCS`` documents of ``prior`` mixed in."""
-        hits = sum(1 for o in self.outcomes if getattr(o, name))
-        return (hits + prior * PRIOR_DOCS) / (len(self.outcomes) + PRIOR_DOCS)
+    def rate(self, name: str, prior: float, answered_only: bool = False) -> float:
+        """Share of outcomes with ``name`` true, with ``PRIOR_DOCS`` documents of ``prior`` mixed in.
+
+        ``answered_only`` counts only documents the rung answered: how good its answers are says nothing of
+        the 429s of an incident (those are its failure rate, and the ladder's fallback handles them).
+        """
+        seen = [o for o in self.outcomes if not (answered_only and o.failed)]
+        hits = sum(1 for o in seen if getattr(o, name))
+        return (hits + prior * PRIOR_DOCS) / (len(seen) + PRIOR_DOCS)
 
     def mean(self, name: str, prior: float) -> float:
         """Mean of ``name`` over outcomes, with the prior as ``PRIOR_DOCS`` documents."""
@@ -90,6 +101,17 @@ class Estimates:
             self.cells[key] = Cell(deque(maxlen=self.spec.window))
         return self.cells[key]
 
+    def band(self, score: float, klass: str) -> str:
+        """The estimates' key for a document: its class, or with ``bands`` above 1 the band of its score.
+
+        Thresholds tuned on one workload put another's short requests in the wrong class (a class that then
+        mixes documents one model handles and documents it does not); bands let each kind find its entry.
+        """
+        if self.spec.bands <= 1:
+            return klass
+        low = min(self.spec.bands - 1, max(0, int(score * self.spec.bands)))
+        return f"score {low / self.spec.bands:.2f}-{(low + 1) / self.spec.bands:.2f}"
+
     def _prior_cost(self, rung: int) -> float:
         price_in, price_out = self.prices.get(self.rungs[rung], (0.0, 0.0))
         return (TYPICAL_TOKENS[0] * price_in + TYPICAL_TOKENS[1] * price_out) / 1_000_000
@@ -100,13 +122,23 @@ class Estimates:
         prior_pass = min(1.0, self.spec.quality_floor + 0.02)
         latency = cell.quantile(0.5)
         return {
-            "pass": round(cell.rate("first_pass", prior_pass), 4),
+            "pass": round(cell.rate("first_pass", prior_pass, answered_only=True), 4),
             "accept": round(cell.rate("accepted", prior_pass), 4),
             "failed": round(cell.rate("failed", 0.0), 4),
             "cost_usd": cell.mean("cost_usd", self._prior_cost(rung)),
             "latency_ms": round(cell.mean("latency_ms", PRIOR_LATENCY_MS) if latency is None else latency, 1),
-            "n": len(cell.outcomes),
+            "n": sum(1 for o in cell.outcomes if not o.failed),
         }
+
+    @staticmethod
+    def _may_pass(found: dict[str, float]) -> float:
+        """How well a rung may pass: its pass rate (times answering) plus a one-sided 95% margin for few documents.
+
+        A rung stays an entry until its rate is *confidently* below the floor: two unlucky first documents do not
+        shut a good model out for the rest of the run (it would then only be seen by exploration).
+        """
+        rate = found["pass"]
+        return rate + Z_95 * math.sqrt(rate * (1 - rate) / (found["n"] + PRIOR_DOCS))
 
     def _expected(self, order: list[int], at: int, found: dict[int, dict[str, float]]) -> float:
         """Expected cost plus latency of entering at ``order[at]``: each rung below weighted by the chance it runs."""
@@ -122,13 +154,15 @@ class Estimates:
         order = list(self.rungs)
         found = {rung: self.estimate(rung, klass) for rung in order}
         scores = {rung: self._expected(order, i, found) for i, rung in enumerate(order)}
-        eligible = [r for r in order if found[r]["pass"] * (1 - found[r]["failed"]) >= self.spec.quality_floor]
+        eligible = [r for r in order if self._may_pass(found[r]) >= self.spec.quality_floor]
         if eligible:
             entry, why = min(eligible, key=lambda r: (scores[r], order.index(r))), "cheapest above the floor"
         else:
             entry, why = max(order, key=lambda r: (found[r]["pass"], -order.index(r))), "best pass rate (none above)"
         if len(order) > 1 and self.rng.random() < self.spec.explore:
-            entry, why = self.rng.choice([r for r in order if r != entry]), "explore"
+            # a neighbour of the entry: what could replace it, not the slowest and dearest model of the ladder
+            at = order.index(entry)
+            entry, why = self.rng.choice([order[i] for i in (at - 1, at + 1) if 0 <= i < len(order)]), "explore"
         shown = {self.rungs[r]: {**found[r], "score": round(scores[r], 6)} for r in order}
         for values in shown.values():
             values["cost_usd"] = round(values["cost_usd"], 8)

@@ -281,8 +281,9 @@ class Engine:
         klass = sandwich.route.complexity if sandwich.route is not None else "all"
         if estimates is not None:
             if sandwich.route is not None and spec.route is not None and spec.route.adaptive is not None:
+                klass = estimates.band(sandwich.route.score, klass)
                 entry, why = estimates.choose(klass)
-                sandwich.route = replace(sandwich.route, entry=entry, adaptive=why)
+                sandwich.route = replace(sandwich.route, entry=entry, adaptive={"band": klass, **why})
             sandwich.hedge_after = partial(estimates.hedge_after_ms, klass=klass)
         sandwich.hedges = self.hedges.get(stage.id, {})
         return estimates, klass

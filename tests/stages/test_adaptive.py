@@ -48,6 +48,25 @@ def test_a_rung_whose_first_answers_fail_the_checks_stops_being_an_entry_for_tha
     assert found.choose("complex")[1]["estimates"]["local"]["pass"] < 0.9
 
 
+def test_documents_of_one_class_but_different_scores_learn_their_own_entry() -> None:
+    # thresholds tuned elsewhere put short and long requests in one class: bands of the score keep them apart
+    found = estimates(quality_floor=0.9, bands=20)
+    short, long = found.band(0.36, "moderate"), found.band(0.46, "moderate")
+    assert short != long and short == found.band(0.39, "moderate")
+    for _ in range(40):
+        found.observe(short, answer(0), accepted_rung=0)
+        for n in range(4):
+            found.observe(long, answer(0, ok=n != 0), accepted_rung=0)
+    assert found.choose(short)[0] == 0 and found.choose(long)[0] == 1
+    assert estimates(bands=1).band(0.46, "moderate") == "moderate"  # one band: per class, as the thresholds say
+
+
+def test_exploration_tries_a_neighbour_of_the_entry_not_any_rung() -> None:
+    found = Estimates(AdaptiveSpec(explore=0.5), {**RUNGS, 3: "frontier-b"}, {**PRICES, "frontier-b": (3.0, 15.0)})
+    entries = {found.choose("simple")[0] for _ in range(200)}
+    assert entries == {0, 1}  # local enters; mini is explored; the frontier models are not
+
+
 def test_an_endpoint_that_stops_answering_is_left_and_found_again_when_it_recovers() -> None:
     found = estimates(window=20)
     for _ in range(20):
