@@ -291,7 +291,7 @@ class AuditStore:
         with self._guard("read"), self._engine.connect() as conn:
             days = dict(conn.execute(sa.select(RETENTION.c.pipeline, RETENTION.c.days)).tuples().all())
             if not days:
-                return dict.fromkeys(days)
+                return {}
             named = conn.execute(sa.select(RECORDS.c.pipeline).where(RECORDS.c.pipeline.is_not(None)).distinct())
             return {str(name): days.get(name) for (name,) in named}
 

@@ -132,7 +132,7 @@ class Estimates:
 
     @staticmethod
     def _may_pass(found: dict[str, float]) -> float:
-        """How well a rung may pass: its pass rate (times answering) plus a one-sided 95% margin for few documents.
+        """How well a rung may pass: its pass rate over the answers it gave, plus a one-sided 95% margin for few.
 
         A rung stays an entry until its rate is *confidently* below the floor: two unlucky first documents do not
         shut a good model out for the rest of the run (it would then only be seen by exploration).
