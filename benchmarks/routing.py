@@ -1,17 +1,20 @@
-"""Direct call vs static fallback chain vs steadyflow's router, on a simulated provider fleet.
+"""Direct call vs static fallback chain vs steadyflow's routers, on a simulated provider fleet.
 
-    .venv/bin/python benchmarks/routing.py --json   # the scenario: benchmarks/scenarios/fleet.yaml
+    .venv/bin/python benchmarks/routing.py --json                 # the scenario: benchmarks/scenarios/fleet.yaml
+    .venv/bin/python benchmarks/routing.py --json --generate 7    # a scenario of our own, drawn from seed 7
 
 Starts the scenario's fleet (steadyflow/chaos/fleet.py) on loopback in its own
 process, generates the scenario's requests, and runs each strategy's pipeline file
-(benchmarks/pipelines/{direct,static,router}.yaml) over all of them through
-steadyflow's engine, one strategy after another in the same run. The router reads
-only its pipeline file and the documents, never the scenario.
+(benchmarks/pipelines/{direct,static,router,adaptive}.yaml) over all of them through
+steadyflow's engine, one strategy after another in the same run, each meeting the
+same draws from the fleet (it is reset between strategies). The routers read only
+their pipeline files and the documents, never the scenario.
 
 Prints one JSON object (per strategy: latency p50/p95/p99 at real scale, cost per
 10k requests including failed attempts and re-asks, structured-output success,
-accepted-and-correct rate, share ended on fallback rungs, lost requests; and the
-router/direct and router/static ratios), then a table on stderr.
+accepted-and-correct rate, share ended on fallback rungs, lost requests, hedges and
+why documents entered where they did; and the routers' ratios to direct and static),
+then a table on stderr.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +174,7 @@ def _ended_on(results: list[tuple[Request, Any, float, Document]]) -> dict[str, 
 def _ratios(out: dict[str, Any]) -> dict[str, float]:
     direct, static = out["direct"], out["static"]
     ratios = {}
-    for name in ("router", "adaptive"):
+    for name in (name for name in ("router", "adaptive") if name in out):
         router = out[name]
         ratios |= {
             f"{name}_cost_vs_direct": round(router["cost_per_10k_usd"] / direct["cost_per_10k_usd"], 3),
@@ -187,7 +191,7 @@ def _table(out: dict[str, Any]) -> str:
         f"{'strategy':9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'$/10k':>9} "
         f"{'struct':>7} {'correct':>8} {'fallback':>8} {'lost':>5}"
     ]
-    for name in STRATEGIES:
+    for name in (name for name in STRATEGIES if name in out):
         m = out[name]
         lat = m["latency_ms"]
         lines.append(
@@ -222,7 +226,16 @@ def main() -> None:
         default=4,
         help="requests in flight per strategy; low, so that client CPU does not queue (its time is scaled up too)",
     )
+    parser.add_argument(
+        "--strategies",
+        default=",".join(STRATEGIES),
+        help="which strategies to run (direct and static always run: the ratios are against them)",
+    )
     args = parser.parse_args()
+    asked = [name for name in args.strategies.split(",") if name]
+    if unknown := sorted(set(asked) - set(STRATEGIES)):
+        parser.error(f"unknown strategy {', '.join(unknown)} (one of {', '.join(STRATEGIES)})")
+    chosen = ["direct", "static", *(name for name in STRATEGIES[2:] if name in asked)]
     if args.generate is not None:  # written to a file: the fleet's own process reads it, the router never does
         import tempfile
 
@@ -245,7 +258,9 @@ def main() -> None:
         shown = fleet.relative_to(ROOT) if fleet.is_relative_to(ROOT) else fleet  # no machine's folders in the JSON
         shown = f"generated from seed {args.generate}" if args.generate is not None else shown
         out: dict[str, Any] = {"scenario": str(shown), "requests": count, "time_scale": SCENARIO["time_scale"]}
-        for name in STRATEGIES:
+        for name in chosen:
+            # common random numbers: each strategy meets the same draws from the fleet (see FleetServer)
+            urllib.request.urlopen(urllib.request.Request(f"{os.environ['FLEET_URL']}/_chaos/reset", method="POST"))
             started = time.perf_counter()
             out[name] = asyncio.run(_strategy(name, requests, args.concurrency))
             out[name]["wall_s"] = round(time.perf_counter() - started, 1)

@@ -105,6 +105,25 @@ def _verdict(verdict: dict[str, Any]) -> str:
     return f"{check} failed{rung} -> {verdict.get('action')}{message}"
 
 
+def _route(route: dict[str, Any]) -> list[str]:
+    """Where routing entered the document and why; with adaptive routing, the estimates that chose it."""
+    adaptive = route.get("adaptive") or {}
+    why = adaptive.get("why") or "the pipeline's enter classes"
+    band = f", band {adaptive['band']}" if adaptive.get("band") else ""
+    lines = [
+        f"  Routing: complexity {route.get('complexity')} ({route.get('estimator')} score {route.get('score')}{band}), "
+        f"entered at rung {route.get('entry')}: {why}."
+    ]
+    for model, found in (adaptive.get("estimates") or {}).items():
+        lines.append(
+            f"    {model}: first answers passing {found.get('pass')} over {found.get('n')} answers, accepted "
+            f"{found.get('accept')}, failed {found.get('failed')}, ${found.get('cost_usd')}, "
+            f"{found.get('latency_ms')} ms, expected cost and latency {found.get('score')}"
+        )
+    rest = {k: v for k, v in route.items() if k not in ("adaptive", "complexity", "estimator", "score", "entry")}
+    return lines + ([f"    also: {json.dumps(rest, sort_keys=True)}"] if rest else [])
+
+
 def _stage(stage: dict[str, Any]) -> list[str]:
     ended = ended_by(stage.get("status", ""), stage.get("rung_label"))
     head = f"Stage {stage.get('stage')}: {stage.get('status')}"
@@ -124,7 +143,7 @@ def _stage(stage: dict[str, Any]) -> list[str]:
     verdicts = stage.get("verdicts") or []
     lines.append("  Checks: " + ("; ".join(_verdict(v) for v in verdicts) if verdicts else "none ran") + ".")
     if stage.get("route"):
-        lines.append(f"  Routing: {json.dumps(stage['route'], sort_keys=True)}.")
+        lines += _route(stage["route"])
     output = f"output SHA-256 {_short(stage.get('output_hash'), 16)}" if stage.get("output_hash") else "no output"
     review = "flagged for review" if stage.get("review_required") else "not flagged for review"
     lines.append(f"  Result: {output}; {review}.")

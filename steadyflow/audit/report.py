@@ -1,4 +1,7 @@
-"""True cost of a run: tokens and USD by stage, model and rung, failures and re-asks included; why documents fell."""
+"""True cost of a run: tokens and USD by stage, model and rung, failures and re-asks included; why documents fell.
+
+And where routing sent them: why they entered where they did, hedges fired and won, what the hedges cost.
+"""
 
 from __future__ import annotations
 
@@ -86,6 +89,7 @@ def run_cost(log: DecisionLog, ledger: RunLedger, run_id: str) -> dict[str, Any]
         "lines": [asdict(line) for line in rows],
         "outcomes": {stage: dict(counts) for stage, counts in outcomes.items()},
         "fallback_reasons": reasons.nest(reasons.count(records)),
+        "routing": routing(records),
         "total": {
             "usd": round(total_usd, 6),
             "usd_failed": round(sum(line.usd_failed for line in rows), 6),
@@ -98,3 +102,38 @@ def run_cost(log: DecisionLog, ledger: RunLedger, run_id: str) -> dict[str, Any]
             "usd_per_10k_documents": round(total_usd / max(1, len({r["doc_id"] for r in records})) * 10_000, 4),
         },
     }
+
+
+def routing(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per stage that routes: documents by how they entered and where (model), and its hedges.
+
+    ``entries`` counts "why -> model" ("cheapest above the floor -> local", "explore -> mini", or "class simple"
+    for fixed ``enter`` classes); ``hedges`` counts documents whose call was hedged, those the hedge won, and
+    the USD of the hedged calls and of the calls a hedge cancelled (both are paid). Each record keeps the
+    estimates its entry was chosen by (``route.adaptive.estimates``): ``steadyflow audit explain`` prints them.
+    """
+    stages: dict[str, dict[str, Any]] = {}
+    for record in records:
+        route, attempts = record.get("route"), record["attempts"]
+        hedged = [a for a in attempts if a.get("hedge")]
+        if not route and not hedged:
+            continue
+        stage = stages.setdefault(
+            record["stage_id"], {"entries": defaultdict(int), "hedges": {"fired": 0, "won": 0, "usd": 0.0}}
+        )
+        if route:
+            model = _model_of(attempts, route.get("entry"))
+            why = (route.get("adaptive") or {}).get("why") or f"class {route.get('complexity', '?')}"
+            stage["entries"][f"{why} -> {model}"] += 1
+        if hedged:
+            hedges = stage["hedges"]
+            hedges["fired"] += 1
+            hedges["won"] += int(any(a["rung"] == record["rung"] and a["error_kind"] is None for a in hedged))
+            paid = [a for a in attempts if a.get("hedge") or a["error_kind"] == "hedge_lost"]
+            hedges["usd"] = round(hedges["usd"] + sum(a["cost_usd"] for a in paid), 8)
+    return {name: {**found, "entries": dict(sorted(found["entries"].items()))} for name, found in stages.items()}
+
+
+def _model_of(attempts: list[dict[str, Any]], rung: int | None) -> str:
+    """The model of the entry rung, as its first attempt names it (the rung's index when it made none)."""
+    return next((a["model"] for a in attempts if a["rung"] == rung and a["model"]), f"rung {rung}")

@@ -121,6 +121,11 @@ class FleetServer(ChaosServer):
         return f"http://{self.host}:{self.port}/{endpoint}/v1"
 
     async def _respond(self, method: str, path: str, raw: bytes, writer: asyncio.StreamWriter) -> bool:
+        if method == "POST" and path == "/_chaos/reset":
+            # every strategy of a benchmark then meets the same draws: a request's n-th call to an endpoint behaves
+            # alike whichever strategy makes it, so that their differences are theirs, not the dice's
+            self.tries.clear()
+            self.served.clear()
         parts = path.strip("/").split("/", 1)
         if len(parts) == 2 and parts[0] in self.scenario["endpoints"]:
             if method == "POST" and parts[1] == "v1/chat/completions":

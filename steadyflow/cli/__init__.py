@@ -399,6 +399,14 @@ def report(
             "on attempts a crash interrupted "
             "(their documents ran again after --resume; not in the lines above)"
         )
+    for stage, found in data["routing"].items():
+        hedges = found["hedges"]
+        typer.echo(
+            f"routing of {stage}: hedges fired {hedges['fired']}, won {hedges['won']}, cost ${hedges['usd']:.6f}; "
+            "entries (documents per reason -> model):"
+        )
+        for entry, count in found["entries"].items():
+            typer.echo(f"  {count:>6}  {entry}")
     if data["fallback_reasons"]:
         typer.echo("why documents fell down the ladder (documents per reason):")
         for stage, by_ended in data["fallback_reasons"].items():

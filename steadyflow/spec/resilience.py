@@ -77,6 +77,12 @@ class AdaptiveSpec(Strict):
     latency_usd_per_s: float = Field(
         0.001, ge=0, description="what one second of a document's latency is worth, against its cost in USD"
     )
+    wrong_usd: float | None = Field(
+        None,
+        gt=0,
+        description="what one more first answer that fails the checks is worth avoiding, in USD: a rung below the "
+        "floor still enters where it saves more than this per answer it adds (none: never below the floor)",
+    )
     explore: float = Field(
         0.03, ge=0, le=0.5, description="share of documents that enter at another candidate, to keep estimates fresh"
     )

@@ -9,13 +9,15 @@ by an open breaker. :meth:`Estimates.choose` enters a document at the rung with 
 cost plus latency (``latency_usd_per_s`` converts seconds into USD), where the rungs below count
 with the chance the entry does not accept the document, among rungs whose pass rate is not
 confidently below ``quality_floor`` (a one-sided 95% margin for the documents seen, so that a few
-unlucky first documents do not shut a good model out); a small ``explore`` share of documents
-enters at a neighbouring rung, so that a rung which recovered (or degraded) is seen.
+unlucky first documents do not shut a good model out). Above the floor quality is good enough;
+below it, it has a price (``wrong_usd`` per failing first answer): a rung below the floor enters
+only where it saves more than that. A small ``explore`` share of documents enters at the cheaper
+neighbour of the entry, so that a rung which recovered is seen again.
 
-Before anything is observed, estimates come from the models' prices and the ladder's order: every
-rung is assumed to pass just above the floor, latency is assumed equal, so the cheapest rung in the
-declared order enters first and observations move the choice from there. Nothing here reads the
-document beyond its estimator's score and class, or anything but the run's own outcomes.
+Before anything is observed, every rung is assumed to pass as a good model does and to take as long
+as the slowest rung seen, so the cheapest rung in the declared order enters first (its price is
+known) and observations move the choice from there. Nothing here reads the document beyond its
+estimator's score and class, or anything but the run's own outcomes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from steadyflow.spec.resilience import AdaptiveSpec
 PRIOR_DOCS = 5
 """Documents the prior is worth: a rung's estimates follow what it does from its first few documents."""
 PRIOR_LATENCY_MS = 1000.0
+PRIOR_PASS = 0.95
+"""What a rung is assumed to pass before it is seen: as a good model does, so the cheapest in order enters first."""
 Z_95 = 1.645
 """One-sided 95% normal quantile: the margin a rate's estimate gets for the documents behind it."""
 TYPICAL_TOKENS = (1000, 100)
@@ -119,16 +123,21 @@ class Estimates:
     def estimate(self, rung: int, klass: str) -> dict[str, float]:
         """What the router believes of ``rung`` for ``klass``: pass, accept and failure rates, cost, latency."""
         cell = self.cell(rung, klass)
-        prior_pass = min(1.0, self.spec.quality_floor + 0.02)
+        prior_pass = min(1.0, max(PRIOR_PASS, self.spec.quality_floor + 0.02))
         latency = cell.quantile(0.5)
         return {
             "pass": round(cell.rate("first_pass", prior_pass, answered_only=True), 4),
             "accept": round(cell.rate("accepted", prior_pass), 4),
             "failed": round(cell.rate("failed", 0.0), 4),
             "cost_usd": cell.mean("cost_usd", self._prior_cost(rung)),
-            "latency_ms": round(cell.mean("latency_ms", PRIOR_LATENCY_MS) if latency is None else latency, 1),
+            "latency_ms": round(self._prior_latency(klass) if latency is None else latency, 1),
             "n": sum(1 for o in cell.outcomes if not o.failed),
         }
+
+    def _prior_latency(self, klass: str) -> float:
+        """An unseen rung's latency: the slowest median seen on the band's other rungs (a clock's unit, not a guess)."""
+        seen = [q for rung in self.rungs if (q := self.cell(rung, klass).quantile(0.5)) is not None]
+        return max(seen, default=PRIOR_LATENCY_MS)
 
     @staticmethod
     def _may_pass(found: dict[str, float]) -> float:
@@ -143,11 +152,16 @@ class Estimates:
     def _expected(self, order: list[int], at: int, found: dict[int, dict[str, float]]) -> float:
         """Expected cost plus latency of entering at ``order[at]``: each rung below weighted by the chance it runs."""
         total, reach = 0.0, 1.0
+        price = {
+            rung: found[rung]["cost_usd"] + self.spec.latency_usd_per_s * found[rung]["latency_ms"] / 1000
+            for rung in order
+        }
         for rung in order[at:]:
-            e = found[rung]
-            total += reach * (e["cost_usd"] + self.spec.latency_usd_per_s * e["latency_ms"] / 1000)
-            reach *= 1 - e["accept"]
-        return total
+            total += reach * price[rung]
+            reach *= 1 - found[rung]["accept"]
+        # a document no model accepts ends on rules, a default or a reviewer: dearer than any call (twice the
+        # dearest), so that of two rungs alike the first enters and the second stays there to catch it
+        return total + reach * 2 * max(price.values())
 
     def choose(self, klass: str) -> tuple[int, dict[str, Any]]:
         """The entry rung for a document of ``klass``, and the estimates that chose it (for its record)."""
@@ -157,16 +171,45 @@ class Estimates:
         eligible = [r for r in order if self._may_pass(found[r]) >= self.spec.quality_floor]
         if eligible:
             entry, why = min(eligible, key=lambda r: (scores[r], order.index(r))), "cheapest above the floor"
+            entry, why = self._below_floor(order, entry, eligible, found, scores) or (entry, why)
         else:
             entry, why = max(order, key=lambda r: (found[r]["pass"], -order.index(r))), "best pass rate (none above)"
-        if len(order) > 1 and self.rng.random() < self.spec.explore:
-            # a neighbour of the entry: what could replace it, not the slowest and dearest model of the ladder
-            at = order.index(entry)
-            entry, why = self.rng.choice([order[i] for i in (at - 1, at + 1) if 0 <= i < len(order)]), "explore"
+        at = order.index(entry)
+        if at > 0 and self.rng.random() < self.spec.explore:
+            # the cheaper neighbour only: it is what could replace the entry once it recovers; the rungs below the
+            # entry are seen anyway, whenever the entry does not accept a document
+            entry, why = order[at - 1], "explore"
         shown = {self.rungs[r]: {**found[r], "score": round(scores[r], 6)} for r in order}
         for values in shown.values():
             values["cost_usd"] = round(values["cost_usd"], 8)
         return entry, {"why": why, "estimates": shown}
+
+    def _below_floor(
+        self,
+        order: list[int],
+        best: int,
+        eligible: list[int],
+        found: dict[int, dict[str, float]],
+        scores: dict[int, float],
+    ) -> tuple[int, str] | None:
+        """A rung below the floor that saves more than ``wrong_usd`` per failing first answer it adds, if any.
+
+        Above the floor, quality is good enough and cost and latency decide; below it, quality has a price. A
+        small model whose answers fail a fifth of the time is still the right entry for long documents where the
+        large one costs fifteen times as much and takes twice as long (its failures go down the ladder), and the
+        wrong one where it saves a few hundredths of a cent.
+        """
+        if self.spec.wrong_usd is None:
+            return None
+        priced = {
+            rung: scores[rung] + self.spec.wrong_usd * max(0.0, found[best]["pass"] - found[rung]["pass"])
+            for rung in order
+            if rung not in eligible
+        }
+        cheaper = [rung for rung, value in priced.items() if value < scores[best]]
+        if not cheaper:
+            return None
+        return min(cheaper, key=lambda r: (priced[r], order.index(r))), "below the floor, saves more than it risks"
 
     def observe(
         self, klass: str, attempts: Iterable[Attempt], accepted_rung: int | None, verdicts: Iterable[Verdict] = ()

@@ -38,3 +38,43 @@ def test_three_strategies_one_json_object_nothing_lost(tmp_path: Path) -> None:
     assert data["router"]["cost_per_10k_usd"] < data["direct"]["cost_per_10k_usd"]
     assert {"router_cost_vs_direct", "router_p50_vs_direct", "router_p95_vs_static"} <= set(data["ratios"])
     assert "strategy" in result.stderr and "router" in result.stderr
+
+
+TARGETS = {  # issue 17: the adaptive router against the direct call and the static chain, in one run
+    "adaptive_cost_vs_direct": 0.30,
+    "adaptive_p50_vs_direct": 0.45,
+    "adaptive_p95_vs_direct": 0.80,
+    "adaptive_p95_vs_static": 0.70,
+}
+
+
+@pytest.mark.slow  # three strategies over 3,000 requests of a scenario the router never saw: minutes
+@pytest.mark.parametrize("seed", [7, 11])
+def test_the_adaptive_router_meets_the_targets_on_scenarios_of_our_own(seed: int) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/routing.py",
+            "--generate",
+            str(seed),
+            "--requests",
+            "3000",
+            "--strategies",
+            "adaptive",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert data["scenario"] == f"generated from seed {seed}" and "router" not in data
+    ratios, adaptive = data["ratios"], data["adaptive"]
+    assert {name: ratios[name] for name in TARGETS if ratios[name] > TARGETS[name]} == {}, result.stderr[-2000:]
+    assert ratios["adaptive_correct_minus_static"] >= 0, result.stderr[-2000:]
+    assert adaptive["structured_output_success"] >= 0.999 and adaptive["lost"] == 0
+    # it adapted: documents entered where the run's own outcomes said, and the hedge fired within its share
+    assert any(why.startswith("cheapest above the floor") for why in adaptive["entries"])
+    assert 0 < adaptive["hedges"]["fired"] <= 0.1 * 3000

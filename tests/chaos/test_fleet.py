@@ -85,3 +85,22 @@ def test_rate_limits_carry_a_scaled_retry_after(fleet: Any) -> None:
 def test_a_request_without_its_id_is_refused(fleet: Any) -> None:
     server, _ = fleet
     assert _ask(server, "hello").status_code == 400
+
+
+NOISY = {"errors": {"rate_5xx": 0.5}, "ttft_ms": {"median": 100, "p95": 900}}
+
+
+@pytest.mark.parametrize("fleet", [NOISY], indirect=True)
+def test_after_a_reset_every_call_meets_the_same_draws_again(fleet: Any) -> None:
+    # common random numbers: strategies benchmarked one after another see the same dice, not fresh ones
+    server, requests = fleet
+
+    def outcomes() -> list[tuple[int, str]]:
+        asked = [_ask(server, r.text) for r in requests[:12] for _ in range(2)]  # each request twice: tries 1 and 2
+        return [(a.status_code, a.headers.get("openai-processing-ms", "")) for a in asked]
+
+    first = outcomes()
+    assert len(set(first)) > 4  # errors and latencies vary from call to call
+    assert outcomes() != first  # without a reset, later calls are later tries: other draws
+    assert httpx.post(f"http://{server.host}:{server.port}/_chaos/reset", timeout=10).status_code == 200
+    assert outcomes() == first

@@ -61,10 +61,37 @@ def test_documents_of_one_class_but_different_scores_learn_their_own_entry() -> 
     assert estimates(bands=1).band(0.46, "moderate") == "moderate"  # one band: per class, as the thresholds say
 
 
-def test_exploration_tries_a_neighbour_of_the_entry_not_any_rung() -> None:
+def test_exploration_tries_the_cheaper_neighbour_of_the_entry_only() -> None:
     found = Estimates(AdaptiveSpec(explore=0.5), {**RUNGS, 3: "frontier-b"}, {**PRICES, "frontier-b": (3.0, 15.0)})
-    entries = {found.choose("simple")[0] for _ in range(200)}
-    assert entries == {0, 1}  # local enters; mini is explored; the frontier models are not
+    assert {found.choose("simple")[0] for _ in range(200)} == {0}  # local enters: nothing cheaper to explore
+    for _ in range(40):  # local fails a third of its first answers: mini enters, local is still looked at
+        for n in range(3):
+            found.observe("simple", answer(0, ok=n != 0), accepted_rung=0)
+    entries = [found.choose("simple")[0] for _ in range(400)]
+    assert set(entries) == {0, 1} and 120 < entries.count(0) < 280  # never a frontier model: they are seen below
+
+
+def test_below_the_floor_quality_has_a_price_a_rung_enters_only_where_it_saves_more() -> None:
+    # mini fails the checks on 1 document in 4 everywhere; on long documents the frontier costs 100x as much
+    def ladder(**spec: float) -> Estimates:
+        return Estimates(
+            AdaptiveSpec(explore=0.0, quality_floor=0.9, latency_usd_per_s=0.001, **spec),
+            {1: "mini", 2: "frontier"},
+            PRICES,
+        )
+
+    found = ladder(wrong_usd=0.01)
+    for _ in range(60):
+        for n in range(4):
+            for klass, cost in (("moderate", 0.0003), ("complex", 0.001)):
+                found.observe(klass, answer(1, ok=n != 0, ms=1000, cost=cost), accepted_rung=1)
+                found.observe(klass, answer(2, ms=1200, cost=cost * (3 if klass == "moderate" else 100)), 2)
+    moderate, complex_ = found.choose("moderate"), found.choose("complex")
+    assert moderate[0] == 2 and moderate[1]["why"] == "cheapest above the floor"  # saves 0.0006: not worth 0.25
+    assert complex_[0] == 1 and complex_[1]["why"] == "below the floor, saves more than it risks"  # saves 0.1
+    unpriced = ladder()  # no price for quality: never below the floor
+    unpriced.cells = found.cells
+    assert unpriced.choose("complex")[0] == 2
 
 
 def test_an_endpoint_that_stops_answering_is_left_and_found_again_when_it_recovers() -> None:
@@ -167,3 +194,34 @@ def test_a_hedge_needs_a_model_rung_below_it_and_a_rung_cannot_also_vote(tmp_pat
     file.write_text(file.read_text().replace("hedge: {after_ms: 100, max_share: 0.1}", "vote: 3, hedge: {after_ms: 1}"))
     with pytest.raises(SpecError, match="either votes or hedges"):
         load_pipeline(file)
+
+
+def test_the_report_and_the_explanation_say_why_documents_entered_where_they_did_and_what_hedges_did(
+    tmp_path: Path, two_endpoints: object
+) -> None:
+    from steadyflow.audit.explain import _route
+    from steadyflow.audit.ledger import RunLedger
+    from steadyflow.audit.log import DecisionLog
+    from steadyflow.audit.report import run_cost
+
+    slow, fast = two_endpoints  # type: ignore[misc]
+    file = tmp_path / "p.yaml"
+    text = PIPELINE.format(slow=slow.base_url, fast=fast.base_url, share=0.5)
+    text = text.replace("    ladder:\n", "    route: {estimator: heuristic, adaptive: {explore: 0}}\n    ladder:\n")
+    # priced alike: the declared order decides before anything is seen
+    file.write_text(
+        text.replace("timeout_s: 10}", "timeout_s: 10, price: {input_per_mtok: 1.0, output_per_mtok: 1.0}}")
+    )
+    docs = [Document(f"t{n}", f"ticket {n}: my invoice is wrong", "test") for n in range(10)]
+    records = run_stage(load_pipeline(file), "s", docs, concurrency=10)
+    log, ledger = DecisionLog(tmp_path / "decisions.sqlite"), RunLedger(tmp_path / "runs.sqlite")
+    ledger.start_run("run", "hedged", "1", None)
+    log.add(records)
+    report = run_cost(log, ledger, "run")["routing"]["s"]
+    assert report["entries"] == {"cheapest above the floor -> slow": 10}  # nothing seen yet: the first rung
+    assert report["hedges"]["fired"] == report["hedges"]["won"] == 5 and report["hedges"]["usd"] > 0
+    stored = log.records("run")[0]
+    said = "\n".join(_route(stored["route"]))
+    assert "entered at rung 0: cheapest above the floor" in said and "slow: first answers passing" in said
+    log.close()
+    ledger.close()
