@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -225,3 +227,12 @@ def test_the_report_and_the_explanation_say_why_documents_entered_where_they_did
     assert "entered at rung 0: cheapest above the floor" in said and "slow: first answers passing" in said
     log.close()
     ledger.close()
+    shown = subprocess.run(
+        [sys.executable, "-m", "steadyflow.cli", "report", "run", "--db", str(tmp_path / "decisions.sqlite")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "routing of s: hedges fired 5, won 5" in shown.stdout
+    assert "10  cheapest above the floor -> slow" in shown.stdout
