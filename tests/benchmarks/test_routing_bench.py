@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -14,21 +15,21 @@ ROOT = Path(__file__).resolve().parents[2]
 FLEET = ROOT / "benchmarks" / "scenarios" / "fleet.yaml"
 
 
+def _routing(*args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """The routing benchmark's run, and the JSON object it printed."""
+    command = [sys.executable, "benchmarks/routing.py", "--json", *args]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, json.loads(result.stdout)
+
+
 @pytest.mark.slow  # runs the routing benchmark over its scenario: a benchmark, not the inner loop
 def test_three_strategies_one_json_object_nothing_lost(tmp_path: Path) -> None:
     scenario = yaml.safe_load(FLEET.read_text())
     scenario["requests"] = 120
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump(scenario))
-    result = subprocess.run(
-        [sys.executable, "benchmarks/routing.py", "--fleet", str(small), "--json", "--concurrency", "8"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads(result.stdout)
+    result, data = _routing("--fleet", str(small), "--concurrency", "8")
     for name in ("direct", "static", "router"):
         metrics = data[name]
         assert metrics["requests"] == 120 and metrics["lost"] == 0
@@ -51,25 +52,7 @@ TARGETS = {  # issue 17: the adaptive router against the direct call and the sta
 @pytest.mark.slow  # three strategies over 3,000 requests of a scenario the router never saw: minutes
 @pytest.mark.parametrize("seed", [7, 11])
 def test_the_adaptive_router_meets_the_targets_on_scenarios_of_our_own(seed: int) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/routing.py",
-            "--generate",
-            str(seed),
-            "--requests",
-            "3000",
-            "--strategies",
-            "adaptive",
-            "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads(result.stdout)
+    result, data = _routing("--generate", str(seed), "--requests", "3000", "--strategies", "adaptive")
     assert data["scenario"] == f"generated from seed {seed}" and "router" not in data
     ratios, adaptive = data["ratios"], data["adaptive"]
     assert {name: ratios[name] for name in TARGETS if ratios[name] > TARGETS[name]} == {}, result.stderr[-2000:]
