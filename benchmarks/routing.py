@@ -151,7 +151,9 @@ def _hedges_and_entries(results: list[tuple[Request, Any, float, Document]]) -> 
         hedged = [a for a in record.attempts if a.hedge]
         if hedged:
             fired += 1
-            won += int(any(a.rung == record.rung and a.error_kind is None for a in hedged))
+            # won: the output is the hedge's answer (the last answer on the accepted rung), as `report` counts
+            answers = [a for a in record.attempts if a.rung == record.rung and a.error_kind is None]
+            won += int(record.status in ("validated", "cached") and bool(answers) and answers[-1].hedge)
         cost += sum(a.cost_usd for a in record.attempts if a.hedge or a.error_kind == "hedge_lost")
         why = ((record.route or {}).get("adaptive") or {}).get("why")
         if why:
@@ -207,7 +209,7 @@ SCENARIO: dict[str, Any] = {}
 
 
 def main() -> None:
-    """Run the three strategies and print the JSON object and the table."""
+    """Run the strategies and print the JSON object and the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fleet", default=str(ROOT / FLEET), help=f"scenario file (default: {FLEET})")
     parser.add_argument(
@@ -232,7 +234,7 @@ def main() -> None:
         help="which strategies to run (direct and static always run: the ratios are against them)",
     )
     args = parser.parse_args()
-    asked = [name for name in args.strategies.split(",") if name]
+    asked = [name.strip() for name in args.strategies.split(",") if name.strip()]
     if unknown := sorted(set(asked) - set(STRATEGIES)):
         parser.error(f"unknown strategy {', '.join(unknown)} (one of {', '.join(STRATEGIES)})")
     chosen = ["direct", "static", *(name for name in STRATEGIES[2:] if name in asked)]
@@ -260,7 +262,9 @@ def main() -> None:
         out: dict[str, Any] = {"scenario": str(shown), "requests": count, "time_scale": SCENARIO["time_scale"]}
         for name in chosen:
             # common random numbers: each strategy meets the same draws from the fleet (see FleetServer)
-            urllib.request.urlopen(urllib.request.Request(f"{os.environ['FLEET_URL']}/_chaos/reset", method="POST"))
+            reset = urllib.request.Request(f"{os.environ['FLEET_URL']}/_chaos/reset", method="POST")
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(reset, timeout=10) as answer:
+                assert answer.status == 200, answer.status  # loopback: never through a proxy
             started = time.perf_counter()
             out[name] = asyncio.run(_strategy(name, requests, args.concurrency))
             out[name]["wall_s"] = round(time.perf_counter() - started, 1)

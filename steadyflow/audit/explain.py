@@ -108,7 +108,7 @@ def _verdict(verdict: dict[str, Any]) -> str:
 def _route(route: dict[str, Any]) -> list[str]:
     """Where routing entered the document and why; with adaptive routing, the estimates that chose it."""
     adaptive = route.get("adaptive") or {}
-    why = adaptive.get("why") or "the pipeline's enter classes"
+    why = adaptive.get("why") or "the pipeline's enter classes (by price where a class has none)"
     band = f", band {adaptive['band']}" if adaptive.get("band") else ""
     lines = [
         f"  Routing: complexity {route.get('complexity')} ({route.get('estimator')} score {route.get('score')}{band}), "

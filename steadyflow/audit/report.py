@@ -128,10 +128,18 @@ def routing(records: list[dict[str, Any]]) -> dict[str, Any]:
         if hedged:
             hedges = stage["hedges"]
             hedges["fired"] += 1
-            hedges["won"] += int(any(a["rung"] == record["rung"] and a["error_kind"] is None for a in hedged))
+            hedges["won"] += int(_hedge_won(record))
             paid = [a for a in attempts if a.get("hedge") or a["error_kind"] == "hedge_lost"]
             hedges["usd"] = round(hedges["usd"] + sum(a["cost_usd"] for a in paid), 8)
     return {name: {**found, "entries": dict(sorted(found["entries"].items()))} for name, found in stages.items()}
+
+
+def _hedge_won(record: dict[str, Any]) -> bool:
+    """Whether the output came from a hedged call: the last answer on the accepted rung was the hedge's."""
+    if record["status"] not in ("validated", "cached") or record["rung"] is None:
+        return False
+    answers = [a for a in record["attempts"] if a["rung"] == record["rung"] and a["error_kind"] is None]
+    return bool(answers) and bool(answers[-1].get("hedge"))
 
 
 def _model_of(attempts: list[dict[str, Any]], rung: int | None) -> str:

@@ -84,7 +84,11 @@ class AdaptiveSpec(Strict):
         "floor still enters where it saves more than this per answer it adds (none: never below the floor)",
     )
     explore: float = Field(
-        0.03, ge=0, le=0.5, description="share of documents that enter at another candidate, to keep estimates fresh"
+        0.03,
+        ge=0,
+        le=0.5,
+        description="share of documents that enter at the rung just cheaper than their entry (none when the entry is "
+        "the first rung), so that a rung which recovered is seen again",
     )
     window: int = Field(200, ge=10, le=100_000, description="documents per model and band the estimates follow")
     bands: int = Field(

@@ -159,8 +159,8 @@ class Estimates:
         for rung in order[at:]:
             total += reach * price[rung]
             reach *= 1 - found[rung]["accept"]
-        # a document no model accepts ends on rules, a default or a reviewer: dearer than any call (twice the
-        # dearest), so that of two rungs alike the first enters and the second stays there to catch it
+        # a document no model accepts ends on rules, a default or a reviewer. Its price here is a tie-breaker more
+        # than a cost (twice the dearest call): of two rungs alike, the first enters and the second catches it
         return total + reach * 2 * max(price.values())
 
     def choose(self, klass: str) -> tuple[int, dict[str, Any]]:
@@ -174,6 +174,8 @@ class Estimates:
             entry, why = self._below_floor(order, entry, eligible, found, scores) or (entry, why)
         else:
             entry, why = max(order, key=lambda r: (found[r]["pass"], -order.index(r))), "best pass rate (none above)"
+            # every rung below the floor: with a price for quality, the best one still has to be worth its cost
+            entry, why = self._below_floor(order, entry, [entry], found, scores) or (entry, why)
         at = order.index(entry)
         if at > 0 and self.rng.random() < self.spec.explore:
             # the cheaper neighbour only: it is what could replace the entry once it recovers; the rungs below the

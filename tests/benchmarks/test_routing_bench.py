@@ -59,5 +59,6 @@ def test_the_adaptive_router_meets_the_targets_on_scenarios_of_our_own(seed: int
     assert ratios["adaptive_correct_minus_static"] >= 0, result.stderr[-2000:]
     assert adaptive["structured_output_success"] >= 0.999 and adaptive["lost"] == 0
     # it adapted: documents entered where the run's own outcomes said, and the hedge fired within its share
-    assert any(why.startswith("cheapest above the floor") for why in adaptive["entries"])
+    # (long documents went to mini below the floor, at a price a fixed floor or fixed classes do not have)
+    assert any(why.startswith("below the floor, saves more than it risks") for why in adaptive["entries"])
     assert 0 < adaptive["hedges"]["fired"] <= 0.1 * 3000

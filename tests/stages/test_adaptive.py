@@ -236,3 +236,41 @@ def test_the_report_and_the_explanation_say_why_documents_entered_where_they_did
     assert shown.returncode == 0, shown.stderr
     assert "routing of s: hedges fired 5, won 5" in shown.stdout
     assert "10  cheapest above the floor -> slow" in shown.stdout
+
+
+def test_the_report_counts_a_hedge_won_only_when_its_answer_is_the_output() -> None:
+    from steadyflow.audit.report import routing
+
+    def attempt(rung: int, model: str, hedge: bool | None = None, error: str | None = None) -> dict[str, object]:
+        found: dict[str, object] = {"rung": rung, "model": model, "error_kind": error, "cost_usd": 0.001}
+        return found if hedge is None else {**found, "hedge": hedge}
+
+    fixed = {"estimator": "heuristic", "score": 0.1, "complexity": "simple", "entry": 0}
+    records = [
+        # the hedge answered, its answer failed a check, and mini's own call gave the output: not won
+        {
+            "stage_id": "s",
+            "status": "validated",
+            "rung": 1,
+            "route": fixed,
+            "attempts": [attempt(0, "local", error="hedge_lost"), attempt(1, "mini", True), attempt(1, "mini", False)],
+        },
+        {
+            "stage_id": "s",
+            "status": "validated",
+            "rung": 1,
+            "route": fixed,
+            "attempts": [attempt(0, "local", error="hedge_lost"), attempt(1, "mini", True)],
+        },  # won
+        {
+            "stage_id": "s",
+            "status": "quarantined",
+            "rung": None,
+            "route": None,
+            "attempts": [attempt(0, "local", error="hedge_lost"), attempt(1, "mini", True, "invalid_output")],
+        },
+        {"stage_id": "s", "status": "validated", "rung": 0, "route": None, "attempts": [attempt(0, "local")]},  # old
+    ]
+    found = routing(records)["s"]
+    assert found["hedges"] == {"fired": 3, "won": 1, "usd": 0.006}  # hedged and cancelled calls
+    assert found["entries"] == {"class simple -> local": 2}
