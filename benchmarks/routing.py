@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from steadyflow.audit.report import routing  # noqa: E402
 from steadyflow.chaos.fleet import FleetServer, Request, load_scenario, workload  # noqa: E402
 from steadyflow.spec import load_pipeline  # noqa: E402
 from steadyflow.stages.document import Document  # noqa: E402
@@ -143,26 +144,23 @@ def _metrics(name: str, requests: list[Request], results: list[tuple[Request, An
 
 
 def _hedges_and_entries(results: list[tuple[Request, Any, float, Document]]) -> dict[str, Any]:
-    """Hedges fired, won (the hedge gave the output) and what they cost; why documents entered where they did."""
-    fired = won = 0
-    cost = 0.0
+    """Hedges fired, won and what they cost (counted as `steadyflow report` counts them); why documents entered where.
+
+    The entries keep the estimator's class beside the reason, which the report leaves out (the benchmark compares
+    classes across strategies).
+    """
+    stored = [
+        {"stage_id": r.stage_id, "status": r.status, "rung": r.rung, "route": r.route, "attempts": r.attempts_json()}
+        for _, r, _, _ in results
+    ]
+    hedges = routing(stored).get("answer", {}).get("hedges", {"fired": 0, "won": 0, "usd": 0.0})
     entries: dict[str, int] = {}
     for _, record, _, _ in results:
-        hedged = [a for a in record.attempts if a.hedge]
-        if hedged:
-            fired += 1
-            # won: the output is the hedge's answer (the last answer on the accepted rung), as `report` counts
-            answers = [a for a in record.attempts if a.rung == record.rung and a.error_kind is None]
-            won += int(record.status in ("validated", "cached") and bool(answers) and answers[-1].hedge)
-        cost += sum(a.cost_usd for a in record.attempts if a.hedge or a.error_kind == "hedge_lost")
         why = ((record.route or {}).get("adaptive") or {}).get("why")
         if why:
             key = f"{why}: {record.route['complexity']} -> rung {record.route['entry']}"
             entries[key] = entries.get(key, 0) + 1
-    return {
-        "hedges": {"fired": fired, "won": won, "cost_usd": round(cost, 6)},
-        "entries": dict(sorted(entries.items())),
-    }
+    return {"hedges": hedges, "entries": dict(sorted(entries.items()))}
 
 
 def _ended_on(results: list[tuple[Request, Any, float, Document]]) -> dict[str, int]:
