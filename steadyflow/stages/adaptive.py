@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from collections import deque
 from collections.abc import Iterable
@@ -256,7 +257,11 @@ class Estimates:
             for (rung, klass), cell in self.cells.items()
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data))
+        # written aside, then renamed: a run killed mid-write, or two runs of the pipeline at once, leave one
+        # whole file (the last to finish), never a torn one the next run would have to ignore
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(data))
+        os.replace(partial, path)
 
     def load(self, path: Path) -> None:
         """Start from the estimates a previous run kept (models no longer in the ladder are ignored)."""

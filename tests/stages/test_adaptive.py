@@ -120,7 +120,9 @@ def test_estimates_are_kept_across_runs(tmp_path: Path) -> None:
     found = estimates()
     for _ in range(30):
         found.observe("simple", answer(0, ok=False), accepted_rung=1)
+    (tmp_path / "e.json").write_text('{"local|simple": [[true')  # torn by a killed run: replaced whole
     found.save(tmp_path / "e.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["e.json"]
     again = estimates()
     again.load(tmp_path / "e.json")
     assert again.choose("simple")[0] == found.choose("simple")[0] == 1
