@@ -17,7 +17,13 @@ Starts the chaos endpoint (fixed latency, no faults) in its own process and a re
   decision records, sinks, the ladder and the audit trail (a SQLite store in the
   benchmark's temporary folder);
 * **steadyflow, no audit trail**: the same run with ``--set audit.enabled=false``,
-  so ``audit_ratio`` (with / without) is what the trail costs.
+  so ``audit_ratio`` (with / without) is what the trail costs;
+* with ``--full``, **steadyflow, full sandwich**: ``benchmarks/pipelines/throughput_full.yaml``,
+  the same model, prompt, output and ladder with the example's own checks (injection signs and PII
+  redaction before the model; the business rule, PII, secrets and format guards and the embedding
+  similarity after it), over the same tickets and the same endpoint. ``full_ratio`` is full / bare
+  and ``bare_vs_limit`` the bare run against the endpoint's limit (concurrency / latency). The CPU
+  seconds of each ``steadyflow run`` (its process and its check workers) are reported per document.
 
 Throughput is documents / seconds of batch work: the hand loop from client
 creation to the last row written; steadyflow from the start of its batch to the
@@ -33,6 +39,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -48,6 +55,13 @@ sys.path.insert(0, str(ROOT))
 from steadyflow.chaos.server import ChaosConfig, ChaosServer  # noqa: E402
 
 PIPELINE = ROOT / "benchmarks" / "pipelines" / "throughput.yaml"
+FULL = ROOT / "benchmarks" / "pipelines" / "throughput_full.yaml"
+#: Every third ticket signs with a name and a way to reach its author: what input redaction has to find.
+SIGNATURES = [
+    "Jane Miller, jane.miller@example.com",
+    "call Tom Becker on +1 415 555 0134",
+    "Priya Shah (priya.shah@corp.example), card 4111 1111 1111 1111",
+]
 TOPICS = [
     "my invoice shows a charge twice, please refund",
     "the app crashes when I open settings",
@@ -74,6 +88,8 @@ def write_docs(path: Path, count: int) -> None:
     with path.open("w") as handle:
         for i in range(count):
             text = f"Ticket {i}: {TOPICS[i % len(TOPICS)]}. Order {10000 + i}, customer since {2010 + i % 15}."
+            if i % 3 == 0:
+                text += f" {SIGNATURES[i // 3 % len(SIGNATURES)]}."
             handle.write(json.dumps({"id": f"t{i:05d}", "text": text}) + "\n")
 
 
@@ -121,15 +137,19 @@ async def hand_loop(base_url: str, docs: Path, out: Path, concurrency: int, aioh
 
 
 def steadyflow_run(
-    base_url: str, docs: Path, out: Path, concurrency: int, env: dict[str, str], *extra: str
+    base_url: str, docs: Path, out: Path, concurrency: int, env: dict[str, str], *extra: str, pipeline: Path = PIPELINE
 ) -> tuple[float, float, dict[str, Any]]:
-    """(batch seconds, CLI wall seconds, summary) of one `steadyflow run` (``extra``: more CLI arguments)."""
+    """(batch seconds, CLI wall seconds, summary) of one `steadyflow run` (``extra``: more CLI arguments).
+
+    The summary gains ``cpu_s``: the CPU seconds (user + system) of the CLI's process and of the
+    processes it started and waited for (its check workers).
+    """
     cmd = [
         sys.executable,
         "-m",
         "steadyflow.cli",
         "run",
-        str(PIPELINE),
+        str(pipeline),
         "--json",
         "--input",
         str(docs),
@@ -141,12 +161,15 @@ def steadyflow_run(
         f"models.m.base_url={base_url}",
         *extra,
     ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
     summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return summary["duration_s"], wall, summary
 
 
@@ -176,6 +199,54 @@ def start_prefect(home: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     return server, {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
 
 
+def _full_round(
+    base_url: str, docs: Path, out: Path, args: argparse.Namespace, env: dict[str, str], bare_s: float
+) -> dict[str, Any]:
+    """One run of the full sandwich over the same tickets and endpoint; its figures beside the bare run's."""
+    extra = [item for value in args.set for item in ("--set", value)]
+    full_s, _, full = steadyflow_run(base_url, docs, out, args.concurrency, env, *extra, pipeline=FULL)
+    assert full["documents"] == args.documents, full  # every ticket ended: an output or a recorded quarantine
+    print(
+        f"  full sandwich {args.documents / full_s:.1f} docs/s (full / bare {bare_s / full_s:.3f}), "
+        f"{full['cpu_s'] * 1000 / args.documents:.1f} ms of CPU per document; {full['outputs']} outputs, "
+        f"{full['quarantined']} quarantined",
+        file=sys.stderr,
+    )
+    return {
+        "full_batch_s": round(full_s, 2),
+        "full_docs_per_s": round(args.documents / full_s, 1),
+        "full_ratio": round(bare_s / full_s, 3),
+        "full_cpu_ms_per_doc": round(full["cpu_s"] * 1000 / args.documents, 2),
+        "full_model_calls_per_doc": round(full["attempts"] / args.documents, 3),
+        "full_outputs": full["outputs"],
+        "full_quarantined": full["quarantined"],
+    }
+
+
+def _full_round(
+    base_url: str, docs: Path, out: Path, args: argparse.Namespace, env: dict[str, str], bare_s: float
+) -> dict[str, Any]:
+    """One run of the full sandwich over the same tickets and endpoint; its figures beside the bare run's."""
+    extra = [item for value in args.set for item in ("--set", value)]
+    full_s, _, full = steadyflow_run(base_url, docs, out, args.concurrency, env, *extra, pipeline=FULL)
+    assert full["documents"] == args.documents, full  # every ticket ended: an output or a recorded quarantine
+    print(
+        f"  full sandwich {args.documents / full_s:.1f} docs/s (full / bare {bare_s / full_s:.3f}), "
+        f"{full['cpu_s'] * 1000 / args.documents:.1f} ms of CPU per document; {full['outputs']} outputs, "
+        f"{full['quarantined']} quarantined",
+        file=sys.stderr,
+    )
+    return {
+        "full_batch_s": round(full_s, 2),
+        "full_docs_per_s": round(args.documents / full_s, 1),
+        "full_ratio": round(bare_s / full_s, 3),
+        "full_cpu_ms_per_doc": round(full["cpu_s"] * 1000 / args.documents, 2),
+        "full_model_calls_per_doc": round(full["attempts"] / args.documents, 3),
+        "full_outputs": full["outputs"],
+        "full_quarantined": full["quarantined"],
+    }
+
+
 def main() -> None:
     """Time the hand loops and steadyflow over the same tickets for --rounds rounds; print the medians as JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -184,6 +255,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print one JSON object (a table goes to stderr either way)")
+    parser.add_argument("--full", action="store_true", help="also run the full sandwich (the example's checks)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a --set for the full sandwich's run"
+    )
     args = parser.parse_args()
 
     queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
@@ -209,8 +284,10 @@ def main() -> None:
                     base_url, docs, work / f"off-{number}", args.concurrency, env, "--set", "audit.enabled=false"
                 )
                 assert off["outputs"] == args.documents and off["audit"] is None and summary["audit"], off
+                full = _full_round(base_url, docs, work / f"full-{number}", args, env, batch_s) if args.full else {}
                 rounds.append(
                     {
+                        **full,
                         "hand_loop_s": round(loop_s, 2),
                         "hand_loop_aiohttp_s": round(aio_s, 2),
                         "steadyflow_batch_s": round(batch_s, 2),
@@ -223,6 +300,7 @@ def main() -> None:
                         "steadyflow_no_audit_docs_per_s": round(args.documents / off_s, 1),
                         "audit_ratio": round(off_s / batch_s, 3),
                         "by_rung": summary["by_rung"],
+                        "steadyflow_cpu_ms_per_doc": round(summary["cpu_s"] * 1000 / args.documents, 2),
                     }
                 )
                 print(
@@ -254,10 +332,17 @@ def main() -> None:
         "steadyflow_cli_wall_docs_per_s": statistics.median(
             round(args.documents / r["steadyflow_cli_wall_s"], 1) for r in rounds
         ),
+        "steadyflow_cpu_ms_per_doc": statistics.median(r["steadyflow_cpu_ms_per_doc"] for r in rounds),
+        "bare_vs_limit": round(statistics.median(r["steadyflow_docs_per_s"] for r in rounds) / ideal, 3),
         "rounds": rounds,
         "command": "python benchmarks/throughput.py --json"
-        + ("" if args.documents == 5000 else f" --documents {args.documents}"),
+        + ("" if args.documents == 5000 else f" --documents {args.documents}")
+        + (" --full" if args.full else "")
+        + "".join(f" --set {value}" for value in args.set),
     }
+    if args.full:
+        for key in ("full_docs_per_s", "full_ratio", "full_cpu_ms_per_doc", "full_model_calls_per_doc"):
+            result[key] = statistics.median(r[key] for r in rounds)
     if args.json:
         print(json.dumps(result))
     else:

@@ -89,10 +89,14 @@ class Processed:
 class Pipeline:
     """A loaded, checked pipeline: :meth:`run` it as a Prefect flow, or :meth:`process` documents one at a time."""
 
-    def __init__(self, loaded: LoadedPipeline, overrides: list[str] | None = None) -> None:
+    def __init__(
+        self, loaded: LoadedPipeline, overrides: list[str] | None = None, check_workers: int | None = None
+    ) -> None:
         self.loaded = loaded
         """The checked pipeline as the loader returns it (spec, compiled stages, base folder)."""
         self.overrides = list(overrides or [])
+        self.check_workers = check_workers
+        """Processes for redaction and heavy checks in :meth:`process` (None: as ``run.check_workers`` says)."""
         self.run_id = uuid.uuid4().hex[:12]
         """The run id of every decision record :meth:`process` returns from this object."""
         self._engine: Engine | None = None
@@ -280,7 +284,14 @@ class Pipeline:
         base_urls = await asyncio.to_thread(endpoints.__enter__)  # a local server takes seconds to come up
         self._endpoints = endpoints
         try:
-            return Engine.create(self.loaded, self.run_id, spec.run.concurrency, base_urls, endpoints.model_ids)
+            return Engine.create(
+                self.loaded,
+                self.run_id,
+                spec.run.concurrency,
+                base_urls,
+                endpoints.model_ids,
+                check_workers=self.check_workers,
+            )
         except BaseException:
             self._close_endpoints()
             raise

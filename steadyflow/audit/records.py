@@ -42,8 +42,12 @@ def validation_summary(exc: ValidationError) -> str:
 
 
 def error_type(exc: BaseException) -> str:
-    """What a record may say about an unexpected exception: its type's name, never its message."""
-    return type(exc).__name__
+    """What a record may say about an unexpected exception: its type's name, never its message.
+
+    An exception that stands for another (a check worker's, which sends back only the type) names that type.
+    """
+    named = getattr(exc, "error_type", None)
+    return named if isinstance(named, str) else type(exc).__name__
 
 
 def document_key(salt: bytes, doc_id: str) -> str:

@@ -100,7 +100,7 @@ def _once(file: Path, input: str | None, limit: int, set_: list[str] | None) -> 
     from steadyflow.api import Pipeline
     from steadyflow.providers.local_model import LocalModelError
 
-    pipeline = Pipeline(loaded, set_ or [])
+    pipeline = Pipeline(loaded, set_ or [], check_workers=0)  # a few documents: workers would only add start-up
     try:
         docs = _first(pipeline, input, limit)
         asyncio.run(_try(pipeline, docs))

@@ -81,7 +81,10 @@ async def remote_stage_task(job: RemoteJob, docs: list[Document]) -> RemoteResul
         return exc.problems
     budget = Budget(pipeline.spec.budget, usd=job.spent_usd, tokens=job.spent_tokens)
     cache = OutputCache(Path(job.cache_path)) if job.cache_path else None
-    engine = Engine.create(pipeline, job.run_id, job.concurrency, job.base_urls, job.model_ids, budget, cache)
+    # a Dask worker is already one of several processes: its checks run in it, not in processes of its own
+    engine = Engine.create(
+        pipeline, job.run_id, job.concurrency, job.base_urls, job.model_ids, budget, cache, check_workers=0
+    )
     try:
         records = await engine.run_stage(job.stage_id, docs)
     finally:

@@ -94,6 +94,7 @@ class Shadow:
                 Budget(self.pipeline.spec.budget),
                 None,
                 self.log.digest,
+                check_workers=0,  # a share of the documents, beside production's workers: checked in this process
             )
         except Exception as exc:  # the shadow must not stop production; counted and noted
             self._engine, self.problem = None, f"the candidate could not start ({type(exc).__name__})"

@@ -526,6 +526,13 @@ class RunSettings(Strict):
         None, description="scheduler of an existing Dask cluster; default: a local cluster of worker processes"
     )
     dask_workers: int = Field(2, ge=1, le=256, description="worker processes of the local Dask cluster")
+    check_workers: int | None = Field(
+        None,
+        ge=0,
+        le=256,
+        description="processes that run input redaction and CPU-heavy checks (presidio, embeddings, Guards) in "
+        "batches while model calls go on; default: one per core; 0: in the run's own process, one document at a time",
+    )
 
 
 class AuditSettings(Strict):

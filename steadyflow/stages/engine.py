@@ -7,6 +7,7 @@ what happens to a document lives here, so it can be tested and reused alone.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -35,7 +36,8 @@ from steadyflow.stages.ladder import Ladder, LadderResult, Sandwich, build_ladde
 from steadyflow.stages.routing import route
 from steadyflow.validators.base import Context
 from steadyflow.validators.inputs import prepare
-from steadyflow.validators.runner import StageChecks, restore_fields
+from steadyflow.validators.pool import CheckPool, CheckWorkerError, pool_models
+from steadyflow.validators.runner import HEAVY, StageChecks, restore_fields
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Engine:
     estimates: dict[str, Estimates] = field(default_factory=dict)
     """Online estimates per stage that routes adaptively or hedges (see stages/adaptive.py)."""
     hedges: dict[str, dict[int, HedgeBudget]] = field(default_factory=dict)
+    pool: CheckPool | None = None
+    """Worker processes for input redaction and heavy checks (None: they run in this process)."""
     _closed: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -71,8 +75,12 @@ class Engine:
         budget: Budget | None = None,
         cache: OutputCache | None = None,
         digest: Callable[[str], str] | None = None,
+        check_workers: int | None = None,
     ) -> Engine:
         """Build clients for the models the ladders use (within the running event loop).
+
+        ``check_workers`` processes run input redaction and heavy checks (None: as the pipeline's
+        ``run.check_workers`` says, by default one per core; 0: none, they run in this process).
 
         ``base_urls`` and ``model_ids`` come from what is found at run time: the local
         model servers and the GGUF files they run (recorded as the model of a decision).
@@ -92,7 +100,8 @@ class Engine:
         problems = check_pipeline(pipeline)  # the one check `validate`, `run` and `try` make too
         if problems:
             raise SpecError(problems)
-        checks = {s.id: StageChecks(s.validate_) for s in pipeline.spec.stages}
+        pool = _check_pool(pipeline, check_workers)
+        checks = {s.id: StageChecks(s.validate_, pool) for s in pipeline.spec.stages}
         ladders = {stage.id: build_ladder(stage) for stage in pipeline.stages}
         budget = budget or Budget(pipeline.spec.budget)
         estimates, hedges = _adaptive(pipeline)
@@ -108,12 +117,15 @@ class Engine:
             digest=digest,
             estimates=estimates,
             hedges=hedges,
+            pool=pool,
         )
 
     async def aclose(self) -> None:
-        """Close every client; keep the routing estimates of stages that ask for it."""
+        """Close every client and stop the check workers; keep the routing estimates of stages that ask for it."""
         for client in self.clients.values():
             await client.aclose()
+        if self.pool is not None:
+            await self.pool.aclose()
         for stage_id, estimates in self.estimates.items():
             if estimates.spec.keep:
                 estimates.save(estimates_path(self.pipeline.spec.pipeline, stage_id))
@@ -215,7 +227,10 @@ class Engine:
         # everything a prompt can render is redacted (text, id, fields, earlier outputs: see validators/inputs.py);
         # the prompt, the checks and the rules rung read only these; originals come back, where the pipeline
         # allows it, only after every check
-        prepared = prepare(spec.input, text, doc.id, doc.fields, doc.outputs)
+        if self.pool is not None and spec.input.redact_pii:
+            prepared = await self.pool.prepare(spec.input, text, doc.id, doc.fields, doc.outputs)
+        else:
+            prepared = prepare(spec.input, text, doc.id, doc.fields, doc.outputs)
         if prepared.quarantine is not None:
             return LadderResult(None, Status.QUARANTINED, reason=prepared.quarantine, verdicts=prepared.verdicts)
         variables: dict[str, Any] = {
@@ -353,11 +368,30 @@ def _adaptive(pipeline: LoadedPipeline) -> tuple[dict[str, Estimates], dict[str,
     return estimates, hedges
 
 
+def _check_pool(pipeline: LoadedPipeline, workers: int | None) -> CheckPool | None:
+    """Check workers for the pipeline, started; None when it has nothing for them or asks for none."""
+    if workers is None:
+        workers = pipeline.spec.run.check_workers
+    if workers is None:
+        workers = os.cpu_count() or 1
+    ai = [s for s in pipeline.spec.stages if isinstance(s, AiStage)]
+    specs = [check for stage in pipeline.spec.stages for check in stage.validate_]
+    needs = any(s.input.redact_pii for s in ai) or any(c.check in HEAVY for c in specs)
+    if workers <= 0 or not needs:
+        return None
+    pool = CheckPool(workers, pool_models(specs, [s.input for s in ai]))
+    pool.start()
+    return pool
+
+
 def _origin(exc: BaseException) -> str:
     """Where ``exc`` was raised, as ``module.function``: the innermost frame of steadyflow, else the innermost.
 
-    A code location, never a value: frames are read for their module and function names only.
+    A code location, never a value: frames are read for their module and function names only
+    (a check worker's error says where it was raised there).
     """
+    if isinstance(exc, CheckWorkerError):
+        return exc.origin
     found, innermost = "", ""
     tb = exc.__traceback__
     while tb is not None:

@@ -132,11 +132,14 @@ async def walk(ladder: Ladder, sandwich: Sandwich) -> LadderResult:
             continue  # routed past: this document starts lower on the ladder
         sandwich.context.confidence = None  # no model answer yet: a model rung sets what its endpoint said
         sandwich.answered = None  # a hedge that wins says so
+        sandwich.parsed = None  # a model rung's call says which re-ask checks passed as instructor parsed
         try:
             output = await rung.attempt(sandwich, trail)
             if output is None:
                 continue
-            applied = sandwich.checks.apply(output, sandwich.context, rung.index, rung.output_model)
+            applied = await sandwich.checks.apply(
+                output, sandwich.context, rung.index, rung.output_model, sandwich.parsed
+            )
             trail.verdicts += applied.verdicts
             if applied.outcome == "accept" and applied.output is not None:
                 rung.accepted(sandwich, applied.output)

@@ -73,6 +73,8 @@ class Sandwich:
     """Each hedging rung's share of hedged calls, shared by every document of the stage."""
     answered: tuple[int, str, str | None] | None = None
     """(rung, label, model) when a hedge, not the rung itself, gave the output being checked."""
+    parsed: CheckRun | None = None
+    """The model call's re-ask checks, for the output being checked (see :attr:`CheckRun.passed`)."""
 
 
 @dataclass
@@ -178,6 +180,7 @@ class ModelStep(Rung):
                 data = output.model_dump(mode="json")
                 sandwich.context.confidence = field_confidence(tokens, data, self.confident_fields)
         trail.verdicts += run.verdicts
+        sandwich.parsed = run
         if run.crashed is not None:  # a check raised while instructor parsed: the call is paid for, recorded
             raise run.crashed
         return output

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,9 @@ import numpy as np
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 VOCAB = Path(__file__).parent / "data" / "minilm-vocab.txt"
 MAX_TOKENS = 256
+#: Texts kept embedded across documents with ``keep=True`` (a stage's label descriptions): a few per stage.
+KEPT = 1024
+Vector = np.ndarray[Any, np.dtype[np.float32]]
 
 
 class EmbeddingModelError(Exception):
@@ -52,23 +58,68 @@ class Embedder:
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.enable_padding()
         self._lock = threading.Lock()  # the tokenizer's padding state is shared
+        self._prefetched: dict[str, Vector] = {}
+        self._kept: OrderedDict[str, Vector] = OrderedDict()
 
-    def embed(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    def embed(self, texts: list[str]) -> Vector:
         """One unit vector per text."""
         with self._lock:
             encoded = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        return self._run(ids, mask)
+
+    def _run(self, ids: np.ndarray[Any, np.dtype[np.int64]], mask: np.ndarray[Any, np.dtype[np.int64]]) -> Vector:
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         hidden = self._session.run(None, feeds)[0]
         pooled = (hidden * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    def similarity(self, a: str, b: str) -> float:
-        """Cosine similarity of two texts."""
-        vectors = self.embed([a, b])
-        return float(vectors[0] @ vectors[1])
+    @contextmanager
+    def prefetched(self, texts: Iterable[str]) -> Iterator[None]:
+        """Embed ``texts`` in batches once; :meth:`vector` uses the results inside the block.
+
+        A batch holds texts of one length in tokens only: padding would make every text of a batch
+        cost as much as the longest (a transformer's cost grows with length, so a padded batch of
+        tickets was slower than one ticket at a time). Rows of a batch are computed independently
+        (padding is masked out), so a vector does not depend on the texts beside it: tests compare
+        batched vectors with one-at-a-time ones bit for bit.
+        """
+        wanted = list(dict.fromkeys(t for t in texts if t not in self._prefetched))
+        if wanted:
+            with self._lock:
+                encoded = self._tokenizer.encode_batch(wanted)
+            by_length: defaultdict[int, list[int]] = defaultdict(list)
+            for i, e in enumerate(encoded):
+                by_length[sum(e.attention_mask)].append(i)
+            for length, rows in by_length.items():
+                ids = np.array([encoded[i].ids[:length] for i in rows], dtype=np.int64)
+                vectors = self._run(ids, np.ones_like(ids))
+                for i, vector in zip(rows, vectors, strict=True):
+                    self._prefetched[wanted[i]] = vector
+        try:
+            yield
+        finally:
+            for text in wanted:
+                self._prefetched.pop(text, None)
+
+    def vector(self, text: str, keep: bool = False) -> Vector:
+        """The unit vector of ``text``: prefetched, kept (``keep=True``: a label description), or embedded now."""
+        found = self._prefetched.get(text)
+        if found is None:
+            found = self._kept.get(text)
+        if found is None:
+            found = self.embed([text])[0]
+            if keep:
+                self._kept[text] = found
+                while len(self._kept) > KEPT:
+                    self._kept.popitem(last=False)
+        return found
+
+    def similarity(self, a: str, b: str, keep_b: bool = False) -> float:
+        """Cosine similarity of two texts (``keep_b``: ``b`` is worth keeping embedded, see :meth:`vector`)."""
+        return float(self.vector(a) @ self.vector(b, keep=keep_b))
 
 
 @lru_cache(maxsize=1)

@@ -19,7 +19,7 @@ from typing import Any
 from steadyflow.audit.records import Verdict
 from steadyflow.spec.models import InputSpec
 from steadyflow.validators.injection import injection_signs
-from steadyflow.validators.pii import Redactor, entity_types, id_view
+from steadyflow.validators.pii import Redactor, entity_types, id_view, joined
 
 
 @dataclass
@@ -86,12 +86,22 @@ def prepare(
     return prepared
 
 
+def _values(fields: dict[str, Any], outputs: dict[str, Any]) -> list[str]:
+    """The distinct strings of a document's fields and earlier outputs, in order."""
+    values: list[str] = []
+    _strings(fields, values)
+    _strings(outputs, values)
+    return list(dict.fromkeys(values))
+
+
+def presidio_text(text: str, doc_id: str, fields: dict[str, Any], outputs: dict[str, Any]) -> str:
+    """The one text presidio reads to redact a document (see :func:`_redact`): a check worker prefetches it."""
+    return joined([text, id_view(doc_id), *_values(fields, outputs)])
+
+
 def _redact(prepared: PreparedInput, redactor: Redactor) -> None:
     """Redact text, id, fields and outputs of ``prepared`` in place, into one placeholder map."""
-    values: list[str] = []
-    _strings(prepared.fields, values)
-    _strings(prepared.outputs, values)
-    unique = list(dict.fromkeys(values))
+    unique = _values(prepared.fields, prepared.outputs)
     # one presidio call for all of it (spaCy's pass is the cost); the text comes first, so its placeholders
     # are numbered as when it was redacted alone
     text, doc_id, *redacted = redactor.many(

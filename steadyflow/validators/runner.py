@@ -13,11 +13,14 @@ escalate to the next rung, or quarantine the document.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
@@ -67,6 +70,16 @@ class CheckCrashed(Exception):
             check.name, check.layer, False, "quarantine", f"check raised {self.error_type}", rung, took
         )
 
+    @classmethod
+    def of(cls, verdict: Verdict) -> CheckCrashed:
+        """The crash a verdict records (a check worker sends the verdict back, not the exception)."""
+        error_type = verdict.message.removeprefix("check raised ") or "Exception"
+        crash = cls.__new__(cls)
+        crash.check, crash.error_type, crash.verdict = verdict.check, error_type, verdict
+        crash.reason = f"internal error in check '{verdict.check}': {error_type}"
+        Exception.__init__(crash, crash.reason)
+        return crash
+
 
 @dataclass
 class CheckRun:
@@ -77,6 +90,47 @@ class CheckRun:
     verdicts: list[Verdict] = field(default_factory=list)
     crashed: CheckCrashed | None = None
     """A check that raised while instructor parsed: the ladder quarantines the document after the call."""
+    passed: dict[int, tuple[dict[str, Any], float]] = field(default_factory=dict)
+    """Re-ask checks that passed while instructor parsed, by position: the output they passed and their time.
+
+    :meth:`StageChecks.apply` does not run them again on that same output (a CEL rule is the
+    loop's dearest check; checks are deterministic, so the verdict is the one it would give).
+    """
+
+
+HEAVY = frozenset({"pii", "similar", "banned", "competitors", "secrets", "format"})
+"""Checks worth a check worker's time: spaCy (pii), ONNX embeddings (similar), guardrails Guards.
+
+The rest (CEL rules, comparisons, fuzzy matching, plugins) take well under a millisecond, or are a
+user's code that only this process has imported, and run where the output is.
+"""
+
+
+class CheckRunner(Protocol):
+    """Runs a run of heavy checks elsewhere (the check workers, validators/pool.py) and gives back where they got."""
+
+    async def check(self, key: str, specs: list[CheckSpec], state: Segment, context: Context, rung: int) -> Segment:
+        """Run the checks ``specs`` (``key``: their identity) from ``state``; where they got."""
+        ...
+
+
+@dataclass
+class CheckGroup:
+    """Consecutive checks of a stage that run in the same place (heavy: a check worker, when there are some)."""
+
+    heavy: bool
+    checks: list[CompiledCheck]
+    specs: list[CheckSpec]
+    key: str = ""
+    """The checks' identity for a check worker, which compiles them once per key."""
+
+    def __post_init__(self) -> None:
+        self.key = spec_key(self.specs)
+
+
+def spec_key(specs: list[CheckSpec]) -> str:
+    """A short hash of check specs as JSON."""
+    return hashlib.sha256(json.dumps([s.model_dump(mode="json") for s in specs]).encode()).hexdigest()[:16]
 
 
 CHECK_RUN = "steadyflow.check_run"
@@ -91,6 +145,8 @@ class CompiledCheck:
     layer: str
     on_fail: str
     run: CheckFn
+    position: int = 0
+    """Where the check is in its stage's ``validate:`` list."""
 
 
 def compile_check(spec: CheckSpec) -> CompiledCheck:
@@ -156,8 +212,19 @@ class Applied:
 class StageChecks:
     """The compiled ``validate:`` list of one stage."""
 
-    def __init__(self, specs: list[CheckSpec]) -> None:
+    def __init__(self, specs: list[CheckSpec], pool: CheckRunner | None = None) -> None:
+        self.specs = specs
         self.checks = [compile_check(spec) for spec in specs]
+        for position, check in enumerate(self.checks):
+            check.position = position
+        self.pool = pool if any(c.name in HEAVY for c in self.checks) else None
+        """Where runs of heavy checks go (None: every check runs in this process)."""
+        self.segments: list[CheckGroup] = []
+        """The checks in runs of heavy and light ones, in their declared order."""
+        pairs = itertools.groupby(zip(specs, self.checks, strict=True), key=lambda pair: pair[1].name in HEAVY)
+        for heavy, group in pairs:
+            members = list(group)
+            self.segments.append(CheckGroup(heavy, [c for _, c in members], [s for s, _ in members]))
         self._models: dict[type[BaseModel], type[BaseModel]] = {}
 
     @property
@@ -174,43 +241,97 @@ class StageChecks:
             self._models[base] = _with_checks(base, reask)
         return self._models[base]
 
-    def apply(self, output: BaseModel, context: Context, rung: int, model: type[BaseModel]) -> Applied:
-        """Every check on ``output``, in order; fixes and filters accumulate, escalate and quarantine stop."""
-        data = output.model_dump(mode="json")
-        verdicts: list[Verdict] = []
-        review = False
-        for check in self.checks:
-            finding, took = run_check(check, data, context, rung)
-            if finding.passed:
-                verdicts.append(Verdict(check.name, check.layer, True, "pass", rung=rung, duration_ms=took))
-                continue
-            action = "escalate" if check.on_fail == "reask" else check.on_fail  # re-asks are used up by now
-            if action == "fix":
-                if finding.fixed is None:
-                    action = "escalate"
-                else:
-                    data = finding.fixed
-            elif action == "filter":
-                for name in finding.fields:
-                    data = set_path(data, name, None)
-            elif action == "review":
-                review = True
-            verdicts.append(Verdict(check.name, check.layer, False, action, finding.message, rung, took))
-            if action in ("escalate", "quarantine"):
-                return Applied(
-                    None,
-                    verdicts,
-                    "escalate" if action == "escalate" else "quarantine",
-                    f"{check.name}: {finding.message}",
-                )
+    async def apply(
+        self,
+        output: BaseModel,
+        context: Context,
+        rung: int,
+        model: type[BaseModel],
+        parsed: CheckRun | None = None,
+    ) -> Applied:
+        """Every check on ``output``, in order; fixes and filters accumulate, escalate and quarantine stop.
+
+        ``parsed`` is the model call's :class:`CheckRun`: re-ask checks that passed there on this
+        very output are not run again.
+
+        Runs of CPU-heavy checks (:data:`HEAVY`) go to the check workers when the stage has them,
+        with the output as the checks before them left it; the others run here. Either way each
+        check runs the same function on the same data, so the outcome is the same.
+        """
+        state = Segment(output.model_dump(mode="json"))
+        for segment in self.segments:
+            if segment.heavy and self.pool is not None:
+                state = await self.pool.check(segment.key, segment.specs, state, context, rung)
+            else:
+                state = run_segment(segment.checks, state, context, rung, parsed.passed if parsed else None)
+            if state.crashed is not None:
+                raise CheckCrashed.of(state.crashed)
+            if state.stop is not None:
+                outcome, reason = state.stop
+                return Applied(None, state.verdicts, outcome, reason)
         try:
-            final = model.model_validate(data)
+            final = model.model_validate(state.data)
         except ValidationError as exc:
             message = f"output no longer fits the schema after fixes: {validation_summary(exc)}"
-            verdicts.append(Verdict("schema", "structural", False, "escalate", message, rung))
-            return Applied(None, verdicts, "escalate", message)
-        verdicts.insert(0, Verdict("schema", "structural", True, "pass", rung=rung))
-        return Applied(final, verdicts, "accept", review=review)
+            state.verdicts.append(Verdict("schema", "structural", False, "escalate", message, rung))
+            return Applied(None, state.verdicts, "escalate", message)
+        state.verdicts.insert(0, Verdict("schema", "structural", True, "pass", rung=rung))
+        return Applied(final, state.verdicts, "accept", review=state.review)
+
+
+@dataclass
+class Segment:
+    """Where a stage's checks have got to on one output: the output as fixed so far, verdicts, and a stop."""
+
+    data: dict[str, Any]
+    verdicts: list[Verdict] = field(default_factory=list)
+    review: bool = False
+    stop: tuple[Outcome, str] | None = None
+    """('escalate' | 'quarantine', reason): a check said so, the checks after it do not run."""
+    crashed: Verdict | None = None
+    """A check raised (see :class:`CheckCrashed`): its verdict, for the ladder to quarantine the document."""
+
+
+def run_segment(
+    checks: list[CompiledCheck],
+    state: Segment,
+    context: Context,
+    rung: int,
+    passed: dict[int, tuple[dict[str, Any], float]] | None = None,
+) -> Segment:
+    """Run ``checks`` in order from ``state``, in this process (a check worker calls it too).
+
+    ``passed``: re-ask checks that already passed on the output being checked (see :attr:`CheckRun.passed`).
+    """
+    data, verdicts, review = state.data, list(state.verdicts), state.review
+    for check in checks:
+        seen = passed.get(check.position) if passed and check.on_fail == "reask" else None
+        if seen is not None and seen[0] == data:
+            verdicts.append(Verdict(check.name, check.layer, True, "pass", rung=rung, duration_ms=seen[1]))
+            continue
+        try:
+            finding, took = run_check(check, data, context, rung)
+        except CheckCrashed as crash:
+            return Segment(data, [*verdicts, crash.verdict], review, crashed=crash.verdict)
+        if finding.passed:
+            verdicts.append(Verdict(check.name, check.layer, True, "pass", rung=rung, duration_ms=took))
+            continue
+        action = "escalate" if check.on_fail == "reask" else check.on_fail  # re-asks are used up by now
+        if action == "fix":
+            if finding.fixed is None:
+                action = "escalate"
+            else:
+                data = finding.fixed
+        elif action == "filter":
+            for name in finding.fields:
+                data = set_path(data, name, None)
+        elif action == "review":
+            review = True
+        verdicts.append(Verdict(check.name, check.layer, False, action, finding.message, rung, took))
+        if action in ("escalate", "quarantine"):
+            outcome: Outcome = "escalate" if action == "escalate" else "quarantine"
+            return Segment(data, verdicts, review, (outcome, f"{check.name}: {finding.message}"))
+    return Segment(data, verdicts, review)
 
 
 def _with_checks(base: type[BaseModel], reask: list[CompiledCheck]) -> type[BaseModel]:
@@ -231,7 +352,9 @@ def _with_checks(base: type[BaseModel], reask: list[CompiledCheck]) -> type[Base
                     # raised here it would reach instructor, which would call it a failed model call
                     current.crashed = current.crashed or crash
                     return self
-                if not finding.passed:
+                if finding.passed:
+                    current.passed[check.position] = (data, took)
+                else:
                     current.verdicts.append(
                         Verdict(check.name, check.layer, False, "reask", finding.message, current.rung, took)
                     )

@@ -107,6 +107,14 @@ def confidence(spec: ConfidenceCheck, output: dict[str, Any], context: Context) 
     return Finding(value >= spec.min, spec.message or message, fields=[spec.field])
 
 
+def similar_texts(spec: SimilarCheck, output: dict[str, Any], context: Context) -> list[str]:
+    """The texts :func:`similar` embeds for this output (a check worker embeds a batch's at once)."""
+    value = get_path(output, spec.field)
+    if value is None or value == "":
+        return []
+    return [str(value), context.text] if spec.to == "source" else [context.text]
+
+
 def similar(spec: SimilarCheck, output: dict[str, Any], context: Context) -> Finding:
     """Embedding similarity of the field to the source, or of the source to the chosen label's description."""
     from steadyflow.validators.embeddings import embedder
@@ -123,7 +131,7 @@ def similar(spec: SimilarCheck, output: dict[str, Any], context: Context) -> Fin
             return Finding(
                 False, spec.message or f"{spec.field} has no label description for its value", fields=[spec.field]
             )
-        score = embedder().similarity(context.text, description)
+        score = embedder().similarity(context.text, description, keep_b=True)
         what = f"the document does not match the description of the chosen {spec.field}"
     ok = score >= spec.threshold
     return Finding(ok, spec.message or f"{what} (similarity {score:.2f} < {spec.threshold})", fields=[spec.field])

@@ -1,0 +1,327 @@
+"""Check workers: input redaction and CPU-heavy checks in other processes, in batches, off the event loop.
+
+presidio (spaCy), the ONNX embedder and guardrails' Guards are CPU work: on the event loop
+they ran one document at a time and held up every model call in flight (272 tickets with the
+example's checks took 18-23 s against 2.4-2.9 s without). A :class:`CheckPool` sends that work
+to worker processes, one per core, while the model calls go on in the loop:
+
+* **Batches.** Requests that arrive while the workers are busy wait and leave together, split
+  between the free workers (at most :data:`MAX_BATCH` each). A worker runs spaCy once over every
+  text of its batch (``nlp.pipe``, see :func:`steadyflow.validators.pii.prefetched`) and the
+  embedder once per length of text (:meth:`steadyflow.validators.embeddings.Embedder.prefetched`),
+  then each document's checks exactly as they run alone, reading those results. Nothing of one
+  document reaches another's outcome: tests compare verdicts and redactions with one at a time.
+* **Which checks.** :data:`~steadyflow.validators.runner.HEAVY` ones, in the runs their stage
+  declares them in, with the output as the checks before them left it; the light ones (CEL
+  rules, comparisons, plugins) run in the loop. Input redaction goes whole (``prepare``).
+* **Failures.** A check that raises is a verdict, as in the loop. A worker that dies (a hostile
+  document crashing a library, the OOM killer) fails its batch: the pool starts new workers and
+  runs each document of that batch alone, so only the one that kills a worker again is lost to
+  it, and that one is quarantined with the reason (:class:`CheckWorkerError`).
+
+Workers start with the pool (spawned, not forked: the loop's process has threads) and load the
+models the pipeline needs while the first model calls are out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from steadyflow.spec.models import InputSpec
+from steadyflow.spec.validation import CheckSpec, PiiCheck, SimilarCheck
+from steadyflow.validators.base import Context, get_path, string_fields
+from steadyflow.validators.inputs import PreparedInput, prepare, presidio_text
+from steadyflow.validators.runner import CompiledCheck, Segment, compile_check, run_segment
+
+#: Most documents one worker takes at once: spaCy gains nothing past ~32 short texts, and a smaller
+#: batch comes back sooner.
+MAX_BATCH = 64
+
+
+class CheckWorkerError(Exception):
+    """A check worker could not give a document's result: an exception outside any check, or the worker died.
+
+    Carries the exception's type and where it happened, never its text (it may quote the document).
+    """
+
+    def __init__(self, error_type: str, origin: str) -> None:
+        self.error_type, self.origin = error_type, origin
+        super().__init__(f"{error_type} in a check worker at {origin}")
+
+
+@dataclass(frozen=True)
+class PrepareJob:
+    """Input checks and redaction of one document (:func:`steadyflow.validators.inputs.prepare`)."""
+
+    spec: InputSpec
+    text: str
+    doc_id: str
+    fields: dict[str, Any]
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CheckJob:
+    """A run of heavy checks (``key``) on one output, from where the checks before them left it."""
+
+    key: str
+    state: Segment
+    context: Context
+    rung: int
+
+
+Job = PrepareJob | CheckJob
+
+
+@dataclass(frozen=True)
+class Failed:
+    """What a worker sends back for a job that raised outside any check: the type and where, no text."""
+
+    error_type: str
+    origin: str
+
+
+# --- in the worker ------------------------------------------------------------------------------
+
+_compiled: dict[str, list[CompiledCheck]] = {}
+"""A worker's compiled checks by key (Guards are built once per worker, as once per stage in the loop)."""
+
+
+def warm(models: frozenset[str]) -> None:
+    """Load what a worker will need before the first batch comes: spaCy, the embedder, guardrails."""
+    if "nlp" in models:
+        from steadyflow.validators.pii import find
+
+        find("warm up, Jane Doe", None)
+    if "embed" in models:
+        from steadyflow.validators.embeddings import embedder
+
+        embedder().embed(["warm up"])
+    if "guards" in models:
+        from steadyflow.validators.guards import _validators
+
+        _validators()
+
+
+def work(specs: dict[str, list[CheckSpec]], jobs: list[Job]) -> list[Any]:
+    """Run a batch in a worker: spaCy and the embedder over all of it first, then each job as it runs alone.
+
+    Returns one result per job: a :class:`PreparedInput`, a :class:`Segment`, or :class:`Failed`.
+    """
+    for key, group in specs.items():
+        if key not in _compiled:
+            _compiled[key] = [compile_check(spec) for spec in group]
+    with ExitStack() as stack:
+        try:
+            _prefetch(stack, jobs, specs)
+        except Exception:  # e.g. a text spaCy cannot take: each job then reads its own texts alone, and fails alone
+            stack.close()
+        return [_run(job) for job in jobs]
+
+
+def _run(job: Job) -> Any:
+    try:
+        if isinstance(job, PrepareJob):
+            return prepare(job.spec, job.text, job.doc_id, job.fields, job.outputs)
+        return run_segment(_compiled[job.key], job.state, job.context, job.rung)
+    except Exception as exc:
+        return Failed(type(exc).__name__, _origin(exc))
+
+
+def _prefetch(stack: ExitStack, jobs: list[Job], specs: dict[str, list[CheckSpec]]) -> None:
+    """Run spaCy over every text presidio will read in this batch, the embedder over every text to embed."""
+    nlp: list[str] = []
+    embed: list[str] = []
+    for job in jobs:
+        if isinstance(job, PrepareJob):
+            if job.spec.redact_pii:
+                nlp.append(presidio_text(job.text, job.doc_id, job.fields, job.outputs))
+            continue
+        for check in specs.get(job.key, []):
+            if isinstance(check, PiiCheck):
+                nlp.extend(_strings(job.state.data, check.fields))
+            elif isinstance(check, SimilarCheck):
+                from steadyflow.validators.semantic import similar_texts
+
+                embed.extend(similar_texts(check, job.state.data, job.context))
+    if nlp:
+        from steadyflow.validators.pii import prefetched
+
+        stack.enter_context(prefetched(nlp))
+    if embed:
+        from steadyflow.validators.embeddings import embedder
+
+        stack.enter_context(embedder().prefetched(embed))
+
+
+def _strings(data: dict[str, Any], names: list[str] | None) -> Iterator[str]:
+    for name in string_fields(data, names):
+        value = get_path(data, name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                yield item
+
+
+def _origin(exc: BaseException) -> str:
+    """The innermost steadyflow frame of ``exc`` as ``module.function`` (names only, never values)."""
+    found, tb = "?", exc.__traceback__
+    while tb is not None:
+        name = f"{tb.tb_frame.f_globals.get('__name__', '?')}.{tb.tb_frame.f_code.co_name}"
+        if name.startswith("steadyflow.") or found == "?":
+            found = name
+        tb = tb.tb_next
+    return found
+
+
+# --- in the event loop's process -----------------------------------------------------------------
+
+
+@dataclass
+class _Waiting:
+    job: Job
+    future: asyncio.Future[Any]
+    specs: list[CheckSpec] = field(default_factory=list)
+    alone: bool = False
+    """Sent again after its batch's worker died: in a batch of its own, so that it cannot take others down."""
+
+
+class CheckPool:
+    """Worker processes for input redaction and heavy checks; batches what arrives while they are busy.
+
+    ``models`` are what the workers load at start (``nlp``, ``embed``, ``guards``). Use it from one
+    event loop; :meth:`aclose` stops the workers.
+    """
+
+    def __init__(self, workers: int, models: frozenset[str] = frozenset()) -> None:
+        self.workers, self.models = max(1, workers), models
+        self.batches = 0
+        """Batches sent (for tests and benchmarks: how much batching happened)."""
+        self.restarts = 0
+        """Times the workers were replaced after one died."""
+        self._executor: ProcessPoolExecutor | None = None
+        self._waiting: list[_Waiting] = []
+        self._busy = 0
+        self._scheduled = False
+
+    def start(self) -> None:
+        """Start the workers now, so that they load their models while the first model calls are out."""
+        executor = self._pool()
+        for _ in range(self.workers):  # each submit starts a worker while none is idle
+            executor.submit(os.getpid)
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            context = multiprocessing.get_context("spawn")  # the loop's process has threads: no fork
+            self._executor = ProcessPoolExecutor(self.workers, context, initializer=warm, initargs=(self.models,))
+        return self._executor
+
+    async def prepare(
+        self, spec: InputSpec, text: str, doc_id: str, fields: dict[str, Any], outputs: dict[str, Any]
+    ) -> PreparedInput:
+        """:func:`steadyflow.validators.inputs.prepare` in a worker."""
+        result = await self._submit(PrepareJob(spec, text, doc_id, fields, outputs), [])
+        if not isinstance(result, PreparedInput):
+            raise TypeError(type(result).__name__)
+        return result
+
+    async def check(self, key: str, specs: list[CheckSpec], state: Segment, context: Context, rung: int) -> Segment:
+        """Run the checks ``specs`` (``key``: their identity) on ``state`` in a worker; where they got."""
+        result = await self._submit(CheckJob(key, state, context, rung), specs)
+        if not isinstance(result, Segment):
+            raise TypeError(type(result).__name__)
+        return result
+
+    async def _submit(self, job: Job, specs: list[CheckSpec]) -> Any:
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(job, loop.create_future(), specs)
+        self._waiting.append(waiting)
+        if not self._scheduled:  # whatever else arrives in this turn of the loop leaves with it
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        result = await waiting.future
+        if isinstance(result, Failed):
+            raise CheckWorkerError(result.error_type, result.origin)
+        return result
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        while self._waiting and self._busy < self.workers:
+            if self._waiting[0].alone:
+                batch = [self._waiting.pop(0)]
+            else:
+                size = min(MAX_BATCH, math.ceil(len(self._waiting) / (self.workers - self._busy)))
+                batch = [w for w in self._waiting if not w.alone][:size]
+                self._waiting = [w for w in self._waiting if w not in batch]
+            self._send(batch)
+
+    def _send(self, batch: list[_Waiting]) -> None:
+        specs = {w.job.key: w.specs for w in batch if isinstance(w.job, CheckJob)}
+        jobs = [w.job for w in batch]
+        self._busy += 1
+        self.batches += 1
+        executor = self._pool()
+        try:
+            done = executor.submit(work, specs, jobs)
+        except BrokenProcessPool as exc:
+            done = Future()
+            done.set_exception(exc)
+        loop = asyncio.get_running_loop()
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._returned, batch, f, executor))
+
+    def _returned(self, batch: list[_Waiting], done: Future[list[Any]], executor: ProcessPoolExecutor) -> None:
+        self._busy -= 1
+        error = done.exception()
+        if isinstance(error, BrokenProcessPool):
+            if executor is self._executor:  # the first batch back from dead workers replaces them
+                executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+                self.restarts += 1
+            for waiting in batch:
+                if waiting.alone or len(batch) == 1:  # it was alone, and it took a worker down again
+                    _settle(waiting.future, Failed("CheckWorkerDied", "a check worker process"))
+                else:
+                    waiting.alone = True
+                    self._waiting.insert(0, waiting)
+        elif error is not None:  # could not send or return the batch (pickling): each document gets the error
+            for waiting in batch:
+                _settle(waiting.future, Failed(type(error).__name__, "steadyflow.validators.pool"))
+        else:
+            for waiting, result in zip(batch, done.result(), strict=True):
+                _settle(waiting.future, result)
+        self._flush()
+
+    async def aclose(self) -> None:
+        """Stop the workers (documents still waiting get :class:`CheckWorkerError`)."""
+        for waiting in self._waiting:
+            _settle(waiting.future, Failed("CheckPoolClosed", "steadyflow.validators.pool"))
+        self._waiting = []
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    with suppress(asyncio.InvalidStateError):  # its document was cancelled meanwhile
+        future.set_result(result)
+
+
+def pool_models(specs: list[CheckSpec], inputs: list[InputSpec]) -> frozenset[str]:
+    """What check workers load for these checks and input specs: ``nlp``, ``embed``, ``guards``."""
+    names = {spec.check for spec in specs}
+    models = set()
+    if names & {"pii"} or any(spec.redact_pii for spec in inputs):
+        models.add("nlp")
+    if "similar" in names:
+        models.add("embed")
+    if names & {"banned", "competitors", "secrets", "format"}:
+        models.add("guards")
+    return frozenset(models)
