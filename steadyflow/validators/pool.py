@@ -29,6 +29,8 @@ import asyncio
 import math
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -96,8 +98,9 @@ _compiled: dict[str, list[CompiledCheck]] = {}
 """A worker's compiled checks by key (Guards are built once per worker, as once per stage in the loop)."""
 
 
-def warm(models: frozenset[str]) -> None:
-    """Load what a worker will need before the first batch comes: spaCy, the embedder, guardrails."""
+def warm(models: frozenset[str], parent: int) -> None:
+    """Start a worker: follow ``parent`` out, then load what it will need (spaCy, the embedder, guardrails)."""
+    threading.Thread(target=_follow_parent, args=(parent,), name="steadyflow-parent-watch", daemon=True).start()
     if "nlp" in models:
         from steadyflow.validators.pii import find
 
@@ -110,6 +113,17 @@ def warm(models: frozenset[str]) -> None:
         from steadyflow.validators.guards import _validators
 
         _validators()
+
+
+def _follow_parent(parent: int) -> None:
+    """End this worker once the process that started it is gone (killed with SIGKILL, say).
+
+    A worker waits on a queue whose writing end it holds itself, so it would never see its parent
+    go, and would keep its models in memory for ever.
+    """
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def work(specs: dict[str, list[CheckSpec]], jobs: list[Job]) -> list[Any]:
@@ -221,7 +235,9 @@ class CheckPool:
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             context = multiprocessing.get_context("spawn")  # the loop's process has threads: no fork
-            self._executor = ProcessPoolExecutor(self.workers, context, initializer=warm, initargs=(self.models,))
+            self._executor = ProcessPoolExecutor(
+                self.workers, context, initializer=warm, initargs=(self.models, os.getpid())
+            )
         return self._executor
 
     async def prepare(
