@@ -9,6 +9,11 @@ for each N, one after another, as `steadyflow run` subprocesses. Peak RSS is the
 kernel's maximum resident set size of that process (os.wait4), sampled RSS
 every 0.5 s shows whether it climbs during the run. Prints one JSON object;
 ratio = peak RSS at the largest N / at the smallest.
+
+With ``--full``, the pipeline is the full sandwich (benchmarks/pipelines/throughput_full.yaml:
+the example's checks, run by check workers, one per core): the RSS sampled is then also that of
+the whole process tree (the run and its workers), and ``ratio_tree_rss`` compares its highest
+sample at the largest N with the smallest.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from throughput import PIPELINE, _serve, start_prefect, write_docs  # noqa: E402
+from throughput import FULL, PIPELINE, _serve, start_prefect, write_docs  # noqa: E402
 
 
 def _rss_mb(pid: int) -> float | None:
@@ -42,14 +47,28 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
-def measure(base_url: str, docs: Path, out: Path, env: dict[str, str], concurrency: int) -> dict[str, Any]:
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every process under it."""
+    found = [pid]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                found += _tree(int(child))
+    except OSError:
+        pass
+    return found
+
+
+def measure(
+    base_url: str, docs: Path, out: Path, env: dict[str, str], concurrency: int, pipeline: Path = PIPELINE
+) -> dict[str, Any]:
     """Run `steadyflow run` over ``docs`` as a subprocess: documents, seconds, and its peak and sampled RSS in MB."""
     cmd = [
         sys.executable,
         "-m",
         "steadyflow.cli",
         "run",
-        str(PIPELINE),
+        str(pipeline),
         "--json",
         "--input",
         str(docs),
@@ -63,12 +82,14 @@ def measure(base_url: str, docs: Path, out: Path, env: dict[str, str], concurren
     started = time.perf_counter()
     process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     samples: list[float] = []
+    trees: list[float] = []
 
     def sample() -> None:
         while process.poll() is None:
             value = _rss_mb(process.pid)
             if value is not None:
                 samples.append(value)
+                trees.append(sum(_rss_mb(pid) or 0.0 for pid in _tree(process.pid)))
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -88,6 +109,9 @@ def measure(base_url: str, docs: Path, out: Path, env: dict[str, str], concurren
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "rss_mb_first_quarter_max": round(max(samples[:quarter]), 1) if samples else None,
         "rss_mb_last_quarter_max": round(max(samples[-quarter:]), 1) if samples else None,
+        "tree_rss_mb_max": round(max(trees), 1) if trees else None,
+        "tree_rss_mb_first_quarter_max": round(max(trees[:quarter]), 1) if trees else None,
+        "tree_rss_mb_last_quarter_max": round(max(trees[-quarter:]), 1) if trees else None,
     }
 
 
@@ -97,6 +121,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,20000")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--full", action="store_true", help="the full sandwich, with its check workers")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
@@ -111,7 +136,8 @@ def main() -> None:
             for size in sizes:
                 docs = work / f"docs-{size}.jsonl"
                 write_docs(docs, size)
-                results.append(measure(base_url, docs, work / f"out-{size}", env, args.concurrency))
+                pipeline = FULL if args.full else PIPELINE
+                results.append(measure(base_url, docs, work / f"out-{size}", env, args.concurrency, pipeline))
                 print(
                     f"{size} documents: peak RSS {results[-1]['peak_rss_mb']} MB in {results[-1]['seconds']} s",
                     file=sys.stderr,
@@ -123,8 +149,10 @@ def main() -> None:
     result = {
         "runs": results,
         "ratio_peak_rss": round(results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"], 3),
+        "ratio_tree_rss": round(results[-1]["tree_rss_mb_max"] / results[0]["tree_rss_mb_max"], 3),
         "command": "python benchmarks/memory.py --json"
-        + ("" if args.sizes == "1000,20000" else f" --sizes {args.sizes}"),
+        + ("" if args.sizes == "1000,20000" else f" --sizes {args.sizes}")
+        + (" --full" if args.full else ""),
     }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 

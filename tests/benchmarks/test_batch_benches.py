@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,15 +38,20 @@ def test_throughput_benchmark_compares_three_loops_over_the_same_documents() -> 
             "20",
             "--rounds",
             "1",
+            "--full",
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(result.stdout)
     [round_] = data["rounds"]
+    # the full sandwich ran over the same tickets: every one ended, as an output or a recorded quarantine
+    assert round_["full_outputs"] + round_["full_quarantined"] == 150 and round_["full_outputs"] > 100
+    assert data["full_ratio"] == pytest.approx(round_["full_docs_per_s"] / round_["steadyflow_docs_per_s"], rel=0.01)
+    assert data["full_cpu_ms_per_doc"] > data["steadyflow_cpu_ms_per_doc"] > 0  # the checks cost CPU, and it shows
     assert round_["by_rung"] == {"triage": {"model:m": 150}}  # steadyflow delivered every document from the model
     for key in ("hand_loop_docs_per_s", "hand_loop_aiohttp_docs_per_s", "steadyflow_docs_per_s"):
         assert data[key] > 0
@@ -53,6 +59,21 @@ def test_throughput_benchmark_compares_three_loops_over_the_same_documents() -> 
     speeds = round_["steadyflow_docs_per_s"] / round_["hand_loop_docs_per_s"]
     assert data["ratio"] == pytest.approx(speeds, rel=0.01)
     assert "round 1:" in result.stderr
+
+
+def test_the_full_sandwich_benchmark_checks_as_the_example_does() -> None:
+    example = load_pipeline(ROOT / "configs" / "support_triage.yaml").spec.stages[0]
+    full = load_pipeline(ROOT / "benchmarks" / "pipelines" / "throughput_full.yaml").spec.stages[0]
+    bare = load_pipeline(ROOT / "benchmarks" / "pipelines" / "throughput.yaml").spec.stages[0]
+
+    def without_labels(check: Any) -> dict[str, Any]:
+        return {k: v for k, v in check.model_dump().items() if k != "labels"}
+
+    assert full.input == example.input
+    assert [without_labels(c) for c in full.validate_] == [without_labels(c) for c in example.validate_]
+    for theirs, ours in zip(example.validate_, full.validate_, strict=True):  # "other" has a description too
+        assert (getattr(theirs, "labels", None) or {}).items() <= (getattr(ours, "labels", None) or {}).items()
+    assert (full.prompt, full.output, full.ladder) == (bare.prompt, bare.output, bare.ladder)
 
 
 def test_memory_benchmark_reports_peak_rss_per_size() -> None:
