@@ -36,16 +36,17 @@ if TYPE_CHECKING:
 __all__ = ["Pipeline", "Processed", "load"]
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> Pipeline:
+def load(path: str | Path, overrides: list[str] | None = None, check_workers: int | None = 0) -> Pipeline:
     """Load and check the pipeline file at ``path``, as ``steadyflow validate`` and ``run`` do.
 
-    ``overrides`` are ``dotted.key=value`` strings, like ``--set``. Raises
+    ``overrides`` are ``dotted.key=value`` strings, like ``--set``; ``check_workers`` see
+    :attr:`Pipeline.check_workers`. Raises
     :class:`steadyflow.spec.errors.SpecError` carrying every problem (``exc.problems``, one line each).
     The pipeline's plugin modules and output classes are imported: a pipeline file that names code is code.
     """
     from steadyflow.stages.checks import load_checked
 
-    return Pipeline(load_checked(path, overrides or []), list(overrides or []))
+    return Pipeline(load_checked(path, overrides or []), list(overrides or []), check_workers)
 
 
 @dataclass
@@ -90,13 +91,19 @@ class Pipeline:
     """A loaded, checked pipeline: :meth:`run` it as a Prefect flow, or :meth:`process` documents one at a time."""
 
     def __init__(
-        self, loaded: LoadedPipeline, overrides: list[str] | None = None, check_workers: int | None = None
+        self, loaded: LoadedPipeline, overrides: list[str] | None = None, check_workers: int | None = 0
     ) -> None:
         self.loaded = loaded
         """The checked pipeline as the loader returns it (spec, compiled stages, base folder)."""
         self.overrides = list(overrides or [])
         self.check_workers = check_workers
-        """Processes for redaction and heavy checks in :meth:`process` (None: as ``run.check_workers`` says)."""
+        """Processes for redaction and heavy checks (:meth:`run` and :meth:`process`).
+
+        0 (the default from Python): in this process. None: as the pipeline's ``run.check_workers``
+        says, by default one per core, as ``steadyflow run`` does. The workers are spawned: they
+        import the calling script again, which must then keep its work under
+        ``if __name__ == "__main__":``.
+        """
         self.run_id = uuid.uuid4().hex[:12]
         """The run id of every decision record :meth:`process` returns from this object."""
         self._engine: Engine | None = None
@@ -197,6 +204,7 @@ class Pipeline:
             overwrite=overwrite,
             resume=resume,
             actor=actor,
+            check_workers=self.check_workers,
         )
         if run_id is not None:
             options.run_id = run_id

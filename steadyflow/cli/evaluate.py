@@ -125,7 +125,7 @@ def eval_command(
     from steadyflow.stages.checks import load_checked
 
     try:
-        pipeline = Pipeline(load_checked(file, overrides or []), list(overrides or []))
+        pipeline = Pipeline(load_checked(file, overrides or []), list(overrides or []), check_workers=None)
     except SpecError as exc:
         _fail(exc)
     try:

@@ -110,7 +110,7 @@ def _candidate(path: Path | None, overrides: list[str]) -> Any:
     if path is None:
         return None
     try:
-        return Pipeline(load_checked(path, overrides), overrides)
+        return Pipeline(load_checked(path, overrides), overrides, check_workers=None)  # as `run` does
     except SpecError as exc:
         _fail(exc)
     raise AssertionError("unreachable")  # _fail exits

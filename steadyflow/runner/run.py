@@ -85,6 +85,8 @@ class RunOptions:
     """The share of documents the shadow also runs."""
     actor: str | None = None
     """Who runs the pipeline, for the audit trail (else ``$STEADYFLOW_ACTOR``, else ``user@host``)."""
+    check_workers: int | None = None
+    """Processes for redaction and heavy checks (None: as the pipeline's ``run.check_workers`` says)."""
     progress: Progress | None = None
 
 
@@ -313,6 +315,7 @@ class Run:
             self.budget,
             self.cache,
             self.log.digest,
+            self.options.check_workers,
         )
 
     def record(self, records: list[DecisionRecord]) -> None:

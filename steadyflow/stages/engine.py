@@ -105,6 +105,8 @@ class Engine:
         ladders = {stage.id: build_ladder(stage) for stage in pipeline.stages}
         budget = budget or Budget(pipeline.spec.budget)
         estimates, hedges = _adaptive(pipeline)
+        if pool is not None:  # last: nothing above can fail and leave its processes behind
+            pool.start()
         return cls(
             pipeline=pipeline,
             run_id=run_id,
@@ -368,20 +370,23 @@ def _adaptive(pipeline: LoadedPipeline) -> tuple[dict[str, Estimates], dict[str,
     return estimates, hedges
 
 
+#: Check workers when a pipeline does not say: one per core, up to this many (each holds spaCy, the
+#: embedder and guardrails, ~350 MB).
+MAX_DEFAULT_WORKERS = 8
+
+
 def _check_pool(pipeline: LoadedPipeline, workers: int | None) -> CheckPool | None:
-    """Check workers for the pipeline, started; None when it has nothing for them or asks for none."""
+    """Check workers for the pipeline (not started yet); None when it has nothing for them or asks for none."""
     if workers is None:
         workers = pipeline.spec.run.check_workers
-    if workers is None:
-        workers = os.cpu_count() or 1
+    if workers is None:  # the cores this process may use (a container's or taskset's share), not the machine's
+        workers = min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS)
     ai = [s for s in pipeline.spec.stages if isinstance(s, AiStage)]
     specs = [check for stage in pipeline.spec.stages for check in stage.validate_]
     needs = any(s.input.redact_pii for s in ai) or any(c.check in HEAVY for c in specs)
     if workers <= 0 or not needs:
         return None
-    pool = CheckPool(workers, pool_models(specs, [s.input for s in ai]))
-    pool.start()
-    return pool
+    return CheckPool(workers, pool_models(specs, [s.input for s in ai]))
 
 
 def _origin(exc: BaseException) -> str:

@@ -87,22 +87,27 @@ class Embedder:
         batched vectors with one-at-a-time ones bit for bit.
         """
         wanted = list(dict.fromkeys(t for t in texts if t not in self._prefetched))
-        if wanted:
-            with self._lock:
-                encoded = self._tokenizer.encode_batch(wanted)
-            by_length: defaultdict[int, list[int]] = defaultdict(list)
-            for i, e in enumerate(encoded):
-                by_length[sum(e.attention_mask)].append(i)
-            for length, rows in by_length.items():
-                ids = np.array([encoded[i].ids[:length] for i in rows], dtype=np.int64)
-                vectors = self._run(ids, np.ones_like(ids))
-                for i, vector in zip(rows, vectors, strict=True):
-                    self._prefetched[wanted[i]] = vector
         try:
+            self._embed_into(wanted)
             yield
-        finally:
+        finally:  # also when the model failed part-way: no document's text stays behind
             for text in wanted:
                 self._prefetched.pop(text, None)
+
+    def _embed_into(self, wanted: list[str]) -> None:
+        """Embed ``wanted`` into the prefetched vectors, one batch per length in tokens."""
+        if not wanted:
+            return
+        with self._lock:
+            encoded = self._tokenizer.encode_batch(wanted)
+        by_length: defaultdict[int, list[int]] = defaultdict(list)
+        for i, e in enumerate(encoded):
+            by_length[sum(e.attention_mask)].append(i)
+        for length, rows in by_length.items():
+            ids = np.array([encoded[i].ids[:length] for i in rows], dtype=np.int64)
+            vectors = self._run(ids, np.ones_like(ids))
+            for i, vector in zip(rows, vectors, strict=True):
+                self._prefetched[wanted[i]] = vector
 
     def vector(self, text: str, keep: bool = False) -> Vector:
         """The unit vector of ``text``: prefetched, kept (``keep=True``: a label description), or embedded now."""

@@ -110,13 +110,13 @@ def prefetched(texts: Iterable[str]) -> Iterator[None]:
     which runs one batch at a time.
     """
     wanted = list(dict.fromkeys(t for t in texts if t.strip() and t not in _prefetched))
-    with _lock:
-        batch = analyzer().nlp_engine.process_batch(wanted, "en", batch_size=NLP_BATCH)
-        for text, (_, artifacts) in zip(wanted, batch, strict=True):
-            _prefetched[text] = artifacts
     try:
+        with _lock:
+            batch = analyzer().nlp_engine.process_batch(wanted, "en", batch_size=NLP_BATCH)
+            for text, (_, artifacts) in zip(wanted, batch, strict=True):
+                _prefetched[text] = artifacts
         yield
-    finally:
+    finally:  # also when spaCy failed part-way: no document's text stays behind in the worker
         for text in wanted:
             _prefetched.pop(text, None)
 

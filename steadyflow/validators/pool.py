@@ -15,9 +15,11 @@ to worker processes, one per core, while the model calls go on in the loop:
   declares them in, with the output as the checks before them left it; the light ones (CEL
   rules, comparisons, plugins) run in the loop. Input redaction goes whole (``prepare``).
 * **Failures.** A check that raises is a verdict, as in the loop. A worker that dies (a hostile
-  document crashing a library, the OOM killer) fails its batch: the pool starts new workers and
-  runs each document of that batch alone, so only the one that kills a worker again is lost to
-  it, and that one is quarantined with the reason (:class:`CheckWorkerError`).
+  document crashing a library, the OOM killer) fails every batch in flight: the pool starts new
+  workers and runs each of those documents again alone, one at a time, so only a document that
+  fails again alone is lost to it, quarantined with the reason (:class:`CheckWorkerError`). A
+  worker whose models do not load answers each job with why, as the loop's process would fail
+  each document.
 
 Workers start with the pool (spawned, not forked: the loop's process has threads) and load the
 models the pipeline needs while the first model calls are out.
@@ -32,7 +34,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
@@ -96,11 +98,28 @@ class Failed:
 
 _compiled: dict[str, list[CompiledCheck]] = {}
 """A worker's compiled checks by key (Guards are built once per worker, as once per stage in the loop)."""
+_start_failed: Failed | None = None
+"""Why this worker could not load its models (a missing spaCy model, an embedder that does not verify)."""
 
 
 def warm(models: frozenset[str], parent: int) -> None:
-    """Start a worker: follow ``parent`` out, then load what it will need (spaCy, the embedder, guardrails)."""
+    """Start a worker: follow ``parent`` out, then load what it will need (spaCy, the embedder, guardrails).
+
+    A model that does not load is no crash: the worker answers every job with the reason
+    (:func:`work`), so each document is quarantined saying what failed, as in the loop's process.
+    """
+    global _start_failed
     threading.Thread(target=_follow_parent, args=(parent,), name="steadyflow-parent-watch", daemon=True).start()
+    try:
+        _load(models)
+    except Exception as exc:
+        _start_failed = Failed(type(exc).__name__, _origin(exc))
+
+
+def _load(models: frozenset[str]) -> None:
+    unknown = models - {"nlp", "embed", "guards"}
+    if unknown:
+        raise ValueError(f"unknown check worker models: {', '.join(sorted(unknown))}")
     if "nlp" in models:
         from steadyflow.validators.pii import find
 
@@ -131,21 +150,22 @@ def work(specs: dict[str, list[CheckSpec]], jobs: list[Job]) -> list[Any]:
 
     Returns one result per job: a :class:`PreparedInput`, a :class:`Segment`, or :class:`Failed`.
     """
-    for key, group in specs.items():
-        if key not in _compiled:
-            _compiled[key] = [compile_check(spec) for spec in group]
+    if _start_failed is not None:
+        return [_start_failed for _ in jobs]
     with ExitStack() as stack:
         try:
             _prefetch(stack, jobs, specs)
         except Exception:  # e.g. a text spaCy cannot take: each job then reads its own texts alone, and fails alone
             stack.close()
-        return [_run(job) for job in jobs]
+        return [_run(job, specs) for job in jobs]
 
 
-def _run(job: Job) -> Any:
+def _run(job: Job, specs: dict[str, list[CheckSpec]]) -> Any:
     try:
         if isinstance(job, PrepareJob):
             return prepare(job.spec, job.text, job.doc_id, job.fields, job.outputs)
+        if job.key not in _compiled:
+            _compiled[job.key] = [compile_check(spec) for spec in specs[job.key]]
         return run_segment(_compiled[job.key], job.state, job.context, job.rung)
     except Exception as exc:
         return Failed(type(exc).__name__, _origin(exc))
@@ -199,13 +219,13 @@ def _origin(exc: BaseException) -> str:
 # --- in the event loop's process -----------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class _Waiting:
     job: Job
     future: asyncio.Future[Any]
     specs: list[CheckSpec] = field(default_factory=list)
-    alone: bool = False
-    """Sent again after its batch's worker died: in a batch of its own, so that it cannot take others down."""
+    suspect: bool = False
+    """Its batch failed (a worker died, a job could not be sent): it runs again alone, with nothing beside it."""
 
 
 class CheckPool:
@@ -213,6 +233,11 @@ class CheckPool:
 
     ``models`` are what the workers load at start (``nlp``, ``embed``, ``guards``). Use it from one
     event loop; :meth:`aclose` stops the workers.
+
+    When a batch fails as a whole (a worker died, which takes every batch in flight with it, or a
+    job could not be sent), each of its documents becomes a *suspect*: suspects run one at a time
+    with nothing else in flight, so the one that fails again alone is the cause, and only it ends
+    with :class:`CheckWorkerError`; the others get their results.
     """
 
     def __init__(self, workers: int, models: frozenset[str] = frozenset()) -> None:
@@ -224,7 +249,10 @@ class CheckPool:
         self._executor: ProcessPoolExecutor | None = None
         self._waiting: list[_Waiting] = []
         self._busy = 0
+        self._alone = False
+        """A suspect is in flight: nothing is sent beside it."""
         self._scheduled = False
+        self._closed = False
 
     def start(self) -> None:
         """Start the workers now, so that they load their models while the first model calls are out."""
@@ -233,6 +261,8 @@ class CheckPool:
             executor.submit(os.getpid)
 
     def _pool(self) -> ProcessPoolExecutor:
+        if self._closed:
+            raise RuntimeError("the check pool is closed")
         if self._executor is None:
             context = multiprocessing.get_context("spawn")  # the loop's process has threads: no fork
             self._executor = ProcessPoolExecutor(
@@ -257,66 +287,102 @@ class CheckPool:
         return result
 
     async def _submit(self, job: Job, specs: list[CheckSpec]) -> Any:
+        if self._closed:
+            raise CheckWorkerError("CheckPoolClosed", "steadyflow.validators.pool")
         loop = asyncio.get_running_loop()
         waiting = _Waiting(job, loop.create_future(), specs)
         self._waiting.append(waiting)
-        if not self._scheduled:  # whatever else arrives in this turn of the loop leaves with it
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        self._schedule(loop)
         result = await waiting.future
         if isinstance(result, Failed):
             raise CheckWorkerError(result.error_type, result.origin)
         return result
 
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._scheduled:  # whatever else arrives in this turn of the loop leaves with it
+            self._scheduled = True
+            loop.call_soon(self._flush)
+
     def _flush(self) -> None:
         self._scheduled = False
-        while self._waiting and self._busy < self.workers:
-            if self._waiting[0].alone:
-                batch = [self._waiting.pop(0)]
-            else:
-                size = min(MAX_BATCH, math.ceil(len(self._waiting) / (self.workers - self._busy)))
-                batch = [w for w in self._waiting if not w.alone][:size]
-                self._waiting = [w for w in self._waiting if w not in batch]
+        self._waiting = [w for w in self._waiting if not w.future.done()]  # documents cancelled meanwhile
+        while self._waiting and not self._closed and not self._alone and self._busy < self.workers:
+            suspect = next((w for w in self._waiting if w.suspect), None)
+            if suspect is not None:
+                if self._busy:  # a suspect goes alone: wait until nothing else is in flight
+                    return
+                self._waiting.remove(suspect)
+                self._alone = True
+                self._send([suspect])
+                continue
+            size = min(MAX_BATCH, math.ceil(len(self._waiting) / (self.workers - self._busy)))
+            batch, self._waiting = self._waiting[:size], self._waiting[size:]
             self._send(batch)
 
     def _send(self, batch: list[_Waiting]) -> None:
         specs = {w.job.key: w.specs for w in batch if isinstance(w.job, CheckJob)}
         jobs = [w.job for w in batch]
+        loop = asyncio.get_running_loop()
         self._busy += 1
         self.batches += 1
-        executor = self._pool()
         try:
+            executor = self._pool()
             done = executor.submit(work, specs, jobs)
-        except BrokenProcessPool as exc:
-            done = Future()
-            done.set_exception(exc)
-        loop = asyncio.get_running_loop()
-        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._returned, batch, f, executor))
+        except BrokenProcessPool:  # the workers died while idle: nothing was tried, the batch waits for new ones
+            self._busy -= 1
+            self._alone = False
+            self._replace(self._executor)
+            self._waiting[:0] = batch
+            self._schedule(loop)
+            return
+        except Exception as exc:  # no worker can be started (out of memory, out of processes) or the pool closed
+            self._busy -= 1
+            self._alone = False
+            for waiting in batch:
+                _settle(waiting.future, Failed(type(exc).__name__, "steadyflow.validators.pool"))
+            return
+
+        def returned(future: Future[list[Any]]) -> None:
+            with suppress(RuntimeError):  # the loop has closed: nobody waits for these documents any more
+                loop.call_soon_threadsafe(self._returned, batch, future, executor)
+
+        done.add_done_callback(returned)
 
     def _returned(self, batch: list[_Waiting], done: Future[list[Any]], executor: ProcessPoolExecutor) -> None:
         self._busy -= 1
-        error = done.exception()
-        if isinstance(error, BrokenProcessPool):
-            if executor is self._executor:  # the first batch back from dead workers replaces them
-                executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
-                self.restarts += 1
+        alone = self._alone and len(batch) == 1 and batch[0].suspect
+        if alone:
+            self._alone = False
+        try:
+            error: BaseException | None = CancelledError() if done.cancelled() else done.exception()
+            if error is None:
+                for waiting, result in zip(batch, done.result(), strict=True):
+                    _settle(waiting.future, result)
+                return
+            if isinstance(error, BrokenProcessPool):
+                self._replace(executor)
+            if alone or self._closed or isinstance(error, CancelledError):
+                # failed again with nothing beside it: this document is the cause (or the pool is closing)
+                died = "CheckWorkerDied" if isinstance(error, BrokenProcessPool) else type(error).__name__
+                for waiting in batch:
+                    _settle(waiting.future, Failed(died, "a check worker process"))
+                return
             for waiting in batch:
-                if waiting.alone or len(batch) == 1:  # it was alone, and it took a worker down again
-                    _settle(waiting.future, Failed("CheckWorkerDied", "a check worker process"))
-                else:
-                    waiting.alone = True
-                    self._waiting.insert(0, waiting)
-        elif error is not None:  # could not send or return the batch (pickling): each document gets the error
-            for waiting in batch:
-                _settle(waiting.future, Failed(type(error).__name__, "steadyflow.validators.pool"))
-        else:
-            for waiting, result in zip(batch, done.result(), strict=True):
-                _settle(waiting.future, result)
-        self._flush()
+                waiting.suspect = True
+            self._waiting[:0] = batch
+        finally:
+            self._flush()
+
+    def _replace(self, executor: ProcessPoolExecutor | None) -> None:
+        """New workers after one died (a broken pool has none left); once per death, however many batches it took."""
+        if executor is not None and executor is self._executor:
+            executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+            self.restarts += 1
 
     async def aclose(self) -> None:
-        """Stop the workers (documents still waiting get :class:`CheckWorkerError`)."""
+        """Stop the workers; documents still waiting or in flight get :class:`CheckWorkerError`."""
+        self._closed = True
         for waiting in self._waiting:
             _settle(waiting.future, Failed("CheckPoolClosed", "steadyflow.validators.pool"))
         self._waiting = []

@@ -94,7 +94,8 @@ class CheckRun:
     """Re-ask checks that passed while instructor parsed, by position: the output they passed and their time.
 
     :meth:`StageChecks.apply` does not run them again on that same output (a CEL rule is the
-    loop's dearest check; checks are deterministic, so the verdict is the one it would give).
+    loop's dearest check; built-in checks are functions of the output and the document, so the
+    verdict is the one it would give). Plugin checks run again.
     """
 
 
@@ -147,6 +148,8 @@ class CompiledCheck:
     run: CheckFn
     position: int = 0
     """Where the check is in its stage's ``validate:`` list."""
+    builtin: bool = True
+    """Not a plugin: a function of the output and the document only, so its verdict on an output can be reused."""
 
 
 def compile_check(spec: CheckSpec) -> CompiledCheck:
@@ -163,8 +166,21 @@ def compile_check(spec: CheckSpec) -> CompiledCheck:
                 f"(built in: {builtin}; plugins: {', '.join(plugin_names()) or 'none registered'})"
             )
         run = partial(_plugin_run, function, spec.with_)
+        return CompiledCheck(spec.check, spec.layer, spec.on_fail, run, builtin=False)
     else:
         run = partial(_BUILTIN[spec.check], spec)
+    return CompiledCheck(spec.check, spec.layer, spec.on_fail, run)
+
+
+def _deferred(spec: CheckSpec) -> CompiledCheck:
+    """``spec`` compiled at its first run in this process (a check worker runs it, so that may be never)."""
+    compiled: list[CompiledCheck] = []
+
+    def run(output: dict[str, Any], context: Context) -> Finding:
+        if not compiled:
+            compiled.append(compile_check(spec))
+        return compiled[0].run(output, context)
+
     return CompiledCheck(spec.check, spec.layer, spec.on_fail, run)
 
 
@@ -214,11 +230,16 @@ class StageChecks:
 
     def __init__(self, specs: list[CheckSpec], pool: CheckRunner | None = None) -> None:
         self.specs = specs
-        self.checks = [compile_check(spec) for spec in specs]
+        self.pool = pool if any(spec.check in HEAVY for spec in specs) else None
+        """Where runs of heavy checks go (None: every check runs in this process)."""
+        # with workers, a heavy check runs here only as a re-ask check (in instructor's parse): the others are
+        # compiled where they run, so that this process need not load guardrails for them
+        self.checks = [
+            _deferred(spec) if self.pool and spec.check in HEAVY and spec.on_fail != "reask" else compile_check(spec)
+            for spec in specs
+        ]
         for position, check in enumerate(self.checks):
             check.position = position
-        self.pool = pool if any(c.name in HEAVY for c in self.checks) else None
-        """Where runs of heavy checks go (None: every check runs in this process)."""
         self.segments: list[CheckGroup] = []
         """The checks in runs of heavy and light ones, in their declared order."""
         pairs = itertools.groupby(zip(specs, self.checks, strict=True), key=lambda pair: pair[1].name in HEAVY)
@@ -305,7 +326,8 @@ def run_segment(
     """
     data, verdicts, review = state.data, list(state.verdicts), state.review
     for check in checks:
-        seen = passed.get(check.position) if passed and check.on_fail == "reask" else None
+        # a plugin may read what changes after the parse (the answer's confidence), or anything else: run it again
+        seen = passed.get(check.position) if passed and check.on_fail == "reask" and check.builtin else None
         if seen is not None and seen[0] == data:
             verdicts.append(Verdict(check.name, check.layer, True, "pass", rung=rung, duration_ms=seen[1]))
             continue

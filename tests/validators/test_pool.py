@@ -19,7 +19,7 @@ from steadyflow.spec.models import AiStage
 from steadyflow.stages.engine import Engine
 from steadyflow.validators.base import Context
 from steadyflow.validators.inputs import PreparedInput, prepare
-from steadyflow.validators.pool import CheckPool, pool_models
+from steadyflow.validators.pool import CheckPool, CheckWorkerError, pool_models
 from steadyflow.validators.runner import Applied, StageChecks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,27 +154,91 @@ def test_the_example_ends_alike_with_and_without_check_workers(chaos: ChaosServe
     assert {s["status"] for s in alone} >= {"validated"}
 
 
-def test_a_check_worker_that_dies_costs_no_document() -> None:
+class _Killer:
+    """A field value whose unpickling ends the process that reads it: a document that takes its worker down."""
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        return os._exit, (1,)
+
+
+def test_a_check_worker_that_dies_costs_no_other_document() -> None:
     stage, docs = _stage(), _tickets()
 
-    async def go() -> tuple[list[PreparedInput], int]:
-        pool = CheckPool(1, pool_models([], [stage.input]))
+    async def go() -> tuple[list[Any], int]:
+        pool = CheckPool(2, pool_models([], [stage.input]))
         pool.start()
         try:
             await pool.prepare(stage.input, "warm", "w", {}, {})
-            executor = pool._pool()
-            pids = list(executor._processes)  # noqa: SLF001 - the test kills a worker as the OOM killer would
+            pids = list(pool._pool()._processes)
             pending = [asyncio.ensure_future(pool.prepare(stage.input, d.text, d.id, d.fields, {})) for d in docs]
-            await asyncio.sleep(0.05)  # the batch is in the worker now
-            os.kill(pids[0], signal.SIGKILL)
+            await asyncio.sleep(0.05)  # both workers have a batch now
+            os.kill(pids[0], signal.SIGKILL)  # which takes every batch in flight with it
             return list(await asyncio.gather(*pending)), pool.restarts
         finally:
             await pool.aclose()
 
     found, restarts = asyncio.run(go())
-    assert restarts == 1
+    assert restarts >= 1
     alone = [_prepared(prepare(stage.input, d.text, d.id, d.fields, {})) for d in docs]
-    assert [_prepared(f) for f in found] == alone  # each document of the lost batch ran again, alone
+    assert [_prepared(f) for f in found] == alone  # each document of the lost batches ran again, alone
+
+
+def test_only_the_document_that_kills_its_worker_is_lost_to_it() -> None:
+    stage, docs = _stage(), _tickets()[:12]
+    killer = 5
+
+    async def go() -> list[Any]:
+        pool = CheckPool(2, pool_models([], [stage.input]))
+        pool.start()
+        try:
+            jobs = [
+                pool.prepare(stage.input, d.text, d.id, {"x": _Killer()} if i == killer else d.fields, {})
+                for i, d in enumerate(docs)
+            ]
+            return list(await asyncio.gather(*jobs, return_exceptions=True))
+        finally:
+            await pool.aclose()
+
+    found = asyncio.run(go())
+    error = found[killer]
+    assert isinstance(error, CheckWorkerError) and error.error_type == "CheckWorkerDied"
+    others = [f for i, f in enumerate(found) if i != killer]
+    alone = [_prepared(prepare(stage.input, d.text, d.id, d.fields, {})) for i, d in enumerate(docs) if i != killer]
+    assert [_prepared(f) for f in others] == alone
+
+
+def test_workers_that_cannot_load_their_models_say_why_for_each_document() -> None:
+    stage = _stage()
+
+    async def go() -> list[Any]:
+        pool = CheckPool(1, frozenset({"no-such-model"}))
+        pool.start()
+        try:
+            jobs = [pool.prepare(stage.input, f"text {i}", f"d{i}", {}, {}) for i in range(3)]
+            return list(await asyncio.gather(*jobs, return_exceptions=True))
+        finally:
+            await pool.aclose()
+
+    found = asyncio.run(go())
+    assert all(isinstance(f, CheckWorkerError) and f.error_type == "ValueError" for f in found)
+    assert "text 0" not in str(found[0])  # the reason names the error, never the document
+
+
+def test_closing_the_pool_ends_every_waiting_document() -> None:
+    stage, docs = _stage(), _tickets() * 3  # more than one worker's batch: some are still waiting at the close
+
+    async def go() -> list[Any]:
+        pool = CheckPool(1, pool_models([], [stage.input]))
+        pool.start()
+        pending = [asyncio.ensure_future(pool.prepare(stage.input, d.text, d.id, d.fields, {})) for d in docs]
+        await asyncio.sleep(0.01)
+        await pool.aclose()
+        return list(await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 60))
+
+    found = asyncio.run(go())
+    assert len(found) == len(docs)
+    assert all(isinstance(f, PreparedInput | CheckWorkerError) for f in found)
+    assert any(isinstance(f, CheckWorkerError) for f in found)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
