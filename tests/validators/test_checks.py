@@ -208,3 +208,29 @@ def test_the_default_pii_check_looks_for_identifiers_not_dates_or_places() -> No
     spec = {"layer": "safety", "check": "pii", "fields": ["summary"], "on_fail": "fix"}
     assert _run(spec, {"summary": "Parcel stuck in Berlin since Monday"}).passed
     assert not _run({**spec, "entities": ["DATE_TIME"]}, {"summary": "Parcel stuck in Berlin since Monday"}).passed
+
+
+def test_a_builtin_re_ask_verdict_from_the_parse_is_reused_only_for_that_very_answer() -> None:
+    import asyncio
+
+    from pydantic import BaseModel
+
+    from steadyflow.validators.runner import CheckRun, StageChecks
+
+    class Out(BaseModel):
+        category: str
+
+    rule = {"layer": "business", "check": "rule", "rule": "output.category == 'billing'", "on_fail": "reask"}
+    checks = StageChecks([TypeAdapter(CheckSpec).validate_python(rule)])
+    context = Context("text", "d", {}, {})
+    parsed = CheckRun(context, 0)
+    parsed.passed[0] = ({"category": "billing"}, 123.0)  # what instructor's parse found for this answer
+
+    def rule_verdict(answer: str) -> tuple[bool, float]:
+        applied = asyncio.run(checks.apply(Out(category=answer), context, 0, Out, parsed))
+        [verdict] = [v for v in applied.verdicts if v.check == "rule"]
+        return verdict.passed, verdict.duration_ms
+
+    assert rule_verdict("billing") == (True, 123.0)  # the parse's verdict and its time: not run again
+    passed, took = rule_verdict("shipping")  # another answer: the rule runs, and fails
+    assert not passed and took != 123.0
