@@ -223,30 +223,6 @@ def _full_round(
     }
 
 
-def _full_round(
-    base_url: str, docs: Path, out: Path, args: argparse.Namespace, env: dict[str, str], bare_s: float
-) -> dict[str, Any]:
-    """One run of the full sandwich over the same tickets and endpoint; its figures beside the bare run's."""
-    extra = [item for value in args.set for item in ("--set", value)]
-    full_s, _, full = steadyflow_run(base_url, docs, out, args.concurrency, env, *extra, pipeline=FULL)
-    assert full["documents"] == args.documents, full  # every ticket ended: an output or a recorded quarantine
-    print(
-        f"  full sandwich {args.documents / full_s:.1f} docs/s (full / bare {bare_s / full_s:.3f}), "
-        f"{full['cpu_s'] * 1000 / args.documents:.1f} ms of CPU per document; {full['outputs']} outputs, "
-        f"{full['quarantined']} quarantined",
-        file=sys.stderr,
-    )
-    return {
-        "full_batch_s": round(full_s, 2),
-        "full_docs_per_s": round(args.documents / full_s, 1),
-        "full_ratio": round(bare_s / full_s, 3),
-        "full_cpu_ms_per_doc": round(full["cpu_s"] * 1000 / args.documents, 2),
-        "full_model_calls_per_doc": round(full["attempts"] / args.documents, 3),
-        "full_outputs": full["outputs"],
-        "full_quarantined": full["quarantined"],
-    }
-
-
 def main() -> None:
     """Time the hand loops and steadyflow over the same tickets for --rounds rounds; print the medians as JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
