@@ -208,6 +208,16 @@ class RunLedger:
         where = " WHERE finished_at IS NOT NULL" if finished else ""
         return [row[0] for row in self._db.execute(f"SELECT run_id FROM runs{where} ORDER BY started_at DESC")]
 
+    def earlier_runs(self, run_id: str, n: int) -> list[str]:
+        """The ``n`` finished runs of ``run_id``'s pipeline that started before it, newest first (a drift baseline)."""
+        rows = self._db.execute(
+            "SELECT r.run_id FROM runs r JOIN runs me ON me.run_id = ? "
+            "WHERE r.pipeline = me.pipeline AND r.finished_at IS NOT NULL AND r.started_at < me.started_at "
+            "ORDER BY r.started_at DESC LIMIT ?",
+            (run_id, n),
+        )
+        return [row[0] for row in rows]
+
     def complete(self, run_id: str, docs: list[tuple[str, bool]], marks: dict[str, Mark]) -> None:
         """Record finished documents (key, quarantined) and the sink marks that cover them, atomically."""
         with self._db:

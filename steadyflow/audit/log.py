@@ -266,6 +266,21 @@ class DecisionLog:
         finally:
             self._db.row_factory = None
 
+    def profile_rows(self, run_ids: Collection[str]) -> Iterator[dict[str, Any]]:
+        """What drift counts of the records of ``run_ids``, one at a time, ordered by run and document."""
+        marks = ",".join("?" * len(run_ids))
+        rows = self._db.execute(
+            "SELECT run_id, doc_id, stage_id, status, rung_label, review, cost_usd, latency_ms, verdicts, outputs "
+            f"FROM decisions WHERE run_id IN ({marks}) ORDER BY run_id, doc_id, stage_id",
+            tuple(run_ids),
+        )
+        names = ("run_id", "doc_id", "stage_id", "status", "rung_label", "review", "cost_usd", "latency_ms")
+        for row in rows:
+            item = dict(zip(names, row[:8], strict=True))
+            item["verdicts"] = json.loads(row[8])
+            item["outputs"] = json.loads(row[9]) if row[9] else None
+            yield item
+
     def unfinished(self, run_id: str, done: Collection[str]) -> list[Superseded]:
         """The cost lines of a run's records whose documents (keys) are not in ``done``: what a resume sets aside."""
         rows = self._db.execute(

@@ -11,7 +11,9 @@ import functools
 import hashlib
 import hmac
 import json
+import math
 import re
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -89,8 +91,30 @@ def fingerprint(output: dict[str, Any], closed: Collection[str], digest: Callabl
         if name in closed and (value is None or isinstance(value, (str, bool, int, float))):
             kept[name] = {"value": value}
         else:
-            kept[name] = {"digest": digest(json.dumps(value, sort_keys=True, ensure_ascii=False, default=str))}
+            kept[name] = {
+                "digest": digest(json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)),
+                **_shape(value),
+            }
     return kept
+
+
+_STEP = math.log(1.05)
+
+
+def _shape(value: Any) -> dict[str, Any]:
+    """What drift between runs compares of a value kept only as a digest, without keeping the value.
+
+    A text's or list's ``length``; a number's ``approx``, on a grid 5% wide (within 2.5% of the value),
+    so a distribution's quantiles can be compared while the value itself is not kept.
+    """
+    if isinstance(value, (str, list)):
+        return {"length": len(value)}
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if value == 0:
+            return {"approx": 0}
+        step = round(math.log(abs(value)) / _STEP)
+        return {"approx": float(f"{math.copysign(math.exp(step * _STEP), value):.4g}")}
+    return {}
 
 
 @dataclass
@@ -120,6 +144,8 @@ class Attempt:
     """The provider's ``system_fingerprint`` of the backend configuration that answered, when it returns one."""
     hedge: bool = False
     """This call was a hedge: sent to the next model because the rung's call had not answered in time."""
+    started_at: float = field(default_factory=lambda: round(time.time(), 3))
+    """When the call was sent (Unix time; for a step that calls nothing, when it ran): traces place it by this."""
 
     @property
     def ok(self) -> bool:

@@ -58,6 +58,8 @@ class ChaosConfig:
     hang_s: float = 120.0
     retry_after_s: float = 1.0
     keep_requests: int = 10_000
+    skew: dict[str, tuple[Any, float]] = field(default_factory=dict)
+    """Field -> (value, share): answers give the field this value that often (a model that drifted)."""
 
     def __post_init__(self) -> None:
         self.faults = {ALIASES.get(k, k): v for k, v in self.faults.items()}
@@ -278,7 +280,12 @@ class ChaosServer:
         elif fault == "wrong_type":
             text = json.dumps(wrong_types(schema, rng, words_of(prompt)))
         else:
-            text = json.dumps(fit(schema, rng, words_of(prompt)))
+            answer = fit(schema, rng, words_of(prompt))
+            if isinstance(answer, dict):
+                for name, (value, share) in self.config.skew.items():
+                    if name in answer and rng.random() < share:
+                        answer[name] = value
+            text = json.dumps(answer)
         if fault == "malformed":
             text = text[: max(1, len(text) // 2)] + " <<not json"
         elif fault == "truncated":

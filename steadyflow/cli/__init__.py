@@ -421,7 +421,7 @@ def main() -> None:
     rich tracebacks, local variables): so an unexpected error is reported by its type and
     the place it happened only.
     """
-    from steadyflow.cli import audit, changes, evaluate, replay, review, schedule, tools, trial  # noqa: F401  # register their commands
+    from steadyflow.cli import audit, changes, drift, evaluate, replay, review, schedule, tools, trial  # noqa: F401  # register their commands
 
     try:
         code = app(standalone_mode=False)  # click returns a command's exit code here instead of exiting

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -103,6 +103,14 @@ def chaos_serve(
     seed: Annotated[int, typer.Option(help="seed of fault and answer choices")] = 0,
     hang_s: Annotated[float, typer.Option(help="how long a 'timeout' fault hangs")] = 120.0,
     script: Annotated[Path | None, typer.Option(help="JSONL of scripted answers served first, in order")] = None,
+    skew: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--skew",
+            help="FIELD=VALUE:SHARE: answers give FIELD this value that often, e.g. "
+            "category=billing:0.6 (a model that drifted; repeatable)",
+        ),
+    ] = None,
 ) -> None:
     """Serve chat completions on loopback with injected faults."""
     import asyncio
@@ -117,8 +125,20 @@ def chaos_serve(
         except ValueError:
             typer.echo(f"--fault {item}: expected KIND=RATE with KIND one of {', '.join(FAULTS)}", err=True)
             raise typer.Exit(EXIT_INVALID) from None
+    skews: dict[str, tuple[Any, float]] = {}
+    for item in skew or []:
+        name, _, rest = item.partition("=")
+        value, _, share = rest.rpartition(":")
+        try:
+            skews[name] = (json.loads(value) if value in ("true", "false") else value, float(share))
+        except ValueError:
+            typer.echo(f"--skew {item}: expected FIELD=VALUE:SHARE, e.g. category=billing:0.6", err=True)
+            raise typer.Exit(EXIT_INVALID) from None
+        if not name or not value or not 0 <= skews[name][1] <= 1:
+            typer.echo(f"--skew {item}: expected FIELD=VALUE:SHARE with SHARE between 0 and 1", err=True)
+            raise typer.Exit(EXIT_INVALID)
     try:
-        config = ChaosConfig(faults=rates, latency_ms=latency_ms, seed=seed, hang_s=hang_s)
+        config = ChaosConfig(faults=rates, latency_ms=latency_ms, seed=seed, hang_s=hang_s, skew=skews)
     except ValueError as exc:
         typer.echo(f"--fault: {exc}", err=True)
         raise typer.Exit(EXIT_INVALID) from None

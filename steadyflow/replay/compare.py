@@ -67,6 +67,13 @@ def _value(side: Side, stage: str, name: str) -> tuple[bool, Any]:
     return ("value" in kept), kept.get("value")
 
 
+def _kept(fingerprint: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What tells two fingerprints apart: a value or a digest (a length, kept since, follows from the digest)."""
+    if fingerprint is None:
+        return None
+    return ("value" in fingerprint, fingerprint.get("value"), fingerprint.get("digest"))
+
+
 def _label(value: Any) -> str:
     return "null" if value is None else (str(value).lower() if isinstance(value, bool) else str(value))
 
@@ -108,7 +115,7 @@ class Comparison:
         before = old.fingerprints.get(stage, {}).get(name)
         after = new.fingerprints.get(stage, {}).get(name)
         item.compared += 1
-        if before == after:
+        if _kept(before) == _kept(after):
             return
         item.changed += 1
         known_old, value_old = _value(old, stage, name)

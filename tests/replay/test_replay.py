@@ -154,7 +154,7 @@ def test_records_keep_what_replay_needs_and_no_text(tmp_path: Path, chaos: Chaos
         dump = "\n".join(db.iterdump())
     assert {ref for ref, _, _ in rows} == {"file"} and all(len(digest) == 64 for _, digest, _ in rows)
     fingerprints = [json.loads(outputs) for _, _, outputs in rows]
-    assert all(set(f["category"]) == {"value"} and set(f["summary"]) == {"digest"} for f in fingerprints)
+    assert all(set(f["category"]) == {"value"} and set(f["summary"]) == {"digest", "length"} for f in fingerprints)
     assert SECRET not in dump and "t3.txt" not in dump  # no text, no id, no file name
 
 

@@ -1,0 +1,172 @@
+"""Drift shown: a markdown report with charts (``compare --report``, the run artifact) and lines for a terminal."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+from xml.sax.saxutils import escape
+
+from steadyflow.audit import charts
+from steadyflow.audit.drift import Profile, Shift, quantile
+
+_QUANTILES = (0.1, 0.5, 0.9)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _shares(counts: Counter[str], keys: list[str]) -> list[float]:
+    n = sum(counts.values())
+    return [counts.get(k, 0) / n if n else 0.0 for k in keys]
+
+
+def _cuts(counts: Counter[float]) -> list[float]:
+    return [quantile(counts, q) or 0.0 for q in _QUANTILES]
+
+
+def chart_rungs(profiles: list[tuple[str, Profile]]) -> str:
+    """Documents by the rung that ended them, per stage: shares of each run side by side."""
+    keys = sorted({(s, r) for _, p in profiles for s, c in p.ended.items() for r in c})
+    rows = [f"{stage}: {rung}" for stage, rung in keys]
+    series = [(name, [_share(p.ended[s], r) for s, r in keys]) for name, p in profiles]
+    return charts.image(
+        "documents by rung", charts.bars("Documents by rung (share of documents)", rows, series, charts.share)
+    )
+
+
+def _share(counts: Counter[str], key: str) -> float:
+    n = sum(counts.values())
+    return counts.get(key, 0) / n if n else 0.0
+
+
+def chart_cost(profiles: list[tuple[str, Profile]]) -> str:
+    """Cost per document: p10, p50, p90 of each run side by side."""
+    rows = [f"p{int(q * 100)}" for q in _QUANTILES]
+    series = [(name, _cuts(p.cost)) for name, p in profiles]
+    return charts.image("cost per document", charts.bars("Cost per document (USD)", rows, series, charts.usd))
+
+
+def chart_fields(profiles: list[tuple[str, Profile]]) -> list[str]:
+    """One chart per output field: shares per value (enums, booleans), or p10/p50/p90 (numbers, lengths)."""
+    out = []
+    names = sorted({n for _, p in profiles for n in p.values})
+    for name in names:
+        keys = sorted({k for _, p in profiles for k in p.values[name]})
+        series = [(run, _shares(p.values[name], keys)) for run, p in profiles]
+        out.append(charts.image(name, charts.bars(f"{name}: share per value", keys, series, charts.share)))
+    for kind, title in (("numbers", "value"), ("lengths", "length")):
+        for name in sorted({n for _, p in profiles for n in getattr(p, kind)}):
+            rows = [f"p{int(q * 100)}" for q in _QUANTILES]
+            series = [(run, _cuts(getattr(p, kind)[name])) for run, p in profiles]
+            out.append(charts.image(name, charts.bars(f"{name}: {title} quantiles", rows, series)))
+    return out
+
+
+def _side(shift: Shift, side: dict[str, Any]) -> str:
+    if shift.measure == "psi":
+        if "shares" in side:
+            return ", ".join(f"{k} {v * 100:.0f}%" for k, v in side["shares"].items()) or "-"
+        return f"p50 {side.get('p50')}, p90 {side.get('p90')}"
+    if shift.measure == "rate":
+        return "-" if side.get("rate") is None else f"{side['rate'] * 100:.1f}% of {side['n']}"
+    value = next((v for k, v in side.items() if k != "n"), None)
+    if value is None:
+        return "-"
+    return charts.usd(value) if shift.kind == "cost" else f"{value:.0f} ms"
+
+
+def _value(shift: Shift) -> str:
+    if shift.value is None:
+        return "-"
+    if shift.measure == "rate":
+        return f"{shift.value * 100:+.1f} pt"
+    if shift.measure == "ratio":
+        return f"{shift.value:.2f}x"
+    return f"{shift.value:.3f}"
+
+
+def table(shifts: list[Shift]) -> list[str]:
+    """Every compared quantity as a markdown table, flagged ones first."""
+    lines = ["| | what | measure | baseline | current | shift | threshold |", "|---|---|---|---|---|---:|---:|"]
+    for s in sorted(shifts, key=lambda s: (not s.flagged, s.kind, s.name)):
+        lines.append(
+            f"| {'**shifted**' if s.flagged else ''} | {_md(s.kind)} {_md(s.name)} | {s.measure} "
+            f"| {_md(_side(s, s.baseline))} | {_md(_side(s, s.current))} | {_value(s)} | {s.threshold:g} |"
+        )
+    return lines
+
+
+def markdown(base: Profile, cur: Profile, shifts: list[Shift], names: tuple[str, str]) -> str:
+    """A whole comparison: what shifted, charts of both sides, and the table of every quantity."""
+    flagged = [s for s in shifts if s.flagged]
+    profiles = [(names[0], base), (names[1], cur)]
+    lines = [
+        f"# Drift: {_md(names[1])} against {_md(names[0])}",
+        "",
+        f"{base.documents} documents against {cur.documents}. "
+        + (
+            f"**{len(flagged)} shifted:** " + ", ".join(f"{_md(s.kind)} {_md(s.name)}" for s in flagged) + "."
+            if flagged
+            else "Nothing shifted beyond its threshold and chance."
+        ),
+        "",
+        chart_rungs(profiles),
+        "",
+        chart_cost(profiles),
+        "",
+        *[line for chart in chart_fields(profiles) for line in (chart, "")],
+        *table(shifts),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def lines(shifts: list[Shift]) -> list[str]:
+    """The comparison for a terminal: one line per flagged quantity, then a count of the rest."""
+    out = []
+    for s in shifts:
+        if s.flagged:
+            out.append(
+                f"shifted  {s.kind} {s.name}: {s.measure} {_value(s)} (threshold {s.threshold:g}); "
+                f"{_side(s, s.baseline)} -> {_side(s, s.current)}"
+            )
+    steady = len(shifts) - len(out)
+    out.append(f"steady   {steady} other quantities within their thresholds or chance")
+    return out
+
+
+_IMAGE = re.compile(r"!\[([^\]]*)\]\((data:image/svg\+xml;base64,[A-Za-z0-9+/=]+)\)")
+
+
+def html(markdown_text: str) -> str:
+    """A page a browser shows, from :func:`markdown`'s own subset: headings, images, tables, paragraphs."""
+    body: list[str] = []
+    table: list[list[str]] = []
+    for line in [*markdown_text.splitlines(), ""]:
+        if line.startswith("|"):
+            cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if not all(set(c) <= set("-:") for c in cells):
+                table.append(cells)
+            continue
+        if table:
+            first, *rest = table
+            body.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in first) + "</tr>")
+            body += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in rest]
+            body.append("</table>")
+            table = []
+        if line.startswith("# "):
+            body.append(f"<h1>{_inline(line[2:])}</h1>")
+        elif image := _IMAGE.fullmatch(line):
+            body.append(f'<p><img alt="{escape(image[1], {chr(34): "&quot;"})}" src="{image[2]}"></p>')
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px}"
+    )
+    head = f'<head><meta charset="utf-8"><title>steadyflow drift</title><style>{style}</style></head>'
+    return f"<!doctype html><html>{head}<body>{''.join(body)}</body></html>\n"
+
+
+def _inline(text: str) -> str:
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escape(text))
