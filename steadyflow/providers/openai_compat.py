@@ -172,6 +172,8 @@ class _CallLog:
         wire = _WIRE_MS.get()
         attempt.latency_ms = round(wire if wire is not None else (time.perf_counter() - self.started) * 1000, 2)
         attempt.server_ms = _SERVER_MS.get()
+        if self.started:  # when the request went out, for traces
+            attempt.started_at = round(time.time() - (time.perf_counter() - self.started), 3)
         if self.waited_ms and not self.attempts:  # the wait came before the first call of this generate()
             attempt.waited_ms, attempt.wait_reason = round(self.waited_ms, 2), self.wait_reason
         self.attempts.append(attempt)

@@ -103,6 +103,8 @@ class _Recorder:
         seen: set[str] = set()
         ended = 0
         failure: list[StoreError] = []
+        started = time.time()
+        traced: list[DecisionRecord] = []
 
         def on_record(record: DecisionRecord) -> None:
             # may run inside a Prefect task: a full disk must not raise there (Prefect would log a traceback);
@@ -111,6 +113,7 @@ class _Recorder:
             if failure:
                 return
             seen.add(record.doc_id)
+            traced.append(record)
             try:
                 ended += self.add([record], last)
             except StoreError as exc:
@@ -122,6 +125,8 @@ class _Recorder:
         rest = [r for r in records if r.doc_id not in seen]  # from another process (Dask): they come with the chunk
         if rest:
             ended += self.add(rest, last)
+        if self.run.tracer is not None:
+            self.run.tracer.chunk(stage_id, index, started, traced + rest, chunk)
         return chunk, ended
 
 

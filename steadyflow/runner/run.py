@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from steadyflow.audit.chain import AuditError
 from steadyflow.audit.ledger import Mark, RunLedger, open_ledger, read_ledger, supersede_unfinished
@@ -33,6 +33,7 @@ from steadyflow.io.sources import source_for
 from steadyflow.providers.local_model import cache_dir
 from steadyflow.runner.provenance import RunTrail, open_trail
 from steadyflow.runner.summary import RunSummary
+from steadyflow.runner.telemetry import open_tracer
 from steadyflow.spec.loader import LoadedPipeline
 from steadyflow.spec.models import AiStage, FilesSource, TableSource
 from steadyflow.spec.resilience import CacheRung
@@ -40,6 +41,9 @@ from steadyflow.spec.snapshot import prompts, snapshot, snapshot_hash
 from steadyflow.stages.budget import Budget
 from steadyflow.stages.cache import OutputCache
 from steadyflow.stages.engine import Engine
+
+if TYPE_CHECKING:
+    from steadyflow.runner.spans import RunTracer
 
 
 class Progress(Protocol):
@@ -225,6 +229,8 @@ class Run:
     done: set[str]
     trail: RunTrail | None
     """The run's records in the audit store (None when the pipeline says ``audit: {enabled: false}``)."""
+    tracer: RunTracer | None
+    """The run's OpenTelemetry spans (None unless a collector is named: see :mod:`steadyflow.runner.telemetry`)."""
     _resources: ExitStack = field(repr=False)
 
     @property
@@ -283,6 +289,9 @@ class Run:
             if trail is not None:
                 trail.start(json.loads(source) if source else None, options.resume)
             budget = open_budget(pipeline, log, ledger, options.run_id)
+            tracer = open_tracer(pipeline, options.run_id, options.resume, log.key)
+            if tracer is not None:  # a run that raises ends its span as failed; one that finished already ended it
+                stack.callback(tracer.finish, None)
             cache = open_cache(pipeline, options)
             if cache is not None:
                 stack.callback(cache.close)
@@ -300,6 +309,7 @@ class Run:
                 summary,
                 done,
                 trail,
+                tracer,
                 stack.pop_all(),
             )
         return run
@@ -340,12 +350,22 @@ class Run:
 
         The audit trail gets the run's end first, and the chain's head goes into the summary.
         """
+        summary = self.summary
+        totals = {
+            "documents": summary.documents,
+            "outputs": summary.outputs,
+            "quarantined": summary.quarantined,
+            "review": summary.review,
+            "cost_usd": round(summary.cost_usd, 6),
+        }
         if self.trail is not None:
-            summary = self.summary
-            totals = {"documents": summary.documents, "outputs": summary.outputs, "quarantined": summary.quarantined}
-            self.trail.finish({**totals, "review": summary.review, "cost_usd": round(summary.cost_usd, 6)})
+            self.trail.finish(dict(totals))
             seq, head = self.trail.head or (0, "")
             summary.audit = {"store": self.trail.store.shown, "head_seq": seq, "head_hash": head}
+        if self.tracer is not None:  # spans are sent before the summary is stored, so it can say if they were not
+            note = self.tracer.finish(totals)
+            if note:
+                summary.notes.append(note)
         with self.ledger.writing():
             self.ledger.finish_run(self.run_id, self.summary.as_json())
 

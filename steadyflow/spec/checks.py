@@ -377,6 +377,14 @@ def compile_stages(
     such stages are checked for their shape only and left out of the result.
     """
     problems: list[Problem] = check_models(spec, pos)
+    if spec.telemetry.include_text and any(stage.input.redact_pii for stage in spec.stages):
+        problems.append(
+            pos.problem(
+                ("telemetry", "include_text"),
+                "would send documents that a stage redacts (redact_pii) to the collector unredacted; "
+                "set it to false, or drop redact_pii",
+            )
+        )
     compiled: list[CompiledStage] = []
     seen: set[str] = set()
     for index, stage in enumerate(spec.stages):

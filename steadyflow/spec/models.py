@@ -570,6 +570,33 @@ class AuditSettings(Strict):
         return value
 
 
+class TelemetrySettings(Strict):
+    """Where a run sends OpenTelemetry traces: off unless an endpoint is named here or in the environment."""
+
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector, e.g. http://127.0.0.1:6006 (its /v1/traces is added); default: "
+        "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT, else no traces",
+    )
+    project: str | None = Field(
+        None,
+        pattern=IDENT,
+        description="the trace backend's project (service.name and openinference.project.name); default: the pipeline",
+    )
+    include_text: bool = Field(
+        False,
+        description="put each document's text and output in its span (they leave the machine); refused with "
+        "redact_pii, whose documents may leave only redacted",
+    )
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("give an http:// or https:// URL, e.g. http://127.0.0.1:6006")
+        return value
+
+
 def _scorer_name(value: str) -> str:
     from steadyflow.core.scorer_names import parse_scorer
 
@@ -610,6 +637,7 @@ class Pipeline(Strict):
     budget: BudgetSpec | None = None
     eval: EvalSettings | None = Field(None, description="how `steadyflow eval` scores outputs (see docs)")
     audit: AuditSettings = AuditSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     plugins: list[str] = Field(
         default_factory=list,
         description="Python modules to import (relative to this file's folder) that register @validator checks",
