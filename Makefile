@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SF := $(VENV)/bin/steadyflow
 CHAOS_PORT ?= 8765
 
-.PHONY: install system demo chaos-demo test test-fast lint lock schema bench clean
+.PHONY: install phoenix system demo chaos-demo test test-fast lint lock schema bench clean
 
 # pyproject.toml declares ranges; constraints.txt is the exact set tested together, and every
 # install here and in CI uses it.
@@ -20,6 +20,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 install: $(VENV)/.installed
+
+# Arize Phoenix, the trace backend the slow telemetry test exports to, in a venv of its own (its
+# dependencies are not ours to pin): tests/runner/test_phoenix.py finds it at $(VENV)/phoenix.
+$(VENV)/phoenix/.installed: constraints-phoenix.txt
+	python3 -m venv $(VENV)/phoenix
+	$(VENV)/phoenix/bin/python -m pip install -q -c constraints-phoenix.txt arize-phoenix==20.26.1
+	touch $@
+
+phoenix: $(VENV)/phoenix/.installed
 
 # Debian packages the tests drive (chromium, postgresql), installed only when missing.
 system:
@@ -44,7 +53,7 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: lint system
+test: lint system phoenix
 	$(PY) -m pytest -q
 
 # Lint and every test not marked slow (no Prefect server, no embedded model, no browser), on

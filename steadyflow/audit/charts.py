@@ -27,7 +27,11 @@ def bars(
     series: Sequence[tuple[str, Sequence[float]]],
     shown: Callable[[float], str] = lambda v: f"{v:g}",
 ) -> str:
-    """An SVG chart: for each of ``rows``, one bar per ``(name, values)`` series, scaled to the largest value."""
+    """An SVG chart: for each of ``rows``, one bar per ``(name, values)`` series, scaled to the largest value.
+
+    The last series is drawn in the current run's colour, those before it as baselines.
+    """
+    palette = COLOURS[max(0, 2 - len(series)) :]
     top = max((v for _, values in series for v in values), default=0.0) or 1.0
     per_row = max(_ROW, (_BAR + 3) * len(series) + 8)
     legend_h = 18 if len(series) > 1 else 0
@@ -42,7 +46,7 @@ def bars(
     if legend_h:
         x = 8
         for i, (name, _) in enumerate(series):
-            parts.append(f'<rect x="{x}" y="30" width="10" height="10" fill="{COLOURS[i % len(COLOURS)]}"/>')
+            parts.append(f'<rect x="{x}" y="30" width="10" height="10" fill="{palette[i % len(palette)]}"/>')
             parts.append(f'<text x="{x + 14}" y="39" fill="#1f2328">{escape(name)}</text>')
             x += 24 + 7 * len(name)
     y0 = 34 + legend_h
@@ -54,7 +58,7 @@ def bars(
             value = values[r] if r < len(values) else 0.0
             w = max(0.0, value / top * (_PLOT_W - 10))
             by = y + 4 + i * (_BAR + 3)
-            colour = COLOURS[i % len(COLOURS)]
+            colour = palette[i % len(palette)]
             parts.append(f'<rect x="{_LABEL_W}" y="{by}" width="{w:.1f}" height="{_BAR}" fill="{colour}"/>')
             parts.append(
                 f'<text x="{_LABEL_W + w + 4:.1f}" y="{by + _BAR}" font-size="10" fill="#1f2328">'

@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from steadyflow.audit import reasons
+from steadyflow.audit import drift, reasons
 from steadyflow.audit.ledger import RunLedger
 from steadyflow.audit.log import DecisionLog
 from steadyflow.core.vocabulary import ended_by
@@ -48,6 +48,13 @@ def run_overview(log: DecisionLog, ledger: RunLedger, run_id: str) -> dict[str, 
     documents, quarantined = ledger.documents(run_id)
     overview = log.overview(run_id)
     return {"documents": documents, "quarantined": quarantined, "outputs": documents - quarantined, **overview}
+
+
+def run_profiles(log: DecisionLog, ledger: RunLedger, run_id: str) -> tuple[drift.Profile, drift.Profile | None]:
+    """This run's drift profile, and the previous finished run's of the same pipeline (None: there is none)."""
+    current = drift.profile([run_id], log.profile_rows([run_id]))
+    earlier = ledger.earlier_runs(run_id, 1)
+    return current, drift.profile(earlier, log.profile_rows(earlier)) if earlier else None
 
 
 def run_cost(log: DecisionLog, ledger: RunLedger, run_id: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect.artifacts import acreate_markdown_artifact
 
+from steadyflow.audit import drift, drift_view
 from steadyflow.runner.summary import RunSummary
 
 
@@ -20,10 +21,16 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_summary(summary: RunSummary, overview: dict[str, Any]) -> str:
+def render_summary(
+    summary: RunSummary,
+    overview: dict[str, Any],
+    profiles: tuple[drift.Profile, drift.Profile | None] | None = None,
+) -> str:
     """Markdown of a run.
 
-    It shows documents by rung and why they fell, quarantined, cost, latency and queueing p50/p95, failing validators.
+    It shows documents by rung and why they fell, quarantined, cost, latency and queueing p50/p95, failing validators;
+    with ``profiles`` (:func:`steadyflow.audit.report.run_profiles`), charts of rungs, cost per document and each
+    output field beside the previous run's, and what drifted since it.
 
     ``overview`` is :func:`steadyflow.audit.report.run_overview` for the run, so a resumed run shows all of it.
     """
@@ -73,6 +80,8 @@ def render_summary(summary: RunSummary, overview: dict[str, Any]) -> str:
         )
     if summary.budget_skipped:
         lines.append(f"Model calls skipped because a budget was spent: {summary.budget_skipped}.")
+    if profiles is not None:
+        lines += _pictures(summary.run_id, *profiles)
     lines += [
         "",
         f"Outputs: `{_md(summary.output_path)}`  ",
@@ -80,6 +89,27 @@ def render_summary(summary: RunSummary, overview: dict[str, Any]) -> str:
         f"Decision records: `{_md(summary.decisions_path)}` (`steadyflow report {summary.run_id} --db ...`)",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _pictures(run_id: str, current: drift.Profile, previous: drift.Profile | None) -> list[str]:
+    """Charts of this run beside the previous one, and what drifted since (``steadyflow compare`` says more)."""
+    shown = [(f"run {run_id}", current)]
+    if previous is not None:
+        shown.insert(0, (f"previous run {previous.runs[0]}", previous))
+    lines = ["", "## Pictures", ""]
+    lines += [drift_view.chart_rungs(shown), "", drift_view.chart_cost(shown), ""]
+    lines += [line for chart in drift_view.chart_fields(shown) for line in (chart, "")]
+    if previous is None:
+        return [*lines, "The first finished run of this pipeline in this folder: nothing to compare it with yet."]
+    shifts = drift.compare(previous, current, drift.Thresholds())
+    flagged = [s for s in shifts if s.flagged]
+    lines += ["## Drift since the previous run", ""]
+    if not flagged:
+        lines.append(f"Nothing shifted beyond its threshold and chance ({len(shifts)} quantities compared).")
+    else:
+        lines += drift_view.table(flagged)
+    lines += ["", f"`steadyflow compare {previous.runs[0]} {run_id} --db ...` compares every quantity."]
+    return lines
 
 
 def _reasons(fallback: dict[str, dict[str, dict[str, dict[str, int]]]]) -> list[str]:
@@ -123,10 +153,14 @@ def _ms(value: float | None) -> str:
     return f"{value / 1000:.1f} s" if value >= 10_000 else f"{value:.0f} ms"
 
 
-async def publish_summary(summary: RunSummary, overview: dict[str, Any]) -> None:
+async def publish_summary(
+    summary: RunSummary,
+    overview: dict[str, Any],
+    profiles: tuple[drift.Profile, drift.Profile | None] | None = None,
+) -> None:
     """Attach the run's summary to its flow run."""
     await acreate_markdown_artifact(
-        render_summary(summary, overview),
+        render_summary(summary, overview, profiles),
         key=artifact_key(summary.pipeline),
         description=_md(one_line(summary, overview)),
     )

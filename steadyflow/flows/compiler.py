@@ -20,7 +20,7 @@ from prefect.runtime import deployment, flow_run
 from prefect.states import Failed
 
 from steadyflow.audit.records import DecisionRecord
-from steadyflow.audit.report import run_overview
+from steadyflow.audit.report import run_overview, run_profiles
 from steadyflow.core.document import Document
 from steadyflow.flows.artifact import publish_summary
 from steadyflow.flows.tasks import RemoteJob, RemoteResult, quoted, remote_stage_task, stage_task
@@ -141,7 +141,8 @@ async def _process(
             engine = run.engine(base_urls, local.model_ids)
             run_stage = _local_runner(engine)
         summary = await process(run, run_stage, engine)
-        await publish_summary(summary, run_overview(run.log, run.ledger, run.run_id))
+        overview = run_overview(run.log, run.ledger, run.run_id)
+        await publish_summary(summary, overview, run_profiles(run.log, run.ledger, run.run_id))
         return summary
 
 

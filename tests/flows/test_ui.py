@@ -75,6 +75,15 @@ def test_the_flow_run_page_shows_the_run_summary(prefect_env: dict[str, str], tm
         expect(page.get_by_role("heading", name="Documents by rung")).to_be_visible(timeout=30_000)
         expect(page.get_by_role("heading", name="Failing validators")).to_be_visible()
         assert page.get_by_role("columnheader", name="cost (USD)").count() == 1
+        # the charts: SVG images in the markdown, decoded and drawn by the browser
+        expect(page.get_by_role("heading", name="Pictures")).to_be_visible()
+        page.get_by_alt_text("triage.summary").scroll_into_view_if_needed()
+        drawn = page.evaluate(
+            "() => [...document.querySelectorAll('article img')]"
+            ".map(i => [i.alt, i.complete && i.naturalWidth > 300 && i.naturalHeight > 50])"
+        )
+        shown = {alt for alt, ok in drawn if ok}
+        assert {"documents by rung", "cost per document", "triage.category", "triage.priority"} <= shown, drawn
         page.screenshot(path=str(SHOTS / "run-summary-artifact.png"), full_page=True)
         browser.close()
     assert (SHOTS / "run-summary-artifact.png").stat().st_size > 10_000
