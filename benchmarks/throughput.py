@@ -18,6 +18,9 @@ Starts the chaos endpoint (fixed latency, no faults) in its own process and a re
   benchmark's temporary folder);
 * **steadyflow, no audit trail**: the same run with ``--set audit.enabled=false``,
   so ``audit_ratio`` (with / without) is what the trail costs;
+* with ``--traced URL``, **steadyflow, traced**: the bare run exporting its OpenTelemetry spans to the
+  collector at URL (``--set telemetry.otlp_endpoint=URL``); ``traced_ratio`` is traced / bare, and
+  every span must have reached the collector;
 * with ``--full``, **steadyflow, full sandwich**: ``benchmarks/pipelines/throughput_full.yaml``,
   the same model, prompt, output and ladder with the example's own checks (injection signs and PII
   redaction before the model; the business rule, PII, secrets and format guards and the embedding
@@ -223,6 +226,18 @@ def _full_round(
     }
 
 
+def _traced_round(
+    base_url: str, docs: Path, out: Path, args: argparse.Namespace, env: dict[str, str], bare_s: float
+) -> dict[str, Any]:
+    """The bare run again, its spans exported to the collector at ``--traced``: what tracing costs."""
+    traced_s, _, traced = steadyflow_run(
+        base_url, docs, out, args.concurrency, env, "--set", f"telemetry.otlp_endpoint={args.traced}"
+    )
+    assert traced["outputs"] == args.documents and not traced["notes"], traced  # every span reached it
+    print(f"  traced {args.documents / traced_s:.1f} docs/s (traced / bare {bare_s / traced_s:.3f})", file=sys.stderr)
+    return {"traced_docs_per_s": round(args.documents / traced_s, 1), "traced_ratio": round(bare_s / traced_s, 3)}
+
+
 def main() -> None:
     """Time the hand loops and steadyflow over the same tickets for --rounds rounds; print the medians as JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,6 +250,7 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a --set for the full sandwich's run"
     )
+    parser.add_argument("--traced", metavar="URL", help="also run the bare pipeline exporting spans to this collector")
     args = parser.parse_args()
 
     queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
@@ -261,6 +277,8 @@ def main() -> None:
                 )
                 assert off["outputs"] == args.documents and off["audit"] is None and summary["audit"], off
                 full = _full_round(base_url, docs, work / f"full-{number}", args, env, batch_s) if args.full else {}
+                if args.traced:
+                    full.update(_traced_round(base_url, docs, work / f"traced-{number}", args, env, batch_s))
                 rounds.append(
                     {
                         **full,
@@ -314,10 +332,14 @@ def main() -> None:
         "command": "python benchmarks/throughput.py --json"
         + ("" if args.documents == 5000 else f" --documents {args.documents}")
         + (" --full" if args.full else "")
+        + (f" --traced {args.traced}" if args.traced else "")
         + "".join(f" --set {value}" for value in args.set),
     }
     if args.full:
         for key in ("full_docs_per_s", "full_ratio", "full_cpu_ms_per_doc", "full_model_calls_per_doc"):
+            result[key] = statistics.median(r[key] for r in rounds)
+    if args.traced:
+        for key in ("traced_docs_per_s", "traced_ratio"):
             result[key] = statistics.median(r[key] for r in rounds)
     if args.json:
         print(json.dumps(result))
