@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Any
-from xml.sax.saxutils import escape
 
 from steadyflow.audit import charts
 from steadyflow.audit.drift import Profile, Shift, quantile
@@ -134,39 +132,3 @@ def lines(shifts: list[Shift]) -> list[str]:
     steady = len(shifts) - len(out)
     out.append(f"steady   {steady} other quantities within their thresholds or chance")
     return out
-
-
-_IMAGE = re.compile(r"!\[([^\]]*)\]\((data:image/svg\+xml;base64,[A-Za-z0-9+/=]+)\)")
-
-
-def html(markdown_text: str) -> str:
-    """A page a browser shows, from :func:`markdown`'s own subset: headings, images, tables, paragraphs."""
-    body: list[str] = []
-    table: list[list[str]] = []
-    for line in [*markdown_text.splitlines(), ""]:
-        if line.startswith("|"):
-            cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
-            if not all(set(c) <= set("-:") for c in cells):
-                table.append(cells)
-            continue
-        if table:
-            first, *rest = table
-            body.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in first) + "</tr>")
-            body += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in rest]
-            body.append("</table>")
-            table = []
-        if line.startswith("# "):
-            body.append(f"<h1>{_inline(line[2:])}</h1>")
-        elif image := _IMAGE.fullmatch(line):
-            body.append(f'<p><img alt="{escape(image[1], {chr(34): "&quot;"})}" src="{image[2]}"></p>')
-        elif line.strip():
-            body.append(f"<p>{_inline(line)}</p>")
-    style = (
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px}"
-    )
-    head = f'<head><meta charset="utf-8"><title>steadyflow drift</title><style>{style}</style></head>'
-    return f"<!doctype html><html>{head}<body>{''.join(body)}</body></html>\n"
-
-
-def _inline(text: str) -> str:
-    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escape(text))

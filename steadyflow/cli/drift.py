@@ -117,9 +117,9 @@ def _write(path: Path, markdown: str) -> None:
     """The report as markdown, or as a page a browser shows (``.html``); an unwritable path is one line, exit 2."""
     text = markdown
     if path.suffix.lower() in (".html", ".htm"):
-        from steadyflow.audit.drift_view import html
+        from steadyflow.core.markdown import page
 
-        text = html(markdown)
+        text = page(markdown, "steadyflow drift")
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:

@@ -16,7 +16,7 @@ from steadyflow.spec.errors import SpecError
 
 
 def _write(report: Path, data: dict[str, Any]) -> str | None:
-    from steadyflow.evals.report import page
+    from steadyflow.core.markdown import page
     from steadyflow.replay.report import markdown
 
     try:

@@ -6,10 +6,9 @@ outputs (they may quote the document); enum and boolean answers appear in confus
 
 from __future__ import annotations
 
-import html
-import re
 from typing import Any
 
+from steadyflow.core.markdown import page
 from steadyflow.evals.scoring import Evaluation
 
 
@@ -137,47 +136,6 @@ def _plain_matrix(matrix: dict[str, dict[str, int]]) -> list[str]:
     return [head, *body]
 
 
-_BOLD = re.compile(r"\*\*(.+?)\*\*")
-_CODE = re.compile(r"`([^`]+)`")
-
-
 def as_html(evaluation: Evaluation) -> str:
     """The markdown report as a standalone HTML page (escaped; tables as tables)."""
     return page(markdown(evaluation), "evaluation")
-
-
-def page(markdown_text: str, title: str) -> str:
-    """A report's markdown (headings, paragraphs, tables) as a standalone, escaped HTML page."""
-    body: list[str] = []
-    table: list[list[str]] = []
-    for line in [*markdown_text.splitlines(), ""]:
-        if line.startswith("|"):
-            if not set(line) <= set("|-: "):
-                table.append([_inline(c.strip()) for c in line.strip("|").split("|")])
-            continue
-        if table:
-            head, *rows = table
-            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>")
-            body += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
-            body.append("</table>")
-            table = []
-        if line.startswith("## "):
-            body.append(f"<h2>{_inline(line[3:])}</h2>")
-        elif line.startswith("# "):
-            body.append(f"<h1>{_inline(line[2:])}</h1>")
-        elif line:
-            body.append(f"<p>{_inline(line)}</p>")
-    style = (
-        "body{font-family:sans-serif;max-width:60em}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
-    )
-    return (
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>\n"
-        + "\n".join(body)
-        + "\n"
-    )
-
-
-def _inline(text: str) -> str:
-    escaped = html.escape(text)
-    return _CODE.sub(r"<code>\1</code>", _BOLD.sub(r"<b>\1</b>", escaped))

@@ -145,7 +145,7 @@ def test_the_terminal_and_the_report_show_what_shifted(runs: Path, tmp_path: Pat
     assert re.search(r"shifted +field triage\.category: psi \d", out)
     html = page.read_text()
     assert html.count('src="data:image/svg+xml;base64,') >= 5  # rungs, cost, category, urgent, score, summary
-    assert "<strong>shifted</strong>" in html
+    assert "<b>shifted</b>" in html and "<table>" in html
     markdown = tmp_path / "drift.md"
     assert cli("a", "skewed", "--db", str(runs), "--report", str(markdown))[0] == 1
     assert "![documents by rung](data:image/svg+xml;base64," in markdown.read_text()
