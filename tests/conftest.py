@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +60,19 @@ def prefect_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
     }  # the UI asks :4200 otherwise
     env.pop("PREFECT_API_URL", None)
-    log = (home / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/api/health", 180)
+    cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with serving(cmd, env, home / "server.log", f"http://127.0.0.1:{port}/api/health"):
         yield {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_UI_URL": f"http://127.0.0.1:{port}"}
+
+
+@contextmanager
+def serving(cmd: list[str], env: dict[str, str], log_path: Path, health: str) -> Iterator[None]:
+    """A server started with ``cmd`` (its output in ``log_path``), ready once ``health`` answers; stopped after."""
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(health, 180)
+        yield
     finally:
         proc.terminate()
         try:

@@ -22,6 +22,8 @@ from steadyflow.audit.sqlite import StoreError
 from steadyflow.spec.errors import SpecError, error_line
 
 if TYPE_CHECKING:
+    from steadyflow.audit.ledger import RunLedger
+    from steadyflow.audit.log import DecisionLog
     from steadyflow.spec.loader import LoadedPipeline
 
 # no rich tracebacks: they print local variables, and a local variable can hold a document (see main())
@@ -342,6 +344,24 @@ def _ms(value: float | None) -> str:
     return f"{value / 1000:.1f} s" if value >= 10_000 else f"{value:.0f} ms"
 
 
+def read_stores(db: Path) -> tuple[DecisionLog, RunLedger | None]:
+    """A folder's decision log and run ledger, opened to read only; a missing or foreign file exits 2 with one line.
+
+    A reader never writes (nor migrates a folder from before runs.sqlite), whatever database it is given.
+    """
+    from steadyflow.audit.ledger import read_ledger
+    from steadyflow.audit.log import DecisionLog
+
+    if not db.is_file():
+        typer.echo(f"--db {db}: no such file (a run prints where its decisions.sqlite is)", err=True)
+        raise typer.Exit(EXIT_INVALID)
+    try:
+        return DecisionLog(db, readonly=True), read_ledger(db)
+    except StoreError as exc:
+        typer.echo(f"--db {exc}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+
+
 @app.command()
 def report(
     run_id: Annotated[str | None, typer.Argument(help="run id (default: the newest run in the store)")] = None,
@@ -351,20 +371,9 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """True cost of a run: tokens and USD by stage, model and rung, failed attempts and re-asks included."""
-    from steadyflow.audit.ledger import read_ledger
-    from steadyflow.audit.log import DecisionLog
     from steadyflow.audit.report import run_cost
 
-    if not db.is_file():
-        typer.echo(f"--db {db}: no such file (a run prints where its decisions.sqlite is)", err=True)
-        raise typer.Exit(EXIT_INVALID)
-    try:
-        # a report never writes (nor migrates a folder from before runs.sqlite), whatever database it is given
-        log = DecisionLog(db, readonly=True)
-        ledger = read_ledger(db)
-    except StoreError as exc:
-        typer.echo(f"--db {exc}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+    log, ledger = read_stores(db)
     known = ledger.run_ids() if ledger is not None else []
     run_id = run_id or (known[0] if known else None)
     if ledger is None or run_id not in known:

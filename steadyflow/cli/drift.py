@@ -9,8 +9,7 @@ from typing import Annotated
 
 import typer
 
-from steadyflow.audit.sqlite import StoreError
-from steadyflow.cli import EXIT_INVALID, app
+from steadyflow.cli import EXIT_INVALID, app, read_stores
 
 EXIT_SHIFTED = 1
 """A shift was flagged: a scheduled flow or a cron job alerts on it."""
@@ -51,18 +50,8 @@ def compare(
     passes its threshold and is unlikely to be chance at the documents counted (p < 0.001).
     """
     from steadyflow.audit import drift, drift_view
-    from steadyflow.audit.ledger import read_ledger
-    from steadyflow.audit.log import DecisionLog
 
-    if not db.is_file():
-        typer.echo(f"--db {db}: no such file (a run prints where its decisions.sqlite is)", err=True)
-        raise typer.Exit(EXIT_INVALID)
-    try:
-        log = DecisionLog(db, readonly=True)
-        ledger = read_ledger(db)
-    except StoreError as exc:
-        typer.echo(f"--db {exc}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+    log, ledger = read_stores(db)
     if ledger is None:
         typer.echo(f"{db}: no runs recorded next to it", err=True)
         raise typer.Exit(EXIT_INVALID)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from steadyflow.chaos.server import ChaosConfig, ChaosServer
-from tests.conftest import BIN, ROOT, free_port, wait_http
+from tests.conftest import BIN, ROOT, free_port, serving
 from tests.flows.test_ui import CHROMIUM, FLAGS, SHOTS
 
 pytestmark = pytest.mark.slow
@@ -48,18 +48,8 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "PHOENIX_DISABLE_AGENT_ASSISTANT": "true",
         "PHOENIX_ENABLE_MCP_SERVER": "false",
     }
-    log = (home / "server.log").open("w")
-    proc = subprocess.Popen([str(PHOENIX), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", 180)
+    with serving([str(PHOENIX), "serve"], env, home / "server.log", f"http://127.0.0.1:{port}/healthz"):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def get(base: str, path: str) -> Any:
