@@ -32,7 +32,7 @@ def bars(
     The last series is drawn in the current run's colour, those before it as baselines.
     """
     palette = COLOURS[max(0, 2 - len(series)) :]
-    top = max((v for _, values in series for v in values), default=0.0) or 1.0
+    top = max((abs(v) for _, values in series for v in values), default=0.0) or 1.0
     per_row = max(_ROW, (_BAR + 3) * len(series) + 8)
     legend_h = 18 if len(series) > 1 else 0
     height = 34 + legend_h + per_row * len(rows) + 8
@@ -41,31 +41,37 @@ def bars(
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
-        f'<text x="8" y="20" font-size="14" font-weight="bold" fill="#1f2328">{escape(title)}</text>',
+        f'<text x="8" y="20" font-size="14" font-weight="bold" fill="#1f2328">{_text(title, 70)}</text>',
     ]
     if legend_h:
         x = 8
         for i, (name, _) in enumerate(series):
             parts.append(f'<rect x="{x}" y="30" width="10" height="10" fill="{palette[i % len(palette)]}"/>')
-            parts.append(f'<text x="{x + 14}" y="39" fill="#1f2328">{escape(name)}</text>')
-            x += 24 + 7 * len(name)
+            label = _text(name, 40)
+            parts.append(f'<text x="{x + 14}" y="39" fill="#1f2328">{label}</text>')
+            x += 24 + 7 * min(len(name), 40)
     y0 = 34 + legend_h
     for r, row in enumerate(rows):
         y = y0 + r * per_row
-        label = row if len(row) <= 30 else row[:29] + "…"
-        parts.append(f'<text x="8" y="{y + per_row / 2 + 4:.1f}" fill="#1f2328">{escape(label)}</text>')
+        parts.append(f'<text x="8" y="{y + per_row / 2 + 4:.1f}" fill="#1f2328">{_text(row, 30)}</text>')
         for i, (_, values) in enumerate(series):
             value = values[r] if r < len(values) else 0.0
-            w = max(0.0, value / top * (_PLOT_W - 10))
+            w = abs(value) / top * (_PLOT_W - 10)  # a negative value's bar is as long as its size; its label says so
             by = y + 4 + i * (_BAR + 3)
             colour = palette[i % len(palette)]
             parts.append(f'<rect x="{_LABEL_W}" y="{by}" width="{w:.1f}" height="{_BAR}" fill="{colour}"/>')
             parts.append(
                 f'<text x="{_LABEL_W + w + 4:.1f}" y="{by + _BAR}" font-size="10" fill="#1f2328">'
-                f"{escape(shown(value))}</text>"
+                f"{_text(shown(value), 20)}</text>"
             )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _text(text: str, most: int) -> str:
+    """``text`` as SVG text: cut to ``most`` characters, XML's forbidden control characters dropped, escaped."""
+    text = "".join(c for c in text if c >= " " or c in "\t\n")
+    return escape(text if len(text) <= most else text[: most - 1] + "…")
 
 
 def image(alt: str, svg: str) -> str:

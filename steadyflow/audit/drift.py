@@ -1,16 +1,19 @@
 """Drift between runs: whether outputs, rungs, checks, review, cost or latency shifted, beyond chance.
 
 A :class:`Profile` counts one run (or several pooled as a baseline) from its decision records in flat
-memory: every distribution is a counter (numbers and texts' lengths are kept by records on a grid 5%
-wide, see ``records.fingerprint``; cost and latency go on the same grid here). :func:`compare` puts
-two profiles side by side and flags a shift when it is both *large* (a population stability index, a
-difference of rates, a ratio, over a threshold) and *unlikely to be chance* at the documents counted:
-two runs of the same inputs differ a little, and only a shift beyond that noise is flagged.
+memory: every distribution is a counter (records keep a number on a grid 5% wide and a text's exact
+length, see ``records.fingerprint``; cost and latency go on the 5% grid here). :func:`compare` puts
+two profiles side by side. Distributions and rates are flagged when a shift is both *large* (a
+population stability index, a difference of rates, over a threshold) and *unlikely to be chance* at
+the documents counted: two runs of the same inputs differ a little, and only a shift beyond that
+noise is flagged. Cost and latency are flagged on their rise alone (a ratio, and for latency a floor
+in milliseconds), since a run's cost and speed are what they are, not a sample.
 
 PSI = sum over bins of (q - p) * ln(q / p), counts smoothed by 0.5. For two samples of the same
 distribution n_a * n_b / (n_a + n_b) * PSI is about chi-square with (bins - 1) degrees of freedom, so
 a PSI is flagged only above that distribution's 99.9th percentile as well as above the threshold.
-Rates use a two-proportion z test (|z| >= 3.29, p < 0.001) the same way.
+Rates use a two-proportion z test (|z| >= 3.29, p < 0.001) the same way. A baseline of several runs
+of the same documents counts each document once per run: its noise is taken at one run's documents.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from steadyflow.core.vocabulary import ended_by
 
 Z_999 = 3.29
 """Two-sided z for p < 0.001."""
+_Z_CHI2 = 3.09
+"""One-sided z of the 99.9th percentile, for Wilson-Hilferty's chi-square quantile."""
 _STEP = math.log(1.05)
 
 
@@ -134,7 +139,7 @@ class Shift:
     """One compared quantity: its measure, both sides, and whether the shift is flagged."""
 
     kind: str
-    """'field', 'length', 'rung', 'check', 'review', 'cost' or 'latency'."""
+    """'field', 'number', 'length', 'rung', 'presence' (of a stage or field), 'check', 'review', 'cost', 'latency'."""
     name: str
     measure: str
     """'psi', 'rate' (absolute change) or 'ratio' (current / baseline)."""
@@ -164,7 +169,7 @@ def psi(before: Counter[Any], after: Counter[Any], bins: list[Any] | None = None
 def psi_noise(bins: int, n_a: int, n_b: int) -> float:
     """The PSI that two samples of one distribution stay under with p = 0.999 (Wilson-Hilferty's chi-square)."""
     k = max(1, bins - 1)
-    chi2 = k * (1 - 2 / (9 * k) + Z_999 * math.sqrt(2 / (9 * k))) ** 3
+    chi2 = k * (1 - 2 / (9 * k) + _Z_CHI2 * math.sqrt(2 / (9 * k))) ** 3
     return chi2 * (1 / max(1, n_a) + 1 / max(1, n_b))
 
 
@@ -215,6 +220,7 @@ def _rate_noise(p_a: float, n_a: int, p_b: float, n_b: int) -> float:
 def compare(base: Profile, cur: Profile, limits: Thresholds) -> list[Shift]:
     """Every compared quantity of ``cur`` against ``base``, flagged ones marked (see the module's docstring)."""
     enough = min(base.documents, cur.documents) >= limits.min_documents
+    per_a, per_b = max(1, len(base.runs)), max(1, len(cur.runs))  # runs pooled: noise at one run's documents
     shifts: list[Shift] = []
 
     def distribution(kind: str, name: str, before: Counter[Any], after: Counter[Any], shown: Any) -> None:
@@ -223,42 +229,57 @@ def compare(base: Profile, cur: Profile, limits: Thresholds) -> list[Shift]:
         else:
             b, a, keys = _decile_bins(before, after)
             value, bins = psi(b, a, keys)
-        noise = psi_noise(bins, sum(before.values()), sum(after.values()))
+        noise = psi_noise(bins, sum(before.values()) // per_a, sum(after.values()) // per_b)
         flagged = enough and value >= limits.psi and value >= noise
         shifts.append(
             Shift(kind, name, "psi", round(value, 4), limits.psi, flagged, shown(before), shown(after), round(noise, 4))
         )
 
+    def rate(kind: str, name: str, a: tuple[int, int], b: tuple[int, int]) -> None:
+        shifts.append(_rate_shift(kind, name, a, b, limits, enough, (per_a, per_b)))
+
     for stage in sorted(set(base.ended) | set(cur.ended)):
         distribution("rung", stage, base.ended[stage], cur.ended[stage], _shares)
-    for name in sorted(set(base.values) | set(cur.values)):
-        distribution("field", name, base.values[name], cur.values[name], _shares)
-    for name in sorted(set(base.numbers) | set(cur.numbers)):
-        distribution("number", name, base.numbers[name], cur.numbers[name], _quantiles)
-    for name in sorted(set(base.lengths) | set(cur.lengths)):
-        distribution("length", name, base.lengths[name], cur.lengths[name], _quantiles)
+        # a stage documents no longer reach (or newly reach) has nothing to compare in its shares
+        rate("presence", stage, (sum(base.ended[stage].values()), base.documents),
+             (sum(cur.ended[stage].values()), cur.documents))  # fmt: skip
+    for kind, name, before, after in _fields(base, cur):
+        distribution(kind, name, before, after, _shares if kind == "field" else _quantiles)
+        rate("presence", name, (sum(before.values()), base.documents), (sum(after.values()), cur.documents))
     for stage in sorted(set(base.checked) | set(cur.checked)):
         for check in sorted(set(base.checked[stage]) | set(cur.checked[stage])):
-            shifts.append(
-                _rate_shift("check", f"{stage}.{check}", base.failed[stage][check], base.checked[stage][check],
-                            cur.failed[stage][check], cur.checked[stage][check], limits, enough)
-            )  # fmt: skip
-    shifts.append(
-        _rate_shift("review", "review", base.review, base.documents, cur.review, cur.documents, limits, enough)
-    )
+            rate("check", f"{stage}.{check}", (base.failed[stage][check], base.checked[stage][check]),
+                 (cur.failed[stage][check], cur.checked[stage][check]))  # fmt: skip
+    rate("review", "review", (base.review, base.documents), (cur.review, cur.documents))
     shifts += _rise("cost", base.cost, cur.cost, limits.cost, 0.0, enough, ("mean",))
     shifts += _rise("latency", base.latency, cur.latency, limits.latency, limits.latency_ms, enough, ("p50", "p95"))
     return shifts
 
 
+def _fields(base: Profile, cur: Profile) -> Iterator[tuple[str, str, Counter[Any], Counter[Any]]]:
+    """(kind, 'stage.field', baseline counts, current counts) of every output field either side has."""
+    for kind, attribute in (("field", "values"), ("number", "numbers"), ("length", "lengths")):
+        before, after = getattr(base, attribute), getattr(cur, attribute)
+        for name in sorted(set(before) | set(after)):
+            yield kind, name, before[name], after[name]
+
+
 def _rate_shift(
-    kind: str, name: str, fail_a: int, n_a: int, fail_b: int, n_b: int, limits: Thresholds, enough: bool
+    kind: str,
+    name: str,
+    a: tuple[int, int],
+    b: tuple[int, int],
+    limits: Thresholds,
+    enough: bool,
+    per: tuple[int, int] = (1, 1),
 ) -> Shift:
+    """A rate's change, ``a`` and ``b`` as (count, out of); ``per``: runs pooled on each side."""
+    (fail_a, n_a), (fail_b, n_b) = a, b
     before, after = _rate(fail_a, n_a), _rate(fail_b, n_b)
     if not n_a or not n_b:
         return Shift(kind, name, "rate", None, limits.rate, False, before, after)
     p_a, p_b = fail_a / n_a, fail_b / n_b
-    noise = _rate_noise(p_a, n_a, p_b, n_b)
+    noise = _rate_noise(p_a, max(1, n_a // per[0]), p_b, max(1, n_b // per[1]))
     change = p_b - p_a
     flagged = enough and abs(change) >= limits.rate and abs(change) >= noise
     return Shift(kind, name, "rate", round(change, 4), limits.rate, flagged, before, after, round(noise, 4))
@@ -288,8 +309,8 @@ def _rise(
         ratio = rise = None
         if a and b is not None:
             ratio, rise = b / a, b - a
-        # the grid is 5% wide: a rise under 1.1x can be the grid alone
-        flagged = enough and ratio is not None and rise is not None and ratio >= 1 + max(limit, 0.1) and rise >= floor
+        limit = max(limit, 0.1)  # the grid is 5% wide: a rise under 1.1x can be the grid alone
+        flagged = enough and ratio is not None and rise is not None and ratio >= 1 + limit and rise >= floor
         out.append(
             Shift(kind, f"{kind} {stat}", "ratio", round(ratio, 4) if ratio is not None else None, 1 + limit, flagged,
                   {"n": sum(before.values()), stat: a}, {"n": sum(after.values()), stat: b})

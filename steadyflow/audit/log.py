@@ -269,8 +269,12 @@ class DecisionLog:
     def profile_rows(self, run_ids: Collection[str]) -> Iterator[dict[str, Any]]:
         """What drift counts of the records of ``run_ids``, one at a time, ordered by run and document."""
         marks = ",".join("?" * len(run_ids))
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(decisions)")}
+        # a read-only log from before its migrations (_verdicts, _replay) lacks these columns: nothing kept there
+        verdicts = "verdicts" if "verdicts" in columns else "'[]'"
+        outputs = "outputs" if "outputs" in columns else "NULL"
         rows = self._db.execute(
-            "SELECT run_id, doc_id, stage_id, status, rung_label, review, cost_usd, latency_ms, verdicts, outputs "
+            f"SELECT run_id, doc_id, stage_id, status, rung_label, review, cost_usd, latency_ms, {verdicts}, {outputs} "
             f"FROM decisions WHERE run_id IN ({marks}) ORDER BY run_id, doc_id, stage_id",
             tuple(run_ids),
         )

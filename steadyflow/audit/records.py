@@ -79,12 +79,16 @@ def document_hash(text: str, fields: dict[str, Any]) -> str:
     return text_hash(canonical)
 
 
-def fingerprint(output: dict[str, Any], closed: Collection[str], digest: Callable[[str], str]) -> dict[str, Any]:
+def fingerprint(
+    output: dict[str, Any], closed: Collection[str], digest: Callable[[str], str], numbers: bool = True
+) -> dict[str, Any]:
     """What a record keeps of an output: values of closed fields (enums, booleans), a keyed digest of the rest.
 
     An enum's value is one of the pipeline's own words, never document text; any other value may quote
     the document, so only ``digest`` of its JSON is kept (the decision log's HMAC: equal values give equal
-    digests within a folder, and a short value cannot be looked up in a table of hashes).
+    digests within a folder, and a short value cannot be looked up in a table of hashes). Beside the
+    digest, drift between runs gets a text's or list's ``length`` and, unless ``numbers`` is false (a
+    stage that redacts PII), a number on a grid 5% wide (``approx``): never the text or the exact number.
     """
     kept: dict[str, Any] = {}
     for name, value in output.items():
@@ -93,7 +97,7 @@ def fingerprint(output: dict[str, Any], closed: Collection[str], digest: Callabl
         else:
             kept[name] = {
                 "digest": digest(json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)),
-                **_shape(value),
+                **_shape(value, numbers),
             }
     return kept
 
@@ -101,20 +105,19 @@ def fingerprint(output: dict[str, Any], closed: Collection[str], digest: Callabl
 _STEP = math.log(1.05)
 
 
-def _shape(value: Any) -> dict[str, Any]:
-    """What drift between runs compares of a value kept only as a digest, without keeping the value.
-
-    A text's or list's ``length``; a number's ``approx``, on a grid 5% wide (within 2.5% of the value),
-    so a distribution's quantiles can be compared while the value itself is not kept.
-    """
+def _shape(value: Any, numbers: bool) -> dict[str, Any]:
+    """A text's or list's ``length``; a finite number's ``approx`` on the 5% grid (within 2.5% of it), or nothing."""
     if isinstance(value, (str, list)):
         return {"length": len(value)}
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        if value == 0:
-            return {"approx": 0}
+    if not numbers or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return {}
+    try:
+        if not math.isfinite(value) or value == 0:
+            return {"approx": 0} if value == 0 else {}
         step = round(math.log(abs(value)) / _STEP)
         return {"approx": float(f"{math.copysign(math.exp(step * _STEP), value):.4g}")}
-    return {}
+    except (OverflowError, ValueError):  # an integer too large for a float, a grid point past the float range
+        return {}
 
 
 @dataclass

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from steadyflow.cli import EXIT_INVALID, app, read_stores
 
 EXIT_SHIFTED = 1
-"""A shift was flagged: a scheduled flow or a cron job alerts on it."""
+"""A shift was flagged: a scheduled flow or a cron job alerts on it (so does an unexpected error, which says so)."""
 
 
 @app.command()
@@ -57,11 +58,18 @@ def compare(
         raise typer.Exit(EXIT_INVALID)
     finished = ledger.run_ids(finished=True)
     baseline, current = _sides(list(runs or []), finished, last, ledger.earlier_runs)
+    pipelines = {(ledger.run_info(run) or {}).get("pipeline") for run in [*baseline, current]}
+    if len(pipelines) > 1:
+        _refuse(f"these runs are of different pipelines ({', '.join(sorted(map(str, pipelines)))}): nothing to compare")
     limits = drift.Thresholds(psi, rate, cost, latency, latency_ms, min_documents)
-    base = drift.profile(baseline, log.profile_rows(baseline))
-    cur = drift.profile([current], log.profile_rows([current]))
-    log.close()
-    ledger.close()
+    try:
+        base = drift.profile(baseline, log.profile_rows(baseline))
+        cur = drift.profile([current], log.profile_rows([current]))
+    except sqlite3.Error as exc:  # a damaged file; an old one is read without the columns it lacks
+        _refuse(f"--db {db}: cannot read its records ({exc})")
+    finally:
+        log.close()
+        ledger.close()
     shifts = drift.compare(base, cur, limits)
     names = (baseline[0] if len(baseline) == 1 else f"{len(baseline)} runs before", current)
     if report is not None:
@@ -73,6 +81,8 @@ def compare(
         typer.echo(f"{current} ({cur.documents} documents) against {', '.join(baseline)} ({base.documents} documents)")
         for line in drift_view.lines(shifts):
             typer.echo(line)
+        if min(base.documents, cur.documents) < min_documents:
+            typer.echo(f"too few documents to flag anything (fewer than --min-documents {min_documents} on a side)")
     if data["flagged"]:
         raise typer.Exit(EXIT_SHIFTED)
 
@@ -87,6 +97,8 @@ def _sides(given: list[str], finished: list[str], last: int, earlier: object) ->
         if name not in finished:
             _refuse(f"no finished run '{name}' in this folder (newest: {known})")
     if len(resolved) == 2:
+        if resolved[0] == resolved[1]:
+            _refuse(f"'{resolved[0]}' twice: give two different runs")
         return [resolved[0]], resolved[1]
     if not finished:
         _refuse("no finished run in this folder")
@@ -97,7 +109,7 @@ def _sides(given: list[str], finished: list[str], last: int, earlier: object) ->
     return list(baseline), current
 
 
-def _refuse(message: str) -> None:
+def _refuse(message: str) -> NoReturn:
     typer.echo(message, err=True)
     raise typer.Exit(EXIT_INVALID)
 

@@ -130,7 +130,7 @@ def chaos_serve(
         name, _, rest = item.partition("=")
         value, _, share = rest.rpartition(":")
         try:
-            skews[name] = (json.loads(value) if value in ("true", "false") else value, float(share))
+            skews[name] = (_json_or_text(value), float(share))
         except ValueError:
             typer.echo(f"--skew {item}: expected FIELD=VALUE:SHARE, e.g. category=billing:0.6", err=True)
             raise typer.Exit(EXIT_INVALID) from None
@@ -165,3 +165,11 @@ def chaos_serve(
         reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own message repeats the address
         typer.echo(f"cannot listen on {host}:{port}: {reason}; --port 0 picks a free port", err=True)
         raise typer.Exit(1) from None
+
+
+def _json_or_text(value: str) -> Any:
+    """A --skew value: JSON where it parses (9, true, null), else the text itself (billing)."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

@@ -148,6 +148,8 @@ class _CallLog:
     breaker: CircuitBreaker
     attempts: list[Attempt] = field(default_factory=list)
     started: float = 0.0
+    started_at: float = 0.0
+    """The Unix time ``started`` was read at (a wall time worked out at the answer could be a GIL switch late)."""
     waited_ms: float = 0.0
     wait_reason: str | None = None
     tokens: TokenLogprobs | None = None
@@ -162,7 +164,7 @@ class _CallLog:
         return hooks
 
     def _on_kwargs(self, *args: Any, **kwargs: Any) -> None:
-        self.started = time.perf_counter()
+        self.started, self.started_at = time.perf_counter(), time.time()
         _WIRE_MS.set(None)
         _SERVER_MS.set(None)
 
@@ -172,8 +174,8 @@ class _CallLog:
         wire = _WIRE_MS.get()
         attempt.latency_ms = round(wire if wire is not None else (time.perf_counter() - self.started) * 1000, 2)
         attempt.server_ms = _SERVER_MS.get()
-        if self.started:  # when the request went out, for traces
-            attempt.started_at = round(time.time() - (time.perf_counter() - self.started), 3)
+        if self.started_at:  # when the request went out, for traces
+            attempt.started_at = round(self.started_at, 3)
         if self.waited_ms and not self.attempts:  # the wait came before the first call of this generate()
             attempt.waited_ms, attempt.wait_reason = round(self.waited_ms, 2), self.wait_reason
         self.attempts.append(attempt)

@@ -7,12 +7,13 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -20,7 +21,10 @@ from steadyflow.audit.records import Attempt, DecisionRecord
 from steadyflow.core.document import Document
 from steadyflow.runner.telemetry import endpoint
 from steadyflow.spec.loader import LoadedPipeline
+from steadyflow.spec.models import ModelSpec
 
+_MAX_TEXT = 32_768
+"""Characters an attribute keeps (a document's text with ``include_text``)."""
 _TIMEOUT_S = 5.0
 """An export waits at most this long for the collector."""
 _PAUSE_S = 30.0
@@ -83,10 +87,12 @@ class RunTracer:
     url: str
     run_span: Span
     include_text: bool
-    model_ids: dict[str, tuple[str, str]]
-    """Pipeline model name -> (the model id sent to the endpoint, provider name) for ``gen_ai.*``."""
+    models: dict[str, _Model]
+    """Pipeline model name -> what ``gen_ai.*`` and ``server.*`` say of its calls."""
     key: Any
     """The decision log's document key (an HMAC of the id): spans name documents as records do."""
+    made: int = 1
+    """Spans made so far (the run's own included): those neither sent nor failed were dropped."""
     _ended: bool = field(default=False, repr=False)
 
     @classmethod
@@ -102,9 +108,13 @@ class RunTracer:
         names = {"service.name": project, "openinference.project.name": project}
         resource = Resource.create({**names, "steadyflow.pipeline": pipeline.spec.pipeline})
         exporter = _Counted(OTLPSpanExporter(endpoint=url, timeout=_TIMEOUT_S))
-        provider = TracerProvider(resource=resource)
-        # a large queue: spans are made a chunk at a time, and a full queue drops them silently
-        provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=65_536, schedule_delay_millis=1000))
+        # with text, an attribute is cut at 32 KiB and a request holds at most 128 spans: under the 20 MiB a
+        # collector takes by default (OpenTelemetry Collector), and a queue that is not gigabytes
+        provider = TracerProvider(resource=resource, span_limits=SpanLimits(max_attribute_length=_MAX_TEXT))
+        batch = 128 if settings.include_text else 512
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, max_queue_size=16_384, max_export_batch_size=batch, schedule_delay_millis=1000)
+        )
         spec = pipeline.spec
         span = provider.get_tracer("steadyflow").start_span(
             f"run {spec.pipeline}",
@@ -117,8 +127,8 @@ class RunTracer:
                 "steadyflow.resumed": resumed,
             },
         )
-        ids: dict[str, tuple[str, str]] = {name: (m.model or name, m.provider) for name, m in spec.models.items()}
-        return cls(provider, exporter, url, span, settings.include_text, ids, key)
+        models = {name: _Model.of(name, model) for name, model in spec.models.items()}
+        return cls(provider, exporter, url, span, settings.include_text, models, key)
 
     def chunk(
         self, stage: str, index: int, started: float, records: list[DecisionRecord], docs: list[Document]
@@ -140,6 +150,8 @@ class RunTracer:
         texts = {doc.id: doc for doc in docs} if self.include_text else {}
         for record in records:
             self._document(tracer, span, record, texts.get(record.doc_id))
+            self.made += 1 + len(record.attempts)
+        self.made += 1
         span.end(end_time=_ns(time.time()))
 
     def _document(self, tracer: trace.Tracer, chunk: Span, record: DecisionRecord, doc: Document | None) -> None:
@@ -178,15 +190,14 @@ class RunTracer:
         span.end(end_time=_ns(started + record.latency_ms / 1000))
 
     def _attempt(self, tracer: trace.Tracer, document: Span, attempt: Attempt) -> None:
-        model_id, provider = self.model_ids.get(attempt.model or "", (attempt.model, None))
-        is_call = attempt.kind == "model"
-        name = f"chat {model_id}" if is_call else (attempt.model or attempt.kind)
+        model = self.models.get(attempt.model or "") if attempt.kind == "model" else None
+        name = f"chat {model.id}" if model is not None else (attempt.model or attempt.kind)
         span = tracer.start_span(
             name,
             context=trace.set_span_in_context(document),
-            kind=SpanKind.CLIENT if is_call else SpanKind.INTERNAL,
+            kind=SpanKind.CLIENT if model is not None else SpanKind.INTERNAL,
             start_time=_ns(attempt.started_at),
-            attributes=_plain(attempt_attributes(attempt, model_id if is_call else None, provider)),
+            attributes=_plain(attempt_attributes(attempt, model)),
         )
         if attempt.error_kind is not None:
             span.set_status(Status(StatusCode.ERROR, attempt.error_kind))
@@ -207,11 +218,9 @@ class RunTracer:
             span.set_attributes({f"steadyflow.{name}": value for name, value in totals.items()})
         span.end()
         self.provider.shutdown()  # flushes: bounded by the exporter's timeout and the pause after a failure
-        if self.exporter.failed:
-            return (
-                f"telemetry: {self.exporter.failed} of {self.exporter.failed + self.exporter.sent} spans "
-                f"did not reach {self.url}"
-            )
+        lost = self.made - self.exporter.sent  # failed, dropped from a full queue, or left at shutdown
+        if lost > 0:
+            return f"telemetry: {lost} of {self.made} spans did not reach {shown(self.url)}"
         return None
 
 
@@ -247,7 +256,7 @@ def document_attributes(record: DecisionRecord, key: str) -> dict[str, Any]:
     }
 
 
-def attempt_attributes(attempt: Attempt, model_id: str | None, provider: str | None) -> dict[str, Any]:
+def attempt_attributes(attempt: Attempt, model: _Model | None) -> dict[str, Any]:
     """One attempt's span: GenAI conventions for a model call (trace UIs read them: Phoenix shows an LLM span), ours."""
     values: dict[str, Any] = {
         "steadyflow.rung": attempt.rung,
@@ -260,16 +269,47 @@ def attempt_attributes(attempt: Attempt, model_id: str | None, provider: str | N
         "steadyflow.server_ms": attempt.server_ms,
         "error.type": attempt.error_kind,
     }
-    if model_id is None:
+    if model is None:
         return {"openinference.span.kind": "CHAIN" if attempt.kind != "cache" else "RETRIEVER", **values}
+    answered = attempt.error_kind is None or attempt.tokens_in or attempt.tokens_out  # no usage: none to say
     return {
         "openinference.span.kind": "LLM",
         "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "openai" if provider == "openai" else "llama_cpp",
-        "gen_ai.request.model": model_id,
+        "gen_ai.provider.name": model.provider,
+        "gen_ai.request.model": model.id,
         "gen_ai.response.model": attempt.response_model,
-        "gen_ai.usage.input_tokens": attempt.tokens_in,
-        "gen_ai.usage.output_tokens": attempt.tokens_out,
-        "gen_ai.openai.response.system_fingerprint": attempt.system_fingerprint,
+        "gen_ai.usage.input_tokens": attempt.tokens_in if answered else None,
+        "gen_ai.usage.output_tokens": attempt.tokens_out if answered else None,
+        "openai.response.system_fingerprint": attempt.system_fingerprint,
+        "server.address": model.host,
+        "server.port": model.port,
         **values,
     }
+
+
+class _Model(NamedTuple):
+    """What a model call's span says of its model: the id sent, the provider, the server (when the file names it)."""
+
+    id: str
+    provider: str
+    host: str | None
+    port: int | None
+
+    @classmethod
+    def of(cls, name: str, spec: ModelSpec) -> _Model:
+        if spec.provider == "local":  # the embedded model: llama.cpp's server on a loopback port found at run time
+            return cls(spec.model or name, "llama_cpp", None, None)
+        where = urlsplit(spec.base_url or "https://api.openai.com/v1")
+        try:
+            port = where.port or (443 if where.scheme == "https" else 80)
+        except ValueError:
+            port = None
+        return cls(spec.model or name, "openai", where.hostname, port)
+
+
+def shown(url: str) -> str:
+    """A URL as a note may show it: without user and password."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()

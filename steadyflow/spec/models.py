@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -592,8 +593,19 @@ class TelemetrySettings(Strict):
     @field_validator("otlp_endpoint")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018  # raises on a port that is no number or out of range
+        except ValueError:
+            raise ValueError("its port is not a number from 1 to 65535") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", value):
             raise ValueError("give an http:// or https:// URL, e.g. http://127.0.0.1:6006")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "no user or password in the URL: a collector's credentials go in OTEL_EXPORTER_OTLP_HEADERS"
+            )
         return value
 
 

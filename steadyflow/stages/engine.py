@@ -133,11 +133,12 @@ class Engine:
                 estimates.save(estimates_path(self.pipeline.spec.pipeline, stage_id))
 
     def _record(
-        self, stage: CompiledStage, doc: Document, text: str, result: LadderResult, started: float
+        self, stage: CompiledStage, doc: Document, text: str, result: LadderResult, started: tuple[float, float]
     ) -> DecisionRecord:
+        """The document's record; ``started`` is when its work began (``perf_counter``, Unix time)."""
         client = self.clients.get(result.model or "")
         spec = self.pipeline.spec
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started[0]
         output = doc.outputs.get(stage.id) if doc.quarantined is None else None
         return DecisionRecord(
             run_id=self.run_id,
@@ -163,7 +164,7 @@ class Engine:
             document_hash=document_hash(doc.text, doc.fields),
             outputs=self._fingerprint(stage, output),
             output_hash=output_hash(output) if output is not None else None,
-            started_at=time.time() - elapsed,
+            started_at=started[1],
         )
 
     def _fingerprint(self, stage: CompiledStage, output: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -172,7 +173,7 @@ class Engine:
         closed = self._closed.get(stage.id)
         if closed is None:  # a schema per stage, not per document
             closed = self._closed[stage.id] = scored_fields(stage.output_model.model_json_schema())
-        return fingerprint(output, closed, self.digest)
+        return fingerprint(output, closed, self.digest, numbers=not stage.spec.input.redact_pii)
 
     async def _run_one(self, stage: CompiledStage, doc: Document, queued_ms: float = 0.0) -> DecisionRecord:
         """One document through one stage; never raises, so one document can never stop the batch.
@@ -184,7 +185,7 @@ class Engine:
         document, a library error) quarantines it with the error's type and where it happened, and
         is recorded like any other outcome. The exception's text is never kept: it may quote the document.
         """
-        started = time.perf_counter()
+        started = time.perf_counter(), time.time()  # both read at once: a wall time worked out later can be late
         text = ""
         try:
             text = stage_text(doc, stage.spec.input) or ""

@@ -93,21 +93,27 @@ def cli(*args: str) -> tuple[int, str, str]:
     return result.returncode, result.stdout, result.stderr
 
 
+# Latency is this machine's: other tests running beside these can slow one run's documents by more than
+# half a second. Where latency is not what a test is about, it is given a floor that load cannot reach;
+# test_latency_is_flagged_when_it_rises_past_both_limits tests it with a known rise.
+STEADY_LATENCY = ("--latency-ms", "5000")
+
+
 def test_two_runs_of_the_same_inputs_are_not_flagged(runs: Path) -> None:
-    code, out, _ = cli("a", "b", "--db", str(runs), "--json")
+    code, out, _ = cli("a", "b", "--db", str(runs), "--json", *STEADY_LATENCY)
     data = json.loads(out)
     assert code == 0, data["flagged"]
     assert data["flagged"] == []
     assert data["baseline"]["documents"] == data["current"]["documents"] == DOCS
     kinds = {s["kind"] for s in data["shifts"]}
-    assert kinds == {"rung", "field", "number", "length", "check", "review", "cost", "latency"}
+    assert kinds == {"rung", "presence", "field", "number", "length", "check", "review", "cost", "latency"}
     # the same documents against the same kind of model: field shares stay close, the PSI under its noise
     category = next(s for s in data["shifts"] if s["name"] == "triage.category")
     assert 0 <= category["value"] < category["noise"]
 
 
 def test_a_model_that_drifted_is_found_and_exits_1(runs: Path) -> None:
-    code, out, _ = cli("a", "skewed", "--db", str(runs), "--json")
+    code, out, _ = cli("a", "skewed", "--db", str(runs), "--json", *STEADY_LATENCY)
     data = json.loads(out)
     assert code == 1
     assert "field triage.category" in data["flagged"]
@@ -118,7 +124,7 @@ def test_a_model_that_drifted_is_found_and_exits_1(runs: Path) -> None:
 
 
 def test_a_failing_model_shows_as_rungs_review_and_checks(runs: Path) -> None:
-    code, out, _ = cli("broken", "--last", "3", "--db", str(runs), "--json")  # against skewed, c and b pooled
+    code, out, _ = cli("broken", "--last", "3", "--db", str(runs), "--json")  # against skewed, pricey and c pooled
     data = json.loads(out)
     assert code == 1
     assert data["baseline"]["runs"] == ["skewed", "pricey", "c"]
@@ -129,7 +135,7 @@ def test_a_failing_model_shows_as_rungs_review_and_checks(runs: Path) -> None:
 
 
 def test_a_price_rise_is_found_in_the_cost_per_document(runs: Path) -> None:
-    code, out, _ = cli("a", "pricey", "--db", str(runs), "--json")
+    code, out, _ = cli("a", "pricey", "--db", str(runs), "--json", *STEADY_LATENCY)
     data = json.loads(out)
     assert code == 1
     assert data["flagged"] == ["cost cost mean"]
@@ -165,6 +171,7 @@ def test_by_default_the_newest_run_is_compared_with_the_one_before(runs: Path) -
         (["nope", "a"], "no finished run 'nope' in this folder (newest: broken, skewed, pricey, c, b)"),
         (["a"], "no finished run of the same pipeline before 'a' to compare it with"),
         (["a", "b", "c"], "give at most two runs"),
+        (["a", "a"], "'a' twice: give two different runs"),
     ],
 )
 def test_a_bad_run_is_one_line_and_exit_2(runs: Path, args: list[str], said: str) -> None:
@@ -213,3 +220,62 @@ def test_records_keep_lengths_and_numbers_on_a_grid_never_the_values() -> None:
     approx = kept["amount"]["approx"]
     assert approx != 1234.56 and abs(approx / 1234.56 - 1) <= 0.025
     assert fingerprint({"amount": -1234.56}, [], str)["amount"]["approx"] == -approx
+
+
+def test_runs_of_another_pipeline_are_not_compared(runs: Path, tmp_path: Path) -> None:
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "out"
+    shutil.copytree(runs.parent, copy)
+    with sqlite3.connect(copy / "runs.sqlite") as db:
+        db.execute("UPDATE runs SET pipeline = 'other' WHERE run_id = 'b'")
+    code, _, err = cli("a", "b", "--db", str(copy / "decisions.sqlite"))
+    assert code == 2 and "different pipelines (drifting, other)" in err
+
+
+def test_a_log_from_before_outputs_were_kept_is_compared_on_what_it_has(runs: Path, tmp_path: Path) -> None:
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "out"
+    shutil.copytree(runs.parent, copy)
+    with sqlite3.connect(copy / "decisions.sqlite") as db:
+        db.execute("ALTER TABLE decisions DROP COLUMN outputs")
+    code, out, _ = cli("a", "b", "--db", str(copy / "decisions.sqlite"), "--json", *STEADY_LATENCY)
+    data = json.loads(out)
+    assert code == 0 and {s["kind"] for s in data["shifts"]} == {
+        "rung",
+        "presence",
+        "check",
+        "review",
+        "cost",
+        "latency",
+    }
+
+
+def test_a_stage_no_longer_reached_is_a_shift_of_its_presence() -> None:
+    base, cur = Profile(runs=["a"], documents=100), Profile(runs=["b"], documents=100)
+    base.ended["triage"].update({"model:small": 100})
+    base.ended["summarise"].update({"model:small": 100})
+    cur.ended["triage"].update({"model:small": 100})
+    flagged = [f"{s.kind} {s.name}" for s in compare(base, cur, Thresholds()) if s.flagged]
+    assert flagged == ["presence summarise"]
+
+
+def test_numbers_too_large_for_a_float_are_kept_as_a_digest_only() -> None:
+    from steadyflow.audit.records import fingerprint
+
+    kept = fingerprint({"a": 10**400, "b": 1.79e308, "c": float("nan"), "d": -float("inf")}, [], str)
+    assert all(set(value) == {"digest"} for value in kept.values())
+    assert fingerprint({"age": 47}, [], str, numbers=False) == {"age": {"digest": "47"}}
+
+
+def test_latency_is_flagged_when_it_rises_past_both_limits() -> None:
+    base, cur = Profile(runs=["a"], documents=100), Profile(runs=["b"], documents=100)
+    base.latency.update({200.0: 50, 300.0: 50})
+    cur.latency.update({250.0: 50, 1200.0: 50})  # p50 +50 ms (1.25x), p95 +900 ms (4x)
+    latency = {s.name: s for s in compare(base, cur, Thresholds()) if s.kind == "latency"}
+    assert not latency["latency p50"].flagged and latency["latency p95"].flagged
+    assert not any(s.flagged for s in compare(base, cur, Thresholds(latency_ms=1000)) if s.kind == "latency")
+    assert not any(s.flagged for s in compare(cur, base, Thresholds()) if s.kind == "latency")  # a fall is shown only

@@ -157,7 +157,8 @@ def test_a_run_sends_run_chunk_document_and_attempt_spans_without_text(tmp_path:
         assert attributes["gen_ai.provider.name"] == "openai" and attributes["gen_ai.usage.input_tokens"] > 0
         assert attributes["steadyflow.rung"] == 0
         parent = spans[call["parent"]]
-        assert parent["start"] <= call["start"] <= call["end"] <= parent["end"] + 5_000_000  # within its document
+        # within its document (a call's start is kept to the millisecond)
+        assert parent["start"] - 1_000_000 <= call["start"] <= call["end"] <= parent["end"] + 1_000_000
     # the rule fails for half the answers: a re-ask is an attempt with its error type, and its verdict an event
     assert any(c["attributes"].get("error.type") == "invalid_output" for c in calls)
     assert any(
@@ -233,3 +234,28 @@ def test_include_text_with_redaction_is_refused_where_it_is_written(tmp_path: Pa
     (line,) = [line for line in result.stderr.splitlines() if "include_text" in line]
     line_no = next(i for i, text in enumerate(file.read_text().splitlines(), 1) if text.startswith("telemetry:"))
     assert line.startswith(f"{file}:{line_no}:") and "unredacted" in line
+
+
+def test_a_collector_url_with_credentials_or_a_bad_port_is_refused(tmp_path: Path) -> None:
+    for url, said in (
+        ("http://user:pw@collector:4318", "credentials go in OTEL_EXPORTER_OTLP_HEADERS"),
+        ("http://collector:99999", "port is not a number from 1 to 65535"),
+        ("ftp://collector", "give an http:// or https:// URL"),
+    ):
+        file = pipeline(tmp_path, "http://127.0.0.1:9/v1", f"{{otlp_endpoint: '{url}'}}")
+        result = subprocess.run(
+            [sys.executable, "-m", "steadyflow.cli", "validate", str(file)], capture_output=True, text=True, cwd=ROOT
+        )
+        assert result.returncode == 2 and said in result.stderr and "pw" not in result.stderr.replace(said, "")
+
+
+def test_long_texts_are_cut_in_spans(tmp_path: Path, receiver: Receiver) -> None:
+    server = ChaosServer(ChaosConfig(seed=5)).start()
+    try:
+        file = pipeline(tmp_path, server.base_url, f"{{otlp_endpoint: '{receiver.url}', include_text: true}}")
+        (tmp_path / "docs.jsonl").write_text(json.dumps({"id": "long", "text": "word " * 10_000}) + "\n")
+        run_local(load_pipeline(file), RunOptions(run_id="r1"))
+    finally:
+        server.stop()
+    (document,) = [s for s in receiver.spans if s["name"] == "triage document"]
+    assert len(document["attributes"]["input.value"]) == 32_768
