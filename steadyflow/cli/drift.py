@@ -83,6 +83,8 @@ def compare(
             typer.echo(line)
         if min(base.documents, cur.documents) < min_documents:
             typer.echo(f"too few documents to flag anything (fewer than --min-documents {min_documents} on a side)")
+        if report is None:
+            typer.echo("--json prints every quantity; --report drift.html draws them")
     if data["flagged"]:
         raise typer.Exit(EXIT_SHIFTED)
 
