@@ -151,6 +151,18 @@ class Shift:
     noise: float | None = None
     """The value chance alone stays under at these counts (p < 0.001); a flag needs both."""
 
+    @property
+    def label(self) -> str:
+        """What is compared, e.g. 'field triage.category', 'cost mean', 'review'."""
+        return self.name if self.name.startswith(self.kind) else f"{self.kind} {self.name}"
+
+    @property
+    def unsure(self) -> bool:
+        """Past its threshold, but not flagged: within what chance gives at these documents (or too few of them)."""
+        if self.flagged or self.value is None or self.measure == "ratio":
+            return False
+        return abs(self.value) >= self.threshold
+
 
 def psi(before: Counter[Any], after: Counter[Any], bins: list[Any] | None = None) -> tuple[float, int]:
     """(PSI, bins) of two counters over the same categories (``bins``: default, every value seen)."""
@@ -324,6 +336,7 @@ def report(base: Profile, cur: Profile, shifts: list[Shift], limits: Thresholds)
         "baseline": {"runs": base.runs, "documents": base.documents},
         "current": {"runs": cur.runs, "documents": cur.documents},
         "thresholds": asdict(limits),
-        "flagged": [f"{s.kind} {s.name}" for s in shifts if s.flagged],
+        "flagged": [s.label for s in shifts if s.flagged],
+        "unsure": [s.label for s in shifts if s.unsure],
         "shifts": [asdict(s) for s in shifts],
     }

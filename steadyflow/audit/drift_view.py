@@ -85,13 +85,27 @@ def _value(shift: Shift) -> str:
     return f"{shift.value:.3f}"
 
 
+def _limit(shift: Shift) -> str:
+    return f"{shift.threshold * 100:.0f} pt" if shift.measure == "rate" else f"{shift.threshold:g}"
+
+
+def _bound(shift: Shift) -> str:
+    if shift.noise is None:
+        return "-"
+    return f"{shift.noise * 100:.1f} pt" if shift.measure == "rate" else f"{shift.noise:.3f}"
+
+
 def table(shifts: list[Shift]) -> list[str]:
-    """Every compared quantity as a markdown table, flagged ones first."""
-    lines = ["| | what | measure | baseline | current | shift | threshold |", "|---|---|---|---|---|---:|---:|"]
-    for s in sorted(shifts, key=lambda s: (not s.flagged, s.kind, s.name)):
+    """Every compared quantity as a markdown table, flagged ones first, then those within chance of flagging."""
+    lines = [
+        "| flag | what | measure | baseline | current | shift | threshold | chance reaches |",
+        "|---|---|---|---|---|---:|---:|---:|",
+    ]
+    for s in sorted(shifts, key=lambda s: (not s.flagged, not s.unsure, s.kind, s.name)):
+        flag = "**shifted**" if s.flagged else "within chance" if s.unsure else ""
         lines.append(
-            f"| {'**shifted**' if s.flagged else ''} | {_md(s.kind)} {_md(s.name)} | {s.measure} "
-            f"| {_md(_side(s, s.baseline))} | {_md(_side(s, s.current))} | {_value(s)} | {s.threshold:g} |"
+            f"| {flag} | {_md(s.label)} | {s.measure} | {_md(_side(s, s.baseline))} | {_md(_side(s, s.current))} "
+            f"| {_value(s)} | {_limit(s)} | {_bound(s)} |"
         )
     return lines
 
@@ -105,7 +119,7 @@ def markdown(base: Profile, cur: Profile, shifts: list[Shift], names: tuple[str,
         "",
         f"{base.documents} documents against {cur.documents}. "
         + (
-            f"**{len(flagged)} shifted:** " + ", ".join(f"{_md(s.kind)} {_md(s.name)}" for s in flagged) + "."
+            f"**{len(flagged)} shifted:** " + ", ".join(_md(s.label) for s in flagged) + "."
             if flagged
             else "Nothing shifted beyond its threshold and chance."
         ),
@@ -121,14 +135,20 @@ def markdown(base: Profile, cur: Profile, shifts: list[Shift], names: tuple[str,
 
 
 def lines(shifts: list[Shift]) -> list[str]:
-    """The comparison for a terminal: one line per flagged quantity, then a count of the rest."""
+    """For a terminal: a line per flagged quantity, one per quantity within chance, and a count of the rest."""
     out = []
     for s in shifts:
         if s.flagged:
             out.append(
-                f"shifted  {s.kind} {s.name}: {s.measure} {_value(s)} (threshold {s.threshold:g}); "
+                f"shifted  {s.label}: {s.measure} {_value(s)} (threshold {_limit(s)}); "
                 f"{_side(s, s.baseline)} -> {_side(s, s.current)}"
             )
-    steady = len(shifts) - len(out)
-    out.append(f"steady   {steady} other quantities within their thresholds or chance")
+    for s in shifts:
+        if s.unsure:
+            out.append(
+                f"unsure   {s.label}: {s.measure} {_value(s)} passes {_limit(s)}, but chance reaches {_bound(s)} "
+                "at these documents: more documents would tell"
+            )
+    steady = sum(1 for s in shifts if not s.flagged and not s.unsure)
+    out.append(f"steady   {steady} other quantities within their thresholds")
     return out

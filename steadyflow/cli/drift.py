@@ -74,11 +74,14 @@ def compare(
     names = (baseline[0] if len(baseline) == 1 else f"{len(baseline)} runs before", current)
     if report is not None:
         _write(report, drift_view.markdown(base, cur, shifts, names))
+        typer.echo(f"report with charts: {report}", err=True)
     data = drift.report(base, cur, shifts, limits)
     if as_json:
         sys.stdout.write(json.dumps(data) + "\n")
     else:
         typer.echo(f"{current} ({cur.documents} documents) against {', '.join(baseline)} ({base.documents} documents)")
+        if len(runs or []) < 2 and len(baseline) < last:
+            typer.echo(f"only {len(baseline)} finished run(s) of this pipeline before it, of the --last {last} asked")
         for line in drift_view.lines(shifts):
             typer.echo(line)
         if min(base.documents, cur.documents) < min_documents:

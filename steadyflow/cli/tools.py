@@ -155,7 +155,8 @@ def chaos_serve(
 
     async def serve() -> None:
         await server.start_async()
-        typer.echo(f"chaos endpoint on {server.base_url} (faults: {rates or 'none'})", err=True)
+        skewed = f"; skew: {', '.join(f'{k}={v}:{share:g}' for k, (v, share) in skews.items())}" if skews else ""
+        typer.echo(f"chaos endpoint on {server.base_url} (faults: {rates or 'none'}{skewed})", err=True)
         await asyncio.Event().wait()
 
     try:

@@ -290,6 +290,10 @@ class Run:
                 trail.start(json.loads(source) if source else None, options.resume)
             budget = open_budget(pipeline, log, ledger, options.run_id)
             tracer = open_tracer(pipeline, options.run_id, options.resume, log.key)
+            if tracer is None and spec.telemetry.otlp_endpoint:  # on call, say why traces stopped
+                summary.notes.append(
+                    "telemetry: off (OTEL_SDK_DISABLED or OTEL_TRACES_EXPORTER=none in the environment)"
+                )
             if tracer is not None:  # a run that raises ends its span as failed; one that finished already ended it
                 stack.callback(tracer.finish, None)
             cache = open_cache(pipeline, options)

@@ -259,3 +259,9 @@ def test_long_texts_are_cut_in_spans(tmp_path: Path, receiver: Receiver) -> None
         server.stop()
     (document,) = [s for s in receiver.spans if s["name"] == "triage document"]
     assert len(document["attributes"]["input.value"]) == 32_768
+
+
+def test_a_collector_switched_off_by_the_environment_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    summary = traced_run(tmp_path, "{otlp_endpoint: 'http://127.0.0.1:9'}")
+    assert summary.notes == ["telemetry: off (OTEL_SDK_DISABLED or OTEL_TRACES_EXPORTER=none in the environment)"]
