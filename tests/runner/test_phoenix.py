@@ -58,29 +58,39 @@ def get(base: str, path: str) -> Any:
 
 
 def spans_of(base: str, run_id: str, expected: int) -> list[dict[str, Any]]:
-    """Every span of the run's trace, once Phoenix has stored them all (it ingests asynchronously)."""
+    """Every span of the run's trace, once Phoenix has stored them all (it ingests asynchronously).
+
+    All are there when at least ``expected`` arrived, each one's parent among them, and a second look finds no more.
+    """
     deadline = time.monotonic() + 90
+    seen = -1
     while True:
-        try:
-            roots = get(base, f"/v1/projects/{PROJECT}/spans?parent_id=null&limit=1000")["data"]
-        except urllib.error.HTTPError:  # 404 until the project's first span arrives
-            roots = []
-        root = next((s for s in roots if s["attributes"].get("steadyflow.run.id") == run_id), None)
-        found: list[dict[str, Any]] = []
-        if root is not None:
-            cursor: str | None = ""
-            while cursor is not None:
-                query = {
-                    "trace_id": root["context"]["trace_id"],
-                    "limit": 1000,
-                    **({"cursor": cursor} if cursor else {}),
-                }
-                page = get(base, f"/v1/projects/{PROJECT}/spans?{urllib.parse.urlencode(query)}")
-                found += page["data"]
-                cursor = page.get("next_cursor")
-        if len(found) >= expected or time.monotonic() > deadline:
+        found = _trace(base, run_id)
+        ids = {s["context"]["span_id"] for s in found}
+        whole = len(found) >= expected and all(s["parent_id"] is None or s["parent_id"] in ids for s in found)
+        if (whole and len(found) == seen) or time.monotonic() > deadline:
             return found
+        seen = len(found)
         time.sleep(1)
+
+
+def _trace(base: str, run_id: str) -> list[dict[str, Any]]:
+    """The spans Phoenix has stored so far of the trace whose root is the run ``run_id``."""
+    try:
+        roots = get(base, f"/v1/projects/{PROJECT}/spans?parent_id=null&limit=1000")["data"]
+    except urllib.error.HTTPError:  # 404 until the project's first span arrives
+        return []
+    root = next((s for s in roots if s["attributes"].get("steadyflow.run.id") == run_id), None)
+    found: list[dict[str, Any]] = []
+    cursor: str | None = ""
+    while root is not None and cursor is not None:
+        query = {"trace_id": root["context"]["trace_id"], "limit": 1000}
+        if cursor:
+            query["cursor"] = cursor
+        page = get(base, f"/v1/projects/{PROJECT}/spans?{urllib.parse.urlencode(query)}")
+        found += page["data"]
+        cursor = page.get("next_cursor")
+    return found
 
 
 def test_a_run_s_trace_reaches_phoenix_with_its_attributes_and_no_text(
