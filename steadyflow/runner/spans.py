@@ -299,7 +299,9 @@ class _Model(NamedTuple):
     def of(cls, name: str, spec: ModelSpec) -> _Model:
         if spec.provider == "local":  # the embedded model: llama.cpp's server on a loopback port found at run time
             return cls(spec.model or name, "llama_cpp", None, None)
-        where = urlsplit(spec.base_url or "https://api.openai.com/v1")
+        if spec.base_url is None:  # the SDK's own default endpoint: named by the SDK, not repeated here
+            return cls(spec.model or name, "openai", None, None)
+        where = urlsplit(spec.base_url)
         try:
             port = where.port or (443 if where.scheme == "https" else 80)
         except ValueError:
